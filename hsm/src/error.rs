@@ -1,0 +1,122 @@
+//! Errors that name the PKCS#11 return value and what was being done, e.g.
+//! `signing with key 'db-int-2026' on token 'trellis-online': CKR_DEVICE_REMOVED`.
+
+use cryptoki::error::{Error as CkError, RvError};
+
+pub type HsmResult<T> = Result<T, HsmError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HsmError {
+    /// A PKCS#11 call failed; `rv` is the `CKR_…` name.
+    #[error("{context}: {rv}")]
+    Pkcs11 {
+        context: String,
+        rv: String,
+        #[source]
+        source: CkError,
+    },
+    #[error("loading PKCS#11 module '{path}': {source}")]
+    ModuleLoad {
+        path: String,
+        #[source]
+        source: CkError,
+    },
+    #[error("no token labelled '{0}' (is the module right and the token initialised?)")]
+    TokenNotFound(String),
+    #[error("no key labelled '{label}' on token '{token}'")]
+    KeyNotFound { label: String, token: String },
+    #[error("a key labelled '{label}' already exists on token '{token}'")]
+    KeyExists { label: String, token: String },
+    #[error("PIN: {0}")]
+    Pin(String),
+    #[error("key '{label}': {message}")]
+    BadKey { label: String, message: String },
+    #[error("signing pool is shut down")]
+    PoolClosed,
+    #[error("SoftHSM2 setup: {0}")]
+    SoftHsm(String),
+}
+
+impl HsmError {
+    pub(crate) fn pkcs11(context: impl Into<String>, source: CkError) -> Self {
+        let rv = match &source {
+            CkError::Pkcs11(rv, _) => ckr_name(*rv),
+            other => other.to_string(),
+        };
+        HsmError::Pkcs11 {
+            context: context.into(),
+            rv,
+            source,
+        }
+    }
+
+    /// The PKCS#11 return value, when this error came from a PKCS#11 call.
+    pub fn rv(&self) -> Option<RvError> {
+        match self {
+            HsmError::Pkcs11 {
+                source: CkError::Pkcs11(rv, _),
+                ..
+            } => Some(*rv),
+            _ => None,
+        }
+    }
+
+    /// True when the token or session went away (device removed, session
+    /// invalid, logged out): the caller should treat the HSM as unavailable,
+    /// not the request as bad.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            HsmError::Pkcs11 { .. } => self.rv().is_none_or(is_session_lost),
+            HsmError::TokenNotFound(_) | HsmError::PoolClosed | HsmError::ModuleLoad { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Return values after which a session must be thrown away and re-opened.
+pub(crate) fn is_session_lost(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::UserNotLoggedIn
+            | RvError::DeviceRemoved
+            | RvError::DeviceError
+            | RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
+            | RvError::SlotIdInvalid
+            | RvError::CryptokiNotInitialized
+            | RvError::GeneralError
+            | RvError::FunctionFailed
+            | RvError::KeyHandleInvalid
+            | RvError::ObjectHandleInvalid
+    )
+}
+
+/// `RvError::DeviceRemoved` → `CKR_DEVICE_REMOVED`.
+pub(crate) fn ckr_name(rv: RvError) -> String {
+    let camel = format!("{rv:?}");
+    let mut out = String::from("CKR_");
+    for (i, ch) in camel.chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_value_names_match_the_standard() {
+        assert_eq!(ckr_name(RvError::DeviceRemoved), "CKR_DEVICE_REMOVED");
+        assert_eq!(ckr_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+        assert_eq!(
+            ckr_name(RvError::SessionHandleInvalid),
+            "CKR_SESSION_HANDLE_INVALID"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! Signing sessions and the pool of threads that own them.
+//!
+//! A PKCS#11 `Session` is `Send` but not `Sync`, and a shared session
+//! serialises every signature, so each pool thread owns one session and jobs
+//! are closures run on that thread. Sessions are opened lazily and re-opened
+//! after the token went away (device removed, session invalid, logged out),
+//! so service resumes by itself when the token is back.
+
+use crate::der::ecdsa_raw_to_der;
+use crate::error::{is_session_lost, HsmError, HsmResult};
+use crate::keys::{find_private, KeyAlgorithm, KeyInfo};
+use crate::module::Token;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::ObjectHandle;
+use cryptoki::session::Session;
+use sha2::{Digest, Sha256, Sha384};
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// One session on one token, with the key handles found through it.
+pub struct PoolSession {
+    token: Token,
+    session: Option<Session>,
+    handles: HashMap<String, ObjectHandle>,
+}
+
+impl PoolSession {
+    pub fn new(token: Token) -> PoolSession {
+        PoolSession {
+            token,
+            session: None,
+            handles: HashMap::new(),
+        }
+    }
+
+    pub fn token(&self) -> &Token {
+        &self.token
+    }
+
+    /// Sign `message` with `key`, returning the signature as X.509 carries
+    /// it (DER ECDSA-Sig-Value, or PKCS#1 v1.5). Retries once on a fresh
+    /// session when the old one was lost.
+    pub fn sign(&mut self, key: &KeyInfo, message: &[u8]) -> HsmResult<Vec<u8>> {
+        match self.try_sign(key, message) {
+            Err(e) if e.rv().is_some_and(is_session_lost) => {
+                self.reset();
+                let retried = self.try_sign(key, message);
+                if retried.as_ref().is_err_and(|e| e.is_unavailable()) {
+                    self.reset();
+                }
+                retried
+            }
+            other => other,
+        }
+    }
+
+    /// Check that this session can still reach the token and find the key.
+    pub fn probe(&mut self, key_label: &str) -> HsmResult<()> {
+        let result = self.handle(key_label).map(|_| ());
+        if result.as_ref().is_err_and(|e| e.is_unavailable()) {
+            self.reset();
+        }
+        result
+    }
+
+    fn reset(&mut self) {
+        self.session = None;
+        self.handles.clear();
+    }
+
+    fn session(&mut self) -> HsmResult<&Session> {
+        if self.session.is_none() {
+            self.session = Some(self.token.open_session()?);
+        }
+        self.session.as_ref().ok_or(HsmError::PoolClosed)
+    }
+
+    fn handle(&mut self, label: &str) -> HsmResult<ObjectHandle> {
+        if let Some(h) = self.handles.get(label) {
+            return Ok(*h);
+        }
+        let token_label = self.token.label().to_string();
+        let session = self.session()?;
+        let handle = find_private(session, label)?.ok_or_else(|| HsmError::KeyNotFound {
+            label: label.into(),
+            token: token_label,
+        })?;
+        self.handles.insert(label.to_string(), handle);
+        Ok(handle)
+    }
+
+    fn try_sign(&mut self, key: &KeyInfo, message: &[u8]) -> HsmResult<Vec<u8>> {
+        let handle = self.handle(&key.label)?;
+        let token_label = self.token.label().to_string();
+        let session = self.session()?;
+        let context = || {
+            format!(
+                "signing with key '{}' on token '{}'",
+                key.label, token_label
+            )
+        };
+        match key.algorithm {
+            KeyAlgorithm::EcP256 | KeyAlgorithm::EcP384 => {
+                // SoftHSM2 offers only CKM_ECDSA: hash here, sign the digest.
+                let digest = if key.algorithm == KeyAlgorithm::EcP256 {
+                    Sha256::digest(message).to_vec()
+                } else {
+                    Sha384::digest(message).to_vec()
+                };
+                let raw = session
+                    .sign(&Mechanism::Ecdsa, handle, &digest)
+                    .map_err(|e| HsmError::pkcs11(context(), e))?;
+                ecdsa_raw_to_der(&raw).ok_or_else(|| HsmError::BadKey {
+                    label: key.label.clone(),
+                    message: format!("token returned a {}-byte ECDSA signature", raw.len()),
+                })
+            }
+            _ => session
+                .sign(&Mechanism::Sha256RsaPkcs, handle, message)
+                .map_err(|e| HsmError::pkcs11(context(), e)),
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut PoolSession) + Send>;
+
+/// A fixed set of threads, each owning a `PoolSession` on the same token.
+/// Jobs are closures so that a whole certificate can be built and signed on
+/// the session's thread without hopping threads per signature.
+pub struct SigningPool {
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    size: usize,
+}
+
+impl SigningPool {
+    pub fn new(token: Token, size: usize) -> HsmResult<SigningPool> {
+        let size = size.max(1);
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let mut workers = Vec::with_capacity(size);
+        for i in 0..size {
+            let receiver = receiver.clone();
+            let mut session = PoolSession::new(token.clone());
+            let worker = std::thread::Builder::new()
+                .name(format!("hsm-{i}"))
+                .spawn(move || loop {
+                    let job = {
+                        let guard = receiver.lock().unwrap_or_else(|p| p.into_inner());
+                        guard.recv()
+                    };
+                    match job {
+                        Ok(job) => job(&mut session),
+                        Err(_) => break,
+                    }
+                })
+                .map_err(|e| HsmError::SoftHsm(format!("starting signing thread: {e}")))?;
+            workers.push(worker);
+        }
+        Ok(SigningPool {
+            sender: Mutex::new(Some(sender)),
+            workers: Mutex::new(workers),
+            size,
+        })
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Queue a job; it runs on one of the pool's threads with its session.
+    pub fn execute(&self, job: impl FnOnce(&mut PoolSession) + Send + 'static) -> HsmResult<()> {
+        let guard = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        let sender = guard.as_ref().ok_or(HsmError::PoolClosed)?;
+        sender.send(Box::new(job)).map_err(|_| HsmError::PoolClosed)
+    }
+
+    /// Run a job and wait for its result on the calling (non-async) thread.
+    pub fn run<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut PoolSession) -> R + Send + 'static,
+    ) -> HsmResult<R> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.execute(move |session| {
+            let _ = tx.send(job(session));
+        })?;
+        rx.recv().map_err(|_| HsmError::PoolClosed)
+    }
+
+    /// Stop accepting jobs, let queued ones finish, join the threads.
+    pub fn shutdown(&self) {
+        self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|p| p.into_inner()));
+        for worker in workers {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for SigningPool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,253 @@
+//! The HSM layer against a real SoftHSM2 token created in a private directory
+//! for this test run.
+
+use hsm::{
+    softhsm, HsmError, HsmSigningKey, KeyAlgorithm, KeyInfo, Module, Pin, PoolSession, SigningPool,
+    Token,
+};
+use ring::signature::{
+    UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, RSA_PKCS1_2048_8192_SHA256,
+};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+const TOKEN: &str = "trellis-test";
+
+struct Fixture {
+    module: Module,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("trellis-hsm-test")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("temp dir");
+        let conf = softhsm::write_config(dir.path()).expect("softhsm config");
+        softhsm::use_config(&conf);
+        let path: PathBuf =
+            softhsm::find_module().expect("SoftHSM2 is not installed (make test installs it)");
+        let module = Module::load(&path).expect("load SoftHSM2");
+        let created = softhsm::ensure_token(
+            &module,
+            TOKEN,
+            &Pin::from_secret("so-1234".into()),
+            &user_pin(),
+        )
+        .expect("init token");
+        assert!(created);
+        assert!(!softhsm::ensure_token(
+            &module,
+            TOKEN,
+            &Pin::from_secret("so-1234".into()),
+            &user_pin()
+        )
+        .unwrap());
+        Fixture { module, _dir: dir }
+    })
+}
+
+fn user_pin() -> Pin {
+    Pin::from_secret("user-5678".into())
+}
+
+fn token() -> Token {
+    fixture().module.token(TOKEN, user_pin()).expect("token")
+}
+
+fn unique(label: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{label}-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn verify(key: &KeyInfo, message: &[u8], signature: &[u8]) -> bool {
+    let alg: &dyn ring::signature::VerificationAlgorithm = match key.algorithm {
+        KeyAlgorithm::EcP256 => &ECDSA_P256_SHA256_ASN1,
+        KeyAlgorithm::EcP384 => &ECDSA_P384_SHA384_ASN1,
+        _ => &RSA_PKCS1_2048_8192_SHA256,
+    };
+    UnparsedPublicKey::new(alg, &key.public_key)
+        .verify(message, signature)
+        .is_ok()
+}
+
+#[test]
+fn generated_keys_are_sensitive_and_never_extractable() {
+    let token = token();
+    for alg in [
+        KeyAlgorithm::EcP256,
+        KeyAlgorithm::EcP384,
+        KeyAlgorithm::Rsa2048,
+        KeyAlgorithm::Rsa3072,
+        KeyAlgorithm::Rsa4096,
+    ] {
+        let label = unique(&format!("attr-{alg}"));
+        let key = token.generate_key(&label, alg).expect("generate");
+        assert_eq!(key.algorithm, alg);
+        let attrs = token.private_key_attributes(&label).unwrap();
+        assert!(
+            attrs.token && attrs.private && attrs.sensitive && attrs.sign,
+            "{alg}: {attrs:?}"
+        );
+        assert!(!attrs.extractable, "{alg} is extractable");
+        assert!(
+            attrs.always_sensitive && attrs.never_extractable,
+            "{alg}: {attrs:?}"
+        );
+        // the public key read back later is the one generation returned
+        assert_eq!(token.public_key(&label).unwrap().public_key, key.public_key);
+    }
+}
+
+#[test]
+fn a_label_cannot_be_generated_twice() {
+    let token = token();
+    let label = unique("twice");
+    token.generate_key(&label, KeyAlgorithm::EcP256).unwrap();
+    let err = token
+        .generate_key(&label, KeyAlgorithm::EcP256)
+        .unwrap_err();
+    assert!(matches!(err, HsmError::KeyExists { .. }), "{err}");
+}
+
+#[test]
+fn token_signatures_verify_independently() {
+    let token = token();
+    let mut session = PoolSession::new(token.clone());
+    for alg in [
+        KeyAlgorithm::EcP256,
+        KeyAlgorithm::EcP384,
+        KeyAlgorithm::Rsa2048,
+    ] {
+        let key = token
+            .generate_key(&unique(&format!("sig-{alg}")), alg)
+            .unwrap();
+        let message = format!("to be signed by {alg}");
+        let sig = session.sign(&key, message.as_bytes()).unwrap();
+        assert!(
+            verify(&key, message.as_bytes(), &sig),
+            "{alg} signature does not verify"
+        );
+        assert!(
+            !verify(&key, b"another message", &sig),
+            "{alg} verifies the wrong message"
+        );
+    }
+}
+
+#[test]
+fn rcgen_signs_through_the_token() {
+    let token = token();
+    let key = token
+        .generate_key(&unique("rcgen"), KeyAlgorithm::EcP256)
+        .unwrap();
+    let mut session = PoolSession::new(token);
+    let signer = HsmSigningKey::new(&mut session, &key);
+    let mut params = rcgen::CertificateParams::new(vec!["hsm.test".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params
+        .self_signed(&signer)
+        .expect("self-signed by the token");
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.der()).unwrap();
+    parsed
+        .verify_signature(None)
+        .expect("self-signature verifies");
+}
+
+#[test]
+fn pool_signs_from_two_threads_and_every_signature_verifies() {
+    let token = token();
+    let key = token
+        .generate_key(&unique("pool"), KeyAlgorithm::EcP256)
+        .unwrap();
+    let pool = std::sync::Arc::new(SigningPool::new(token, 2).unwrap());
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let pool = pool.clone();
+            let key = key.clone();
+            std::thread::spawn(move || {
+                (0..200)
+                    .map(|i| {
+                        let message = format!("thread {t} message {i}").into_bytes();
+                        let k = key.clone();
+                        let m = message.clone();
+                        let sig = pool.run(move |s| s.sign(&k, &m)).unwrap().unwrap();
+                        (message, sig)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut count = 0;
+    for t in threads {
+        for (message, sig) in t.join().unwrap() {
+            assert!(verify(&key, &message, &sig));
+            count += 1;
+        }
+    }
+    assert_eq!(count, 400);
+    // both pool threads took part: jobs record their thread names
+    let names: std::collections::HashSet<String> = (0..50)
+        .map(|_| {
+            pool.run(|_| {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                std::thread::current().name().unwrap_or("").to_string()
+            })
+            .unwrap()
+        })
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("hsm-")), "{names:?}");
+}
+
+#[test]
+fn a_session_that_lost_its_login_is_reopened() {
+    let token = token();
+    let key = token
+        .generate_key(&unique("relogin"), KeyAlgorithm::EcP256)
+        .unwrap();
+    let mut session = PoolSession::new(token.clone());
+    assert!(verify(&key, b"one", &session.sign(&key, b"one").unwrap()));
+    token.logout().unwrap();
+    let sig = session
+        .sign(&key, b"two")
+        .expect("re-opened and logged in again");
+    assert!(verify(&key, b"two", &sig));
+}
+
+#[test]
+fn errors_name_the_return_value_and_the_operation() {
+    let module = &fixture().module;
+    // A token nobody in this process is logged in to: once logged in, PKCS#11
+    // answers any login with CKR_USER_ALREADY_LOGGED_IN, PIN right or wrong.
+    softhsm::ensure_token(
+        module,
+        "trellis-lonely",
+        &Pin::from_secret("so-1".into()),
+        &user_pin(),
+    )
+    .unwrap();
+    let err = module
+        .token("trellis-lonely", Pin::from_secret("wrong-pin".into()))
+        .unwrap()
+        .open_session()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("CKR_PIN_INCORRECT") && text.contains("trellis-lonely"),
+        "{text}"
+    );
+
+    let missing = module.token("no-such-token", user_pin()).err().unwrap();
+    assert!(matches!(missing, HsmError::TokenNotFound(_)), "{missing}");
+
+    let key = KeyInfo {
+        label: "never-generated".into(),
+        algorithm: KeyAlgorithm::EcP256,
+        public_key: vec![4; 65],
+    };
+    let err = PoolSession::new(token()).sign(&key, b"x").unwrap_err();
+    assert!(err.to_string().contains("never-generated"), "{err}");
+}
