@@ -1,0 +1,33 @@
+//! Trellis wire contract, shared by the server and the client.
+//!
+//! - [`error`]: stable error codes and the JSON error body;
+//! - [`native`]: JSON types of the native `/v1` API, and [`duration`]
+//!   strings (`"24h"`);
+//! - [`auth`]: the `TRELLIS-HMAC-SHA256` request signature: build, parse,
+//!   verify;
+//! - [`replay`]: the bounded nonce cache that rejects replays;
+//! - [`cfssl`]: the CFSSL-compatible `authsign`/`info` wire format.
+//!
+//! The crate does no I/O and reads no clock: callers pass `now_unix`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod cfssl;
+pub mod duration;
+pub mod error;
+pub mod native;
+pub mod replay;
+
+pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, ReasonBody};
+
+/// Whether `bytes` is, at first glance, a JSON object. serde's derived
+/// `Deserialize` also accepts a struct as a positional JSON array; the wire
+/// contract allows objects only.
+pub(crate) fn looks_like_json_object(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .is_some_and(|&b| b == b'{')
+}

@@ -1,0 +1,305 @@
+//! Bounded cache of recently used `(key id, nonce)` pairs, to reject replays.
+//!
+//! A request with timestamp `ts` is accepted while `|now - ts| <= window`, so
+//! its nonce must be remembered until `ts + window`; after that the timestamp
+//! check alone rejects a replay and the entry is dropped. Entries are kept in
+//! a min-heap ordered by that expiry and pruned on every call, so each entry
+//! is removed once (amortised `O(log n)` per request) and memory holds only
+//! live entries.
+//!
+//! Memory is bounded by `capacity` entries (about 50 bytes each: a 128-bit
+//! fingerprint of the pair in a hash set plus a heap slot). When the cache is
+//! full of unexpired entries it refuses new ones with
+//! [`ReplayError::CacheFull`]: a request whose nonce cannot be remembered is
+//! never accepted (fail closed). Pairs are stored as truncated SHA-256
+//! fingerprints (2^-128 collision odds per pair, far below any concern).
+//!
+//! Not thread-safe by itself; the server wraps it in a `Mutex`. Check
+//! replays only after the request's MAC verified, so that unauthenticated
+//! traffic cannot fill the cache. The cache reads no clock: callers pass
+//! `now_unix`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::error::ErrorCode;
+
+/// Default maximum number of remembered nonces.
+pub const DEFAULT_CAPACITY: usize = 1_000_000;
+
+/// Why a nonce was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ReplayError {
+    /// The `(key id, nonce)` pair was already used within the window.
+    #[error("nonce already used")]
+    Replayed,
+    /// The timestamp is outside the window, so the cache could not detect a
+    /// replay of it; such a request must not be accepted.
+    #[error("timestamp outside the replay window")]
+    OutsideWindow,
+    /// The cache is full of unexpired entries.
+    #[error("replay cache full")]
+    CacheFull,
+}
+
+impl ReplayError {
+    /// The stable error code: `replayed_request`, `stale_timestamp`, or
+    /// `rate_limited` for a full cache (the client should retry later).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ReplayError::Replayed => ErrorCode::ReplayedRequest,
+            ReplayError::OutsideWindow => ErrorCode::StaleTimestamp,
+            ReplayError::CacheFull => ErrorCode::RateLimited,
+        }
+    }
+}
+
+/// Bounded replay cache; see the module documentation.
+#[derive(Debug)]
+pub struct ReplayCache {
+    capacity: usize,
+    window_secs: i64,
+    seen: HashSet<u128>,
+    by_expiry: BinaryHeap<Reverse<(i64, u128)>>,
+}
+
+impl ReplayCache {
+    /// A cache holding at most `capacity` entries, for timestamps accepted
+    /// within `window_secs` (the same value as the verifier's maximum skew;
+    /// negative values count as 0).
+    pub fn new(capacity: usize, window_secs: i64) -> Self {
+        ReplayCache {
+            capacity,
+            window_secs: window_secs.max(0),
+            seen: HashSet::new(),
+            by_expiry: BinaryHeap::new(),
+        }
+    }
+
+    /// A cache of [`DEFAULT_CAPACITY`] entries.
+    pub fn with_window(window_secs: i64) -> Self {
+        Self::new(DEFAULT_CAPACITY, window_secs)
+    }
+
+    /// Maximum number of entries.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The window, in seconds.
+    pub fn window_secs(&self) -> i64 {
+        self.window_secs
+    }
+
+    /// Number of entries currently held (some may have expired since the
+    /// last call).
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Whether the cache holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Records the pair, or refuses it if it was seen within the window, if
+    /// `ts` is outside the window, or if the cache is full.
+    pub fn check_and_insert(
+        &mut self,
+        key_id: &str,
+        nonce: &str,
+        ts: i64,
+        now_unix: i64,
+    ) -> Result<(), ReplayError> {
+        if (i128::from(now_unix) - i128::from(ts)).abs() > i128::from(self.window_secs) {
+            return Err(ReplayError::OutsideWindow);
+        }
+        self.prune_expired(now_unix);
+        let fp = fingerprint(key_id, nonce);
+        if self.seen.contains(&fp) {
+            return Err(ReplayError::Replayed);
+        }
+        if self.seen.len() >= self.capacity {
+            return Err(ReplayError::CacheFull);
+        }
+        self.seen.insert(fp);
+        self.by_expiry
+            .push(Reverse((ts.saturating_add(self.window_secs), fp)));
+        Ok(())
+    }
+
+    /// Drops every entry whose timestamp can no longer be accepted at
+    /// `now_unix`. Called by [`Self::check_and_insert`]; callers may also
+    /// call it periodically to release memory when idle.
+    pub fn prune_expired(&mut self, now_unix: i64) {
+        while let Some(&Reverse((expires, fp))) = self.by_expiry.peek() {
+            if expires >= now_unix {
+                break;
+            }
+            self.by_expiry.pop();
+            self.seen.remove(&fp);
+        }
+    }
+}
+
+fn fingerprint(key_id: &str, nonce: &str) -> u128 {
+    let mut h = Sha256::new();
+    // Length prefix: ("ab", "c") and ("a", "bc") differ.
+    h.update((key_id.len() as u64).to_be_bytes());
+    h.update(key_id.as_bytes());
+    h.update(nonce.as_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_be_bytes(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000;
+
+    #[test]
+    fn rejects_repeat() {
+        let mut c = ReplayCache::new(10, 300);
+        assert_eq!(c.check_and_insert("k", "nonce-1", NOW, NOW), Ok(()));
+        assert_eq!(
+            c.check_and_insert("k", "nonce-1", NOW, NOW),
+            Err(ReplayError::Replayed)
+        );
+        // Same nonce with another timestamp is still the same pair.
+        assert_eq!(
+            c.check_and_insert("k", "nonce-1", NOW + 10, NOW + 5),
+            Err(ReplayError::Replayed)
+        );
+        // Other key, other nonce: fine.
+        assert_eq!(c.check_and_insert("k2", "nonce-1", NOW, NOW), Ok(()));
+        assert_eq!(c.check_and_insert("k", "nonce-2", NOW, NOW), Ok(()));
+        // No confusion between key/nonce boundaries.
+        assert_eq!(c.check_and_insert("ab", "c", NOW, NOW), Ok(()));
+        assert_eq!(c.check_and_insert("a", "bc", NOW, NOW), Ok(()));
+        assert_eq!(c.len(), 5);
+        assert_eq!(ReplayError::Replayed.code(), ErrorCode::ReplayedRequest);
+    }
+
+    #[test]
+    fn remembers_for_the_whole_window_then_forgets() {
+        let mut c = ReplayCache::new(10, 300);
+        assert_eq!(c.check_and_insert("k", "n", NOW, NOW), Ok(()));
+        // Still replayable at the edge of the window: still rejected.
+        assert_eq!(
+            c.check_and_insert("k", "n", NOW, NOW + 300),
+            Err(ReplayError::Replayed)
+        );
+        // Past the window the original timestamp is itself refused...
+        assert_eq!(
+            c.check_and_insert("k", "n", NOW, NOW + 301),
+            Err(ReplayError::OutsideWindow)
+        );
+        // ...and the entry has been dropped, so a fresh request may reuse it.
+        assert_eq!(c.check_and_insert("k", "n", NOW + 301, NOW + 301), Ok(()));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn future_timestamps_are_remembered_longer() {
+        let mut c = ReplayCache::new(10, 300);
+        // Client clock 300 s ahead: acceptable until NOW + 600.
+        assert_eq!(c.check_and_insert("k", "n", NOW + 300, NOW), Ok(()));
+        assert_eq!(
+            c.check_and_insert("k", "n", NOW + 300, NOW + 600),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(
+            c.check_and_insert("k", "n", NOW + 300, NOW + 601),
+            Err(ReplayError::OutsideWindow)
+        );
+    }
+
+    #[test]
+    fn rejects_outside_window() {
+        let mut c = ReplayCache::new(10, 300);
+        assert_eq!(
+            c.check_and_insert("k", "n", NOW - 301, NOW),
+            Err(ReplayError::OutsideWindow)
+        );
+        assert_eq!(
+            c.check_and_insert("k", "n", NOW + 301, NOW),
+            Err(ReplayError::OutsideWindow)
+        );
+        assert_eq!(
+            c.check_and_insert("k", "n", i64::MIN, i64::MAX),
+            Err(ReplayError::OutsideWindow)
+        );
+        assert!(c.is_empty());
+        assert_eq!(ReplayError::OutsideWindow.code(), ErrorCode::StaleTimestamp);
+    }
+
+    #[test]
+    fn enforces_capacity_and_evicts_expired() {
+        let mut c = ReplayCache::new(3, 300);
+        assert_eq!(c.check_and_insert("k", "a", NOW, NOW), Ok(()));
+        assert_eq!(c.check_and_insert("k", "b", NOW + 100, NOW + 100), Ok(()));
+        assert_eq!(c.check_and_insert("k", "c", NOW + 200, NOW + 200), Ok(()));
+        assert_eq!(
+            c.check_and_insert("k", "d", NOW + 200, NOW + 200),
+            Err(ReplayError::CacheFull)
+        );
+        assert_eq!(ReplayError::CacheFull.code(), ErrorCode::RateLimited);
+        // Full cache still detects replays rather than reporting "full".
+        assert_eq!(
+            c.check_and_insert("k", "a", NOW, NOW + 200),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(c.len(), 3);
+        // At NOW + 301 "a" has expired: one slot frees up.
+        assert_eq!(c.check_and_insert("k", "d", NOW + 301, NOW + 301), Ok(()));
+        assert_eq!(c.len(), 3);
+        assert_eq!(
+            c.check_and_insert("k", "e", NOW + 301, NOW + 301),
+            Err(ReplayError::CacheFull)
+        );
+        // "b" and "c" are still remembered.
+        assert_eq!(
+            c.check_and_insert("k", "b", NOW + 100, NOW + 301),
+            Err(ReplayError::Replayed)
+        );
+        assert_eq!(
+            c.check_and_insert("k", "c", NOW + 200, NOW + 301),
+            Err(ReplayError::Replayed)
+        );
+        // Much later everything has expired.
+        c.prune_expired(NOW + 10_000);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn zero_capacity_fails_closed() {
+        let mut c = ReplayCache::new(0, 300);
+        assert_eq!(
+            c.check_and_insert("k", "n", NOW, NOW),
+            Err(ReplayError::CacheFull)
+        );
+    }
+
+    #[test]
+    fn many_entries_expire_in_order() {
+        let mut c = ReplayCache::new(10_000, 60);
+        for i in 0..5_000i64 {
+            let t = NOW + i / 10;
+            assert_eq!(c.check_and_insert("k", &format!("n{i}"), t, t), Ok(()));
+        }
+        // Entries with ts + 60 < now are gone; the rest are kept.
+        let now = NOW + 499;
+        c.prune_expired(now);
+        let expected = (0..5_000i64).filter(|i| NOW + i / 10 + 60 >= now).count();
+        assert_eq!(c.len(), expected);
+        assert_eq!(c.window_secs(), 60);
+        assert_eq!(c.capacity(), 10_000);
+        assert_eq!(ReplayCache::with_window(300).capacity(), DEFAULT_CAPACITY);
+    }
+}
