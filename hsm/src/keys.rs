@@ -67,9 +67,11 @@ impl FromStr for KeyAlgorithm {
             "rsa-2048" => KeyAlgorithm::Rsa2048,
             "rsa-3072" => KeyAlgorithm::Rsa3072,
             "rsa-4096" => KeyAlgorithm::Rsa4096,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown key algorithm '{other}' (ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096)"
-            )),
+            ))
+            }
         })
     }
 }

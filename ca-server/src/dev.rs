@@ -1,0 +1,107 @@
+//! `ca-server dev --dir DIR`: a complete development deployment in one
+//! directory, created idempotently — SoftHSM2 tokens with generated PINs, the
+//! shipped class policies, `config.toml`, every class hierarchy and the
+//! server's TLS certificate. A second run reuses everything it finds.
+
+use crate::state::write_atomic;
+use anyhow::{Context, Result};
+use hsm::{softhsm, Module, Pin};
+use std::path::{Path, PathBuf};
+
+pub struct DevPaths {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+}
+
+/// Lay out DIR (files only; no HSM access) and return the config path. Must
+/// run before the PKCS#11 module is loaded: it sets `SOFTHSM2_CONF`.
+pub fn prepare(dir: &Path, listen: &str) -> Result<DevPaths> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = std::fs::canonicalize(dir)?;
+    let conf = softhsm::write_config(&dir.join("hsm"))?;
+    softhsm::use_config(&conf);
+    for name in ["so.pin", "root.pin", "online.pin"] {
+        let path = dir.join("secrets").join(name);
+        if !path.exists() {
+            write_atomic(&path, format!("{}\n", random_secret(16)?).as_bytes(), 0o600)?;
+        }
+    }
+    set_mode(&dir.join("secrets"), 0o700)?;
+    let policies = dir.join("policies");
+    if !policies.exists() {
+        for (class, text) in policies::SHIPPED {
+            write_atomic(
+                &policies.join(format!("{class}.toml")),
+                text.as_bytes(),
+                0o644,
+            )?;
+        }
+    }
+    let config = dir.join("config.toml");
+    if !config.exists() {
+        let module = softhsm::find_module()
+            .context("SoftHSM2 is not installed (apt-get install softhsm2)")?;
+        let text = format!(
+            r#"# Trellis development deployment, written by `ca-server dev`.
+# Relative paths are relative to this file. PINs are references, never values.
+state_dir = "."
+policies_dir = "policies"
+
+[hsm]
+module = "{module}"
+softhsm2_conf = "hsm/softhsm2.conf"
+online_token = "trellis-online"
+online_pin = "file:secrets/online.pin"
+root_token = "trellis-root"
+root_pin = "file:secrets/root.pin"
+signing_sessions = 0   # one per CPU
+
+[ca]
+key_algorithm = "ec-p256"
+organization = "Trellis (development)"
+root_validity_days = 3650
+intermediate_validity_days = 365
+
+[server]
+listen = "{listen}"
+tls_names = ["localhost", "127.0.0.1", "::1"]
+"#,
+            module = module.display()
+        );
+        write_atomic(&config, text.as_bytes(), 0o644)?;
+    }
+    Ok(DevPaths { dir, config })
+}
+
+/// Create the two SoftHSM2 tokens unless they exist.
+pub fn ensure_tokens(paths: &DevPaths, module: &Module) -> Result<Vec<&'static str>> {
+    let pin = |name: &str| {
+        Pin::resolve(&format!(
+            "file:{}",
+            paths.dir.join("secrets").join(name).display()
+        ))
+    };
+    let so = pin("so.pin")?;
+    let mut created = Vec::new();
+    for (label, pin_file) in [
+        ("trellis-root", "root.pin"),
+        ("trellis-online", "online.pin"),
+    ] {
+        if softhsm::ensure_token(module, label, &so, &pin(pin_file)?)? {
+            created.push(label);
+        }
+    }
+    Ok(created)
+}
+
+fn random_secret(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::getrandom(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(hex::encode(buf))
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}

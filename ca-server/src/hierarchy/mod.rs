@@ -1,0 +1,140 @@
+//! The CA hierarchy of each class: a self-signed root whose key lives in the
+//! root token, and intermediates (path length 0) whose keys live in the
+//! online token. This module creates them (admin commands) and loads them
+//! (the server), and records their lifecycle in `classes/<class>/state.toml`.
+
+mod create;
+mod record;
+
+pub use create::{init_class, AdminTokens, CaShape};
+pub use record::{ClassState, IntermediateRecord, IntermediateStatus};
+
+use crate::state::StateDir;
+use hsm::{KeyInfo, Token};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HierarchyError {
+    #[error("class '{class}': {message}")]
+    State { class: String, message: String },
+    #[error(transparent)]
+    Hsm(#[from] hsm::HsmError),
+    #[error("class '{class}': building a CA certificate: {message}")]
+    Build { class: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An intermediate that can issue: its certificate, its key in the online
+/// token, and the issuer fields rcgen needs.
+pub struct IssuingCa {
+    pub key: KeyInfo,
+    pub cert_der: Vec<u8>,
+    pub cert_pem: String,
+    pub not_after: OffsetDateTime,
+    pub fingerprint: String,
+}
+
+/// A class as the server holds it.
+pub struct LoadedClass {
+    pub name: String,
+    pub root_der: Vec<u8>,
+    pub root_pem: String,
+    pub root_fingerprint: String,
+    pub active: Arc<IssuingCa>,
+}
+
+/// SHA-256 of a DER certificate, lowercase hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(der))
+}
+
+/// The first certificate in a PEM file.
+pub fn read_pem_cert(path: &std::path::Path) -> Result<Vec<u8>, HierarchyError> {
+    let io = |source| HierarchyError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let text = std::fs::read(path).map_err(io)?;
+    CertificateDer::from_pem_slice(&text)
+        .map(|c| c.to_vec())
+        .map_err(|e| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.to_string(),
+            ))
+        })
+}
+
+pub fn to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::with_capacity(b64.len() + 64);
+    out.push_str("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// Load a class for issuing: its root and active intermediate from the state
+/// directory, and the intermediate's public key from the online token (which
+/// also proves the key is there).
+pub fn load_class(
+    state: &StateDir,
+    class: &str,
+    online: &Token,
+) -> Result<LoadedClass, HierarchyError> {
+    let record = ClassState::read(state, class)?;
+    let active = record.active().ok_or_else(|| HierarchyError::State {
+        class: class.into(),
+        message: "no active intermediate (run `ca-server init`)".into(),
+    })?;
+    let root_der = read_pem_cert(&state.root_cert(class))?;
+    let int_der = read_pem_cert(&state.intermediate_by_label(class, &active.key))?;
+    let issuing = issuing_ca(class, online.public_key(&active.key)?, int_der)?;
+    Ok(LoadedClass {
+        name: class.into(),
+        root_pem: to_pem(&root_der),
+        root_fingerprint: fingerprint(&root_der),
+        root_der,
+        active: Arc::new(issuing),
+    })
+}
+
+pub(crate) fn issuing_ca(
+    class: &str,
+    key: KeyInfo,
+    cert_der: Vec<u8>,
+) -> Result<IssuingCa, HierarchyError> {
+    let build = |message: String| HierarchyError::Build {
+        class: class.into(),
+        message,
+    };
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&cert_der).map_err(|e| build(e.to_string()))?;
+    if parsed.public_key().subject_public_key.data.as_ref() != key.public_key.as_slice() {
+        return Err(build(format!(
+            "intermediate certificate does not match key '{}' in the token",
+            key.label
+        )));
+    }
+    let not_after = parsed.validity().not_after.to_datetime();
+    Ok(IssuingCa {
+        key,
+        cert_pem: to_pem(&cert_der),
+        fingerprint: fingerprint(&cert_der),
+        cert_der,
+        not_after,
+    })
+}

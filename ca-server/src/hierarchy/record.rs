@@ -1,0 +1,69 @@
+//! `classes/<class>/state.toml`: which keys a class uses and the lifecycle of
+//! its intermediates (prepared → active → retired).
+
+use super::HierarchyError;
+use crate::state::{write_atomic, StateDir};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntermediateStatus {
+    Prepared,
+    Active,
+    Retired,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntermediateRecord {
+    /// Key label in the online token; also names the certificate file.
+    pub key: String,
+    pub status: IntermediateStatus,
+    /// RFC 3339.
+    pub not_after: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassState {
+    /// Key label of the root in the root token.
+    pub root_key: String,
+    #[serde(default)]
+    pub intermediates: Vec<IntermediateRecord>,
+}
+
+impl ClassState {
+    pub fn exists(state: &StateDir, class: &str) -> bool {
+        state.class_state(class).exists()
+    }
+
+    pub fn read(state: &StateDir, class: &str) -> Result<ClassState, HierarchyError> {
+        let path = state.class_state(class);
+        let text = std::fs::read_to_string(&path).map_err(|source| HierarchyError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| HierarchyError::State {
+            class: class.into(),
+            message: format!("{}: {e}", path.display()),
+        })
+    }
+
+    pub fn write(&self, state: &StateDir, class: &str) -> Result<(), HierarchyError> {
+        let path = state.class_state(class);
+        let text = toml::to_string_pretty(self).map_err(|e| HierarchyError::State {
+            class: class.into(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&path, text.as_bytes(), 0o644).map_err(|source| HierarchyError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn active(&self) -> Option<&IntermediateRecord> {
+        self.intermediates
+            .iter()
+            .find(|i| i.status == IntermediateStatus::Active)
+    }
+}

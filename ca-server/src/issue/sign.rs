@@ -1,0 +1,36 @@
+//! Step *sign*: the HSM signs the built certificate with the class's active
+//! intermediate. Runs on a signing-pool thread, which owns the session.
+
+use crate::hierarchy::IssuingCa;
+use hsm::{HsmError, HsmSigningKey, PoolSession};
+use rcgen::{CertificateParams, Issuer, SubjectPublicKeyInfo};
+use rustls_pki_types::CertificateDer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error(transparent)]
+    Hsm(#[from] HsmError),
+    #[error("certificate could not be encoded: {0}")]
+    Encode(String),
+}
+
+pub fn sign_leaf(
+    session: &mut PoolSession,
+    issuer: &IssuingCa,
+    params: &CertificateParams,
+    subject_key: &SubjectPublicKeyInfo,
+) -> Result<Vec<u8>, SignError> {
+    let signer = HsmSigningKey::new(session, &issuer.key);
+    // rcgen 0.14 has no owned issuer description without a key, so the
+    // issuer fields are read from the intermediate's DER on each signature.
+    let rcgen_issuer =
+        Issuer::from_ca_cert_der(&CertificateDer::from(issuer.cert_der.as_slice()), &signer)
+            .map_err(|e| SignError::Encode(e.to_string()))?;
+    match params.signed_by(subject_key, &rcgen_issuer) {
+        Ok(cert) => Ok(cert.der().to_vec()),
+        Err(e) => Err(match signer.take_error() {
+            Some(hsm) => SignError::Hsm(hsm),
+            None => SignError::Encode(e.to_string()),
+        }),
+    }
+}

@@ -1,0 +1,12 @@
+//! Trellis signing server: configuration, the CA hierarchy per class, the
+//! issuance pipeline, and the admin commands that create deployments.
+//! `main.rs` is only the command line; everything else lives here so that
+//! tests drive the same code the binary runs.
+
+pub mod admin;
+pub mod config;
+pub mod dev;
+pub mod hierarchy;
+pub mod issue;
+pub mod serial;
+pub mod state;

@@ -1,0 +1,247 @@
+//! The issuance core against a real SoftHSM2 deployment made by the same code
+//! as `ca-server dev`, checked with `openssl verify -x509_strict`.
+
+use ca_server::admin;
+use ca_server::config::Config;
+use ca_server::dev;
+use ca_server::issue::{Authority, IssueError, IssueRequest};
+use rcgen::{CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use x509_parser::extensions::ParsedExtension;
+
+struct Fixture {
+    dir: PathBuf,
+    authority: Arc<Authority>,
+    _tmp: tempfile::TempDir,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let tmp = tempfile::Builder::new()
+            .prefix("trellis-issuance")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let paths = dev::prepare(tmp.path(), "127.0.0.1:0").unwrap();
+        let config = Config::load(&paths.config).unwrap();
+        let module = admin::open_module(&config).unwrap();
+        dev::ensure_tokens(&paths, &module).unwrap();
+        let policies = admin::load_policies(&config).unwrap();
+        let created = admin::init_classes(&config, &module, &policies).unwrap();
+        assert!(created.contains(&"db".to_string()) && created.contains(&"api".to_string()));
+        // idempotent: a second run creates nothing
+        assert!(admin::init_classes(&config, &module, &policies)
+            .unwrap()
+            .is_empty());
+        let authority = admin::open_authority(&config, &module, policies).unwrap();
+        Fixture {
+            dir: paths.dir,
+            authority,
+            _tmp: tmp,
+        }
+    })
+}
+
+fn csr(names: &[&str], customize: impl FnOnce(&mut CertificateParams)) -> (Vec<u8>, KeyPair) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name = DistinguishedName::new();
+    if let Some(first) = names.first() {
+        params.distinguished_name.push(DnType::CommonName, *first);
+    }
+    customize(&mut params);
+    (params.serialize_request(&key).unwrap().der().to_vec(), key)
+}
+
+fn request(class: &str, profile: &str, csr: Vec<u8>) -> IssueRequest {
+    IssueRequest {
+        class: class.into(),
+        profile: Some(profile.into()),
+        csr,
+        hosts: None,
+        ttl: None,
+    }
+}
+
+fn openssl_verify(dir: &Path, root: &Path, intermediate: &Path, leaf_pem: &str) -> (bool, String) {
+    let leaf = dir.join(format!("leaf-{}.pem", std::process::id()));
+    std::fs::write(&leaf, leaf_pem).unwrap();
+    let out = Command::new("openssl")
+        .args(["verify", "-x509_strict", "-CAfile"])
+        .arg(root)
+        .arg("-untrusted")
+        .arg(intermediate)
+        .arg(&leaf)
+        .output()
+        .expect("openssl is installed");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_db_leaf_verifies_against_the_db_root_and_not_against_another_class() {
+    let f = fixture();
+    let (der, _key) = csr(&["api-1.db.internal"], |_| {});
+    let issued = f
+        .authority
+        .issue_blocking(request("db", "server", der))
+        .unwrap();
+    let classes = f.dir.join("classes");
+    let (ok, text) = openssl_verify(
+        &f.dir,
+        &classes.join("db/root.pem"),
+        &classes.join("db/intermediate.pem"),
+        &issued.pem,
+    );
+    assert!(ok, "db leaf does not verify: {text}");
+    // chain.pem = intermediate + root also serves as an -untrusted bundle
+    for other in ["api", "web", "ca"] {
+        let (ok, text) = openssl_verify(
+            &f.dir,
+            &classes.join(format!("{other}/root.pem")),
+            &classes.join("db/intermediate.pem"),
+            &issued.pem,
+        );
+        assert!(!ok, "db leaf verified against the {other} root: {text}");
+        let (ok, _) = openssl_verify(
+            &f.dir,
+            &classes.join(format!("{other}/root.pem")),
+            &classes.join(format!("{other}/intermediate.pem")),
+            &issued.pem,
+        );
+        assert!(!ok, "db leaf verified through the {other} chain");
+    }
+}
+
+#[test]
+fn leaves_carry_the_profile_and_nothing_from_the_csr() {
+    let f = fixture();
+    // The CSR asks for an arbitrary extension and clientAuth; neither may appear.
+    let (der, key) = csr(&["pg-0.db.internal"], |p| {
+        p.custom_extensions.push(CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 99999, 1],
+            vec![0x05, 0x00],
+        ));
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    });
+    let before = time::OffsetDateTime::now_utc();
+    let issued = f
+        .authority
+        .issue_blocking(request("db", "server", der))
+        .unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&issued.der).unwrap();
+    assert_eq!(
+        cert.public_key().subject_public_key.data.as_ref(),
+        key.public_key_raw()
+    );
+    let backdate = before.unix_timestamp() - cert.validity().not_before.timestamp();
+    assert!(
+        (299..=301).contains(&backdate),
+        "notBefore backdated {backdate}s"
+    );
+    let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    assert!(
+        (24 * 3600 + 299..=24 * 3600 + 301).contains(&lifetime),
+        "lifetime {lifetime}s"
+    );
+    assert_eq!(cert.raw_serial().len(), 16);
+    let mut seen = Vec::new();
+    for ext in cert.extensions() {
+        seen.push(ext.oid.to_id_string());
+        match ext.parsed_extension() {
+            ParsedExtension::BasicConstraints(bc) => assert!(!bc.ca && ext.critical),
+            ParsedExtension::KeyUsage(ku) => {
+                assert!(ku.digital_signature() && !ku.key_encipherment() && !ku.key_cert_sign())
+            }
+            ParsedExtension::ExtendedKeyUsage(eku) => assert!(eku.server_auth && !eku.client_auth),
+            ParsedExtension::SubjectAlternativeName(san) => assert_eq!(san.general_names.len(), 1),
+            _ => {}
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "2.5.29.14",
+            "2.5.29.15",
+            "2.5.29.17",
+            "2.5.29.19",
+            "2.5.29.35",
+            "2.5.29.37"
+        ],
+        "extensions: SKI, KU, SAN, BC, AKI, EKU and nothing else"
+    );
+}
+
+#[test]
+fn a_csr_asking_for_ca_true_is_denied() {
+    let f = fixture();
+    let (der, _) = csr(&["ca-wannabe.db.internal"], |p| {
+        // basicConstraints { cA TRUE }, requested as an extension
+        p.custom_extensions.push(CustomExtension::from_oid_content(
+            &[2, 5, 29, 19],
+            vec![0x30, 0x03, 0x01, 0x01, 0xff],
+        ));
+    });
+    match f.authority.issue_blocking(request("db", "server", der)) {
+        Err(IssueError::Denied { reasons, .. }) => {
+            assert!(
+                reasons.iter().any(|r| r.code.as_str() == "ca_requested"),
+                "{reasons:?}"
+            )
+        }
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_csr_with_a_broken_signature_is_refused() {
+    let f = fixture();
+    let (mut der, _) = csr(&["x.db.internal"], |_| {});
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    let err = f
+        .authority
+        .issue_blocking(request("db", "server", der))
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "bad_csr_signature", "{err}");
+    let err = f
+        .authority
+        .issue_blocking(request("db", "server", b"not a csr".to_vec()))
+        .unwrap_err();
+    assert_eq!(err.code().as_str(), "malformed_csr", "{err}");
+}
+
+#[test]
+fn two_thousand_issued_serials_are_distinct_16_byte_and_random() {
+    let f = fixture();
+    let (der, _) = csr(&["serial.db.internal"], |_| {});
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..2000 {
+        let tx = tx.clone();
+        f.authority
+            .submit(request("db", "client", der.clone()), move |r| {
+                let _ = tx.send(r.map(|i| i.serial_hex));
+            });
+    }
+    drop(tx);
+    let serials: Vec<Vec<u8>> = rx
+        .iter()
+        .map(|r| hex::decode(r.unwrap()).unwrap())
+        .collect();
+    assert_eq!(serials.len(), 2000);
+    assert!(serials.iter().all(|s| s.len() == 16 && s[0] & 0x80 == 0));
+    let distinct: std::collections::HashSet<_> = serials.iter().collect();
+    assert_eq!(distinct.len(), 2000);
+    let varying = (0..128)
+        .filter(|bit| {
+            let get = |s: &Vec<u8>| s[bit / 8] >> (7 - bit % 8) & 1;
+            serials.iter().any(|s| get(s) != get(&serials[0]))
+        })
+        .count();
+    assert!(varying >= 120, "only {varying} of 128 serial bits vary");
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what `make run` / `make test` need when it is missing, with the
+# machine's package manager. Idempotent: does nothing when all is present.
+set -euo pipefail
+want="${1:-test}"
+
+missing=()
+have_softhsm() {
+  for p in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
+           /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so /usr/lib64/pkcs11/libsofthsm2.so; do
+    [ -e "$p" ] && return 0
+  done
+  return 1
+}
+have_softhsm || missing+=(softhsm2)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ "$want" = test ]; then
+  command -v cfssl >/dev/null || missing+=(golang-cfssl)
+  command -v multirootca >/dev/null || missing+=(golang-cfssl)
+fi
+
+[ ${#missing[@]} -eq 0 ] && exit 0
+# de-duplicate
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "installing: ${missing[*]}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if command -v apt-get >/dev/null; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+elif command -v dnf >/dev/null; then
+  $SUDO dnf install -y "${missing[@]/golang-cfssl/golang-github-cloudflare-cfssl}"
+else
+  echo "please install: ${missing[*]}" >&2
+  exit 1
+fi
