@@ -281,7 +281,8 @@ pub fn new_nonce() -> String {
     }
 }
 
-fn valid_key_id(s: &str) -> bool {
+/// Key ids are 1-64 characters of `[A-Za-z0-9._-]`.
+pub fn valid_key_id(s: &str) -> bool {
     (1..=MAX_KEY_ID_LEN).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))

@@ -94,6 +94,18 @@ pub struct ServerConfig {
     /// Names and addresses on the server's own TLS certificate.
     #[serde(default = "default_tls_names")]
     pub tls_names: Vec<String>,
+    /// Who may ask for what (see `deploy/config/auth-keys.toml`).
+    #[serde(default = "default_auth_keys")]
+    pub auth_keys: PathBuf,
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// Accepted clock difference for signed native requests.
+    #[serde(default = "default_skew")]
+    pub max_skew_secs: i64,
 }
 
 impl Default for ServerConfig {
@@ -101,10 +113,30 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             tls_names: default_tls_names(),
+            auth_keys: default_auth_keys(),
+            max_body_bytes: default_max_body(),
+            max_connections: default_max_connections(),
+            header_read_timeout_secs: default_header_timeout(),
+            max_skew_secs: default_skew(),
         }
     }
 }
 
+fn default_auth_keys() -> PathBuf {
+    PathBuf::from("auth-keys.toml")
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_skew() -> i64 {
+    300
+}
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".")
 }
@@ -156,6 +188,7 @@ impl Config {
         config.state_dir = clean(base.join(&config.state_dir));
         config.policies_dir = clean(base.join(&config.policies_dir));
         config.hsm.module = base.join(&config.hsm.module);
+        config.server.auth_keys = clean(base.join(&config.server.auth_keys));
         config.hsm.softhsm2_conf = config.hsm.softhsm2_conf.map(|p| base.join(p));
         config.hsm.online_pin = resolve_file_ref(&base, &config.hsm.online_pin);
         config.hsm.root_pin = resolve_file_ref(&base, &config.hsm.root_pin);
@@ -169,6 +202,16 @@ impl Config {
             message,
         };
         self.ca_key_algorithm().map_err(invalid)?;
+        if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
+            return Err(invalid(
+                "server.max_body_bytes must be between 1 KiB and 16 MiB".into(),
+            ));
+        }
+        if !(1..=600).contains(&self.server.max_skew_secs) {
+            return Err(invalid(
+                "server.max_skew_secs must be between 1 and 600".into(),
+            ));
+        }
         if self.ca.intermediate_validity_days == 0
             || self.ca.root_validity_days <= self.ca.intermediate_validity_days
         {

@@ -37,6 +37,7 @@ pub fn prepare(dir: &Path, listen: &str) -> Result<DevPaths> {
             )?;
         }
     }
+    write_auth_keys(&dir)?;
     let config = dir.join("config.toml");
     if !config.exists() {
         let module = softhsm::find_module()
@@ -65,6 +66,11 @@ intermediate_validity_days = 365
 [server]
 listen = "{listen}"
 tls_names = ["localhost", "127.0.0.1", "::1"]
+auth_keys = "auth-keys.toml"
+max_body_bytes = 65536
+max_connections = 4096
+header_read_timeout_secs = 10
+max_skew_secs = 300
 "#,
             module = module.display()
         );
@@ -92,6 +98,46 @@ pub fn ensure_tokens(paths: &DevPaths, module: &Module) -> Result<Vec<&'static s
         }
     }
     Ok(created)
+}
+
+/// One key per shipped class (that class only, CFSSL endpoint allowed) and
+/// `admin` for every class; secrets in `secrets/auth-<id>.hex` (0600), the
+/// same files a local `ca-client` can use.
+fn write_auth_keys(dir: &Path) -> Result<()> {
+    let path = dir.join("auth-keys.toml");
+    if path.exists() {
+        return Ok(());
+    }
+    let mut text = String::from(
+        "# Auth keys of this development deployment, written by `ca-server dev`.\n\
+         # Secrets live in the referenced files (mode 0600).\n",
+    );
+    let mut ids: Vec<&str> = policies::SHIPPED
+        .iter()
+        .map(|(c, _)| *c)
+        .filter(|c| *c != "ca")
+        .collect();
+    ids.push("admin");
+    for id in ids {
+        let secret = dir.join("secrets").join(format!("auth-{id}.hex"));
+        if !secret.exists() {
+            write_atomic(
+                &secret,
+                format!("{}\n", random_secret(32)?).as_bytes(),
+                0o600,
+            )?;
+        }
+        let classes = if id == "admin" {
+            "\"*\"".to_string()
+        } else {
+            format!("\"{id}\"")
+        };
+        text.push_str(&format!(
+            "\n[[key]]\nid = \"{id}\"\nsecret = \"file:secrets/auth-{id}.hex\"\nclasses = [{classes}]\nprofiles = [\"*\"]\ncfssl = true\n"
+        ));
+    }
+    write_atomic(&path, text.as_bytes(), 0o600)?;
+    Ok(())
 }
 
 fn random_secret(bytes: usize) -> Result<String> {

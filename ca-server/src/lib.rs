@@ -8,5 +8,7 @@ pub mod config;
 pub mod dev;
 pub mod hierarchy;
 pub mod issue;
+pub mod metrics;
 pub mod serial;
+pub mod server;
 pub mod state;

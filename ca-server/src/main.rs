@@ -14,8 +14,28 @@ use std::path::PathBuf;
     about = "Trellis: an online internal CA for service-to-service mTLS"
 )]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How to listen (serve and dev).
+#[derive(Args, Clone)]
+struct Listen {
+    /// Address to listen on (overrides the config file).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Serve plain HTTP instead of HTTPS. Refused unless the address is loopback.
+    #[arg(long)]
+    insecure_http: bool,
 }
 
 #[derive(Subcommand)]
@@ -27,15 +47,22 @@ enum Command {
         target: Target,
     },
     /// Create (or reuse) a complete development deployment in DIR with
-    /// SoftHSM2 tokens, then initialise it.
+    /// SoftHSM2 tokens, initialise it, and serve it.
     Dev {
         #[arg(long, default_value = "./var")]
         dir: PathBuf,
-        #[arg(long, default_value_t = default_listen())]
-        listen: String,
+        #[command(flatten)]
+        listen: Listen,
         /// Initialise only; do not serve.
         #[arg(long)]
         init_only: bool,
+    },
+    /// Serve the signing API.
+    Serve {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        listen: Listen,
     },
     /// Policy tools.
     Policy {
@@ -88,6 +115,7 @@ impl Target {
 
 fn main() {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     if let Err(e) = run(cli) {
         eprintln!("ca-server: {e:#}");
         std::process::exit(1);
@@ -105,7 +133,8 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             init_only,
         } => {
-            let paths = dev::prepare(&dir, &listen)?;
+            let default_listen = listen.listen.clone().unwrap_or_else(default_listen);
+            let paths = dev::prepare(&dir, &default_listen)?;
             let config = Config::load(&paths.config)?;
             let module = admin::open_module(&config)?;
             for token in dev::ensure_tokens(&paths, &module)? {
@@ -115,14 +144,18 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             init(&config)?;
-            if !init_only {
-                println!(
-                    "serving arrives with the signing API; deployment ready in {}",
-                    paths.dir.display()
-                );
+            if init_only {
+                return Ok(());
             }
-            Ok(())
+            let port =
+                port_of(listen.listen.as_deref().unwrap_or(&config.server.listen)).to_string();
+            println!(
+                "next: ./target/release/ca-client --once --server https://localhost:{port} \\\n  --ca-root {d}/classes/ca/root.pem --class db --key-id db --secret-file {d}/secrets/auth-db.hex \\\n  --dns pg-0.db.internal --out-dir /tmp/db-cert",
+                d = paths.dir.display()
+            );
+            serve(&config, &listen)
         }
+        Command::Serve { target, listen } => serve(&target.config()?, &listen),
         Command::Policy {
             command:
                 PolicyCommand::Check {
@@ -156,6 +189,98 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn port_of(listen: &str) -> &str {
+    listen.rsplit(':').next().unwrap_or("8443")
+}
+
+/// Load everything that can fail before the first connection, then serve
+/// until SIGTERM/SIGINT and drain.
+fn serve(config: &Config, listen: &Listen) -> Result<()> {
+    let address = listen
+        .listen
+        .clone()
+        .unwrap_or_else(|| config.server.listen.clone());
+    let address: std::net::SocketAddr = address
+        .parse()
+        .with_context(|| format!("listen address '{address}' is not IP:PORT"))?;
+    if listen.insecure_http && !address.ip().is_loopback() {
+        anyhow::bail!("--insecure-http is allowed only on a loopback address, not {address}");
+    }
+    let module = admin::open_module(config)?;
+    let policies = admin::load_policies(config)?;
+    let authority = admin::open_authority(config, &module, policies)?;
+    admin::ensure_server_tls(config, &authority)?;
+    let state = StateDir::new(&config.state_dir);
+    let tls = if listen.insecure_http {
+        None
+    } else {
+        Some(ca_server::server::tls::server_config(
+            &state.tls_chain(),
+            &state.tls_key(),
+        )?)
+    };
+    let keys = ca_server::server::keys::AuthKeys::load(&config.server.auth_keys)?;
+    let app = std::sync::Arc::new(ca_server::server::app::App::new(
+        authority.clone(),
+        keys,
+        config.server.max_body_bytes,
+        config.server.max_skew_secs,
+    ));
+    let options = ca_server::server::ServeOptions {
+        max_connections: config.server.max_connections,
+        header_read_timeout: std::time::Duration::from_secs(config.server.header_read_timeout_secs),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("trellis-http")
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        let bound = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("listening on {scheme}://{bound}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tracing::info!(event = "listening", address = %bound, scheme, "serving");
+        ca_server::server::serve(app, listener, tls, options, shutdown_signal()).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    authority.pool().shutdown();
+    tracing::info!(event = "stopped", "server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(event = "signal", "SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!(event = "signal", "SIGINT: shutting down"),
     }
 }
 

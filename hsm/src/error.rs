@@ -61,6 +61,11 @@ impl HsmError {
         }
     }
 
+    /// The `CKR_…` name of the return value, or "other".
+    pub fn rv_name(&self) -> String {
+        self.rv().map_or_else(|| "other".to_string(), ckr_name)
+    }
+
     /// True when the token or session went away (device removed, session
     /// invalid, logged out): the caller should treat the HSM as unavailable,
     /// not the request as bad.

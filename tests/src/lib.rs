@@ -1,11 +1,16 @@
-//! Support for the end-to-end tests: finding the workspace's binaries and
-//! running them against real peers (SoftHSM2, openssl, cfssl) on loopback.
+//! Support for the end-to-end tests: finding the workspace's binaries,
+//! starting a real `ca-server dev` on a loopback port, talking HTTPS to it
+//! with a small blocking client, and running real peers (openssl, cfssl).
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// The workspace's target directory profile folder holding the binaries
-/// (`make test` builds them first with `cargo build --workspace --bins`).
+/// The folder holding the workspace's binaries (`make test` builds them
+/// first with `cargo build --workspace --bins`).
 pub fn bin_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("TRELLIS_BIN_DIR") {
         return PathBuf::from(dir);
@@ -26,8 +31,7 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Run a command to completion, returning its output; panics only if it
-/// cannot be started.
+/// Run a command to completion; panics only if it cannot be started.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"))
@@ -50,4 +54,300 @@ pub fn openssl_verify(root: &Path, intermediate: &Path, leaf: &Path) -> (bool, S
         .arg(intermediate)
         .arg(leaf));
     (out.status.success(), text(&out))
+}
+
+/// A CSR made by openssl (independent of our code). `key` is an
+/// `openssl req -newkey` argument such as `ec -pkeyopt ec_paramgen_curve:P-256`
+/// or `rsa:2048`; `extra` are further `openssl req` arguments.
+pub fn openssl_csr(dir: &Path, name: &str, key: &[&str], subject: &str, extra: &[&str]) -> String {
+    let csr = dir.join(format!("{name}.csr"));
+    let out = run(Command::new("openssl")
+        .args(["req", "-new", "-nodes", "-newkey"])
+        .args(key)
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .args(["-subj", subject])
+        .args(extra)
+        .arg("-out")
+        .arg(&csr));
+    assert!(out.status.success(), "openssl req: {}", text(&out));
+    std::fs::read_to_string(csr).unwrap_or_default()
+}
+
+/// A running `ca-server dev` on 127.0.0.1 with a port picked by the kernel.
+/// Dropped: SIGTERM, then wait.
+pub struct TestServer {
+    pub dir: PathBuf,
+    pub addr: String,
+    child: Option<Child>,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let tmp = tempfile::Builder::new()
+            .prefix("trellis-e2e")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let dir = tmp.path().join("var");
+        let mut server = TestServer::start_in(&dir, &[]);
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// Start (or restart) a deployment in `dir`, with extra `dev` flags.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> TestServer {
+        let log = dir.with_extension("server.log");
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
+        let mut child = Command::new(bin("ca-server"))
+            .args(["dev", "--listen", "127.0.0.1:0", "--dir"])
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting ca-server: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let mut lines = BufReader::new(stdout).lines();
+        let mut addr = None;
+        let mut seen = String::new();
+        for line in lines.by_ref().take(100) {
+            let Ok(line) = line else { break };
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                addr = Some(rest.rsplit("://").next().unwrap_or_default().to_string());
+                break;
+            }
+        }
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("ca-server did not start:\n{seen}\n{log_text}");
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        TestServer {
+            dir: dir.to_path_buf(),
+            addr,
+            child: Some(child),
+            log,
+            _tmp: None,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.port())
+    }
+
+    pub fn secret(&self, key_id: &str) -> Vec<u8> {
+        let hex = std::fs::read_to_string(self.dir.join(format!("secrets/auth-{key_id}.hex")))
+            .unwrap_or_default();
+        ca_proto::auth::parse_secret(hex.trim())
+            .unwrap_or_else(|e| panic!("secret of {key_id}: {e}"))
+    }
+
+    pub fn client(&self) -> HttpsClient {
+        HttpsClient::new(&self.dir.join("classes/ca/root.pem"), &self.addr)
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A native signed request: returns (status, body).
+    pub fn native_sign(&self, key_id: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let body = serde_json::to_vec(body).unwrap_or_default();
+        let header = self.auth_header(key_id, &body, now_unix(), &ca_proto::auth::new_nonce());
+        let response =
+            self.client()
+                .request("POST", "/v1/sign", &[("authorization", &header)], &body);
+        (response.status, response.json())
+    }
+
+    pub fn auth_header(&self, key_id: &str, body: &[u8], ts: i64, nonce: &str) -> String {
+        let creds = ca_proto::auth::Credentials::new(key_id, self.secret(key_id));
+        ca_proto::auth::sign_request(&creds, "POST", "/v1/sign", body, ts, nonce)
+    }
+
+    /// The value of a counter on `/metrics` (sum over label sets matching `filter`).
+    pub fn metric(&self, name: &str, filter: &str) -> f64 {
+        let page = self.client().request("GET", "/metrics", &[], b"");
+        page.text()
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// SIGTERM and wait for the process; returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A minimal blocking HTTPS/1.1 client (one request per connection) that
+/// trusts exactly one root and checks the name `localhost`.
+pub struct HttpsClient {
+    config: Arc<rustls::ClientConfig>,
+    addr: String,
+}
+
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl HttpsClient {
+    pub fn new(root_pem: &Path, addr: &str) -> HttpsClient {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(root_pem)
+            .unwrap_or_else(|e| panic!("{}: {e}", root_pem.display()))
+            .flatten()
+        {
+            roots.add(cert).unwrap_or_else(|e| panic!("root: {e}"));
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        HttpsClient {
+            config: Arc::new(config),
+            addr: addr.to_string(),
+        }
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        let name =
+            rustls_pki_types::ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
+        let conn = rustls::ClientConnection::new(self.config.clone(), name)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tcp =
+            TcpStream::connect(&self.addr).unwrap_or_else(|e| panic!("connect {}: {e}", self.addr));
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut raw = Vec::new();
+        let expect_continue = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("expect") && v.eq_ignore_ascii_case("100-continue")
+        });
+        if expect_continue {
+            // Send the head alone; the body only after `100 Continue`.
+            if tls
+                .write_all(head.as_bytes())
+                .and_then(|_| tls.flush())
+                .is_err()
+            {
+                return parse_response(&raw);
+            }
+            let mut buf = [0u8; 4096];
+            while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => return parse_response(&raw),
+                    Ok(n) => raw.extend_from_slice(&buf[..n]),
+                }
+            }
+            if !raw.starts_with(b"HTTP/1.1 100") {
+                let _ = tls.read_to_end(&mut raw);
+                return parse_response(&raw);
+            }
+            raw.clear();
+            let _ = tls.write_all(body).and_then(|_| tls.flush());
+            let _ = tls.read_to_end(&mut raw);
+            return parse_response(&raw);
+        }
+        // A server may answer and close before reading a large body; read
+        // whatever arrived either way.
+        let _ = tls
+            .write_all(head.as_bytes())
+            .and_then(|_| tls.write_all(body))
+            .and_then(|_| tls.flush());
+        let _ = tls.read_to_end(&mut raw);
+        parse_response(&raw)
+    }
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(raw.len());
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = raw.get(split + 4..).unwrap_or_default().to_vec();
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
 }

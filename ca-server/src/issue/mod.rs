@@ -194,15 +194,19 @@ pub fn issue(
 ) -> Result<Issued, IssueError> {
     let der = decode::csr_der_from_input(&request.csr)?;
     let csr = decode::parse(&der)?;
-    prove::proof_of_possession(&csr)?;
     let facts = decode::facts(&csr)?;
-    let decision = policy.decide(&Request {
-        profile: request.profile.as_deref(),
-        csr: &facts,
-        hosts: request.hosts.as_deref(),
-        ttl: request.ttl,
-    });
-    let grant = match decision {
+    let decide = || {
+        policy.decide(&Request {
+            profile: request.profile.as_deref(),
+            csr: &facts,
+            hosts: request.hosts.as_deref(),
+            ttl: request.ttl,
+        })
+    };
+    if let Err(proof) = prove::proof_of_possession(&csr) {
+        return Err(weak_crypto_denial(decide(), &facts).unwrap_or(IssueError::Proof(proof)));
+    }
+    let grant = match decide() {
         Decision::Grant(grant) => grant,
         Decision::Deny(reasons) => {
             return Err(IssueError::Denied {
@@ -217,7 +221,7 @@ pub fn issue(
     let spki_der = csr.certification_request_info.subject_pki.raw;
     let subject_key = rcgen::SubjectPublicKeyInfo::from_der(spki_der)
         .map_err(|e| decode::DecodeError::Der(format!("unsupported public key: {e}")))?;
-    let cert_der = sign::sign_leaf(session, &issuer, &built.params, &subject_key)?;
+    let cert_der = sign::sign_leaf(&class.name, session, &issuer, &built.params, &subject_key)?;
     lint::after_signing(&cert_der, &built, &grant, spki_der)?;
     let pem = to_pem(&cert_der);
     use sha2::{Digest, Sha256};
@@ -231,6 +235,28 @@ pub fn issue(
         spki_sha256: hex::encode(Sha256::digest(spki_der)),
         issuer_fingerprint: issuer.fingerprint.clone(),
         grant,
+    })
+}
+
+/// Our verifier refuses what policy forbids anyway (RSA-1024, P-192, SHA-1):
+/// when the proof fails for such a CSR, the policy reason is the real answer.
+fn weak_crypto_denial(decision: Decision, facts: &CsrFacts) -> Option<IssueError> {
+    use policies::ReasonCode::{KeyAlgorithmNotAllowed, KeyTooSmall, SignatureAlgorithmNotAllowed};
+    let Decision::Deny(reasons) = decision else {
+        return None;
+    };
+    let weak: Vec<Reason> = reasons
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r.code,
+                KeyAlgorithmNotAllowed | KeyTooSmall | SignatureAlgorithmNotAllowed
+            )
+        })
+        .collect();
+    (!weak.is_empty()).then(|| IssueError::Denied {
+        reasons: weak,
+        facts: Box::new(facts.clone()),
     })
 }
 
@@ -250,14 +276,20 @@ pub fn explain(
             .ok_or_else(|| IssueError::UnknownClass(class.to_string()))?;
         let der = decode::csr_der_from_input(csr_input)?;
         let csr = decode::parse(&der)?;
-        prove::proof_of_possession(&csr)?;
         let facts = decode::facts(&csr)?;
-        Ok(policy.decide(&Request {
+        let decision = policy.decide(&Request {
             profile,
             csr: &facts,
             hosts,
             ttl,
-        }))
+        });
+        if let Err(proof) = prove::proof_of_possession(&csr) {
+            return match weak_crypto_denial(decision, &facts) {
+                Some(IssueError::Denied { reasons, .. }) => Ok(Decision::Deny(reasons)),
+                _ => Err(IssueError::Proof(proof)),
+            };
+        }
+        Ok(decision)
     })();
     match outcome {
         Ok(decision) => {

@@ -15,6 +15,7 @@ pub enum SignError {
 }
 
 pub fn sign_leaf(
+    class: &str,
     session: &mut PoolSession,
     issuer: &IssuingCa,
     params: &CertificateParams,
@@ -26,10 +27,23 @@ pub fn sign_leaf(
     let rcgen_issuer =
         Issuer::from_ca_cert_der(&CertificateDer::from(issuer.cert_der.as_slice()), &signer)
             .map_err(|e| SignError::Encode(e.to_string()))?;
-    match params.signed_by(subject_key, &rcgen_issuer) {
-        Ok(cert) => Ok(cert.der().to_vec()),
+    let started = std::time::Instant::now();
+    let signed = params.signed_by(subject_key, &rcgen_issuer);
+    let metrics = crate::metrics::metrics();
+    match signed {
+        Ok(cert) => {
+            metrics
+                .hsm_sign_seconds
+                .with_label_values(&[class])
+                .observe(started.elapsed().as_secs_f64());
+            Ok(cert.der().to_vec())
+        }
         Err(e) => Err(match signer.take_error() {
-            Some(hsm) => SignError::Hsm(hsm),
+            Some(hsm) => {
+                let kind = hsm.rv_name();
+                metrics.hsm_errors.with_label_values(&[kind.as_str()]).inc();
+                SignError::Hsm(hsm)
+            }
             None => SignError::Encode(e.to_string()),
         }),
     }

@@ -1,0 +1,106 @@
+//! Prometheus metrics of the server, registered once per process in their
+//! own registry and rendered by `GET /metrics`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use std::sync::OnceLock;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub issued: IntCounterVec,
+    pub denied: IntCounterVec,
+    pub hsm_sign_seconds: HistogramVec,
+    pub pipeline_seconds: HistogramVec,
+    pub in_flight: IntGauge,
+    pub hsm_errors: IntCounterVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        Metrics::new().unwrap_or_else(|e| panic!("metric definitions are static: {e}"))
+    })
+}
+
+impl Metrics {
+    fn new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new_custom(Some("trellis".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests by endpoint and status",
+            ),
+            &["endpoint", "status"],
+        )?;
+        let issued = IntCounterVec::new(
+            Opts::new(
+                "certificates_issued_total",
+                "Certificates issued by class and profile",
+            ),
+            &["class", "profile"],
+        )?;
+        let denied = IntCounterVec::new(
+            Opts::new("denials_total", "Requests denied, by class and reason code"),
+            &["class", "reason"],
+        )?;
+        let hsm_sign_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "hsm_sign_seconds",
+                "Time the HSM took to sign one certificate",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["class"],
+        )?;
+        let pipeline_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "pipeline_seconds",
+                "Issuance pipeline time, request body to response",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["endpoint"],
+        )?;
+        let in_flight = IntGauge::new("in_flight_requests", "Requests being handled")?;
+        let hsm_errors = IntCounterVec::new(
+            Opts::new("hsm_errors_total", "HSM errors by kind"),
+            &["kind"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(issued.clone()))?;
+        registry.register(Box::new(denied.clone()))?;
+        registry.register(Box::new(hsm_sign_seconds.clone()))?;
+        registry.register(Box::new(pipeline_seconds.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(hsm_errors.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            issued,
+            denied,
+            hsm_sign_seconds,
+            pipeline_seconds,
+            in_flight,
+            hsm_errors,
+        })
+    }
+
+    /// Register another collector (the issuance log adds its own).
+    pub fn register(
+        &self,
+        collector: Box<dyn prometheus::core::Collector>,
+    ) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -1,0 +1,99 @@
+//! The native API (`/v1/…`): sign, classes, bundles and chains.
+
+use super::app::{printable, App};
+use super::respond::{json, text, ApiError, Body};
+use crate::issue::IssueRequest;
+use ca_proto::native::{
+    format_duration, ClassInfo, ClassList, ProfileInfo, SignRequest, SignResponse,
+};
+use ca_proto::ErrorCode;
+use hyper::{Response, StatusCode};
+use time::format_description::well_known::Rfc3339;
+
+pub async fn sign(
+    app: &App,
+    auth: Option<&str>,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let key = app.authenticate_native(auth, "POST", path_and_query, body)?;
+    let request = SignRequest::from_json(body)
+        .map_err(|e| ApiError::new(e.code(), e.message().to_string()))?;
+    let ttl = request
+        .ttl_duration()
+        .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ttl: {e}")))?;
+    let profile = app.resolve_profile(&request.class, request.profile.as_deref())?;
+    app.authorize(key, &request.class, &profile)?;
+    let issued = app
+        .issue(
+            IssueRequest {
+                class: request.class,
+                profile: Some(profile),
+                csr: request.csr.into_bytes(),
+                hosts: request.hosts,
+                ttl,
+            },
+            &key.id,
+            "native_sign",
+        )
+        .await?;
+    let rfc3339 = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    Ok(json(
+        StatusCode::OK,
+        &SignResponse {
+            certificate: issued.pem,
+            chain: issued.chain_pem,
+            serial: issued.serial_hex,
+            not_before: rfc3339(issued.not_before),
+            not_after: rfc3339(issued.not_after),
+            log: None,
+        },
+    ))
+}
+
+pub fn classes(app: &App) -> Response<Body> {
+    let mut list = Vec::new();
+    for class in app.authority.classes() {
+        let Some(policy) = app.authority.policies().get(&class.name) else {
+            continue;
+        };
+        list.push(ClassInfo {
+            name: class.name.clone(),
+            description: policy.description().to_string(),
+            profiles: policy
+                .profiles()
+                .map(|(name, p)| ProfileInfo {
+                    name: name.to_string(),
+                    default_ttl: format_duration(p.default_ttl),
+                    max_ttl: format_duration(p.max_ttl),
+                    key_usages: p.key_usages.iter().map(|u| u.name().to_string()).collect(),
+                    ext_key_usages: p
+                        .ext_key_usages
+                        .iter()
+                        .map(|u| u.name().to_string())
+                        .collect(),
+                })
+                .collect(),
+            root_fingerprints_sha256: vec![class.root_fingerprint.clone()],
+            active_intermediate: class.active.fingerprint.clone(),
+        });
+    }
+    json(StatusCode::OK, &ClassList { classes: list })
+}
+
+/// `GET /v1/classes/{class}/bundle` (roots: the trust anchors) and
+/// `GET /v1/classes/{class}/chain` (active intermediate, then root).
+pub fn class_pem(app: &App, class: &str, what: &str) -> Result<Response<Body>, ApiError> {
+    let loaded = app.authority.class(class).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UnknownClass,
+            format!("unknown class '{}'", printable(class)),
+        )
+    })?;
+    let body = match what {
+        "bundle" => loaded.root_pem.clone(),
+        "chain" => format!("{}{}", loaded.active.cert_pem, loaded.root_pem),
+        _ => return Err(ApiError::new(ErrorCode::NotFound, "no such resource")),
+    };
+    Ok(text(StatusCode::OK, "application/x-pem-file", body))
+}

@@ -1,0 +1,637 @@
+//! The signing API end to end: a real `ca-server dev` process with SoftHSM2
+//! tokens, the native API with HMAC authentication, the real `cfssl` client
+//! through the CFSSL-compatible endpoint, and every denial the issue lists.
+
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+use trellis_e2e::{bin, now_unix, openssl_csr, openssl_verify, run, text, TestServer};
+
+const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+fn write(dir: &Path, name: &str, contents: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn native_sign_issues_a_chain_that_openssl_verifies() {
+    let server = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let csr = openssl_csr(
+        tmp.path(),
+        "pg0",
+        P256,
+        "/CN=pg-0.db.internal",
+        &["-addext", "subjectAltName=DNS:pg-0.db.internal"],
+    );
+    let (status, body) = server.native_sign(
+        "db",
+        &json!({"class": "db", "profile": "server", "csr": csr}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let leaf = write(
+        tmp.path(),
+        "leaf.pem",
+        body["certificate"].as_str().unwrap(),
+    );
+    let chain = body["chain"].as_str().unwrap();
+    assert!(
+        chain.starts_with(body["certificate"].as_str().unwrap())
+            && chain.matches("BEGIN CERTIFICATE").count() == 2
+    );
+    let intermediate = write(tmp.path(), "chain.pem", chain);
+    let (ok, out) = openssl_verify(
+        &server.dir.join("classes/db/root.pem"),
+        &intermediate,
+        &leaf,
+    );
+    assert!(ok, "{out}");
+    let (ok, _) = openssl_verify(
+        &server.dir.join("classes/api/root.pem"),
+        &intermediate,
+        &leaf,
+    );
+    assert!(!ok, "a db leaf verified against the api root");
+    let serial = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&serial.stdout)
+            .trim()
+            .trim_start_matches("serial=")
+            .to_lowercase(),
+        body["serial"].as_str().unwrap()
+    );
+
+    // bundles and chains are public; the bundle is the class root
+    let client = server.client();
+    let bundle = client.request("GET", "/v1/classes/db/bundle", &[], b"");
+    assert_eq!(bundle.status, 200);
+    assert_eq!(
+        bundle.text(),
+        std::fs::read_to_string(server.dir.join("classes/db/root.pem")).unwrap()
+    );
+    let classes = client.request("GET", "/v1/classes", &[], b"").json();
+    let names: Vec<&str> = classes["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api", "ca", "db", "web"]);
+    assert_eq!(client.request("GET", "/readyz", &[], b"").status, 200);
+    let metrics = client.request("GET", "/metrics", &[], b"").text();
+    assert!(
+        metrics.contains("trellis_certificates_issued_total{class=\"db\",profile=\"server\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("trellis_hsm_sign_seconds_bucket"));
+    let log = server.server_log();
+    assert!(
+        log.contains("certificate issued") && log.contains(body["serial"].as_str().unwrap()),
+        "{log}"
+    );
+
+    // SIGTERM: drain and exit cleanly
+    let mut server = server;
+    let status = server.stop().expect("server was running");
+    assert!(
+        status.success(),
+        "exit status {status:?}: {}",
+        server.server_log()
+    );
+    assert!(server.server_log().contains("server stopped"));
+}
+
+/// The cfssl client config for `auth_remote` against this server.
+fn cfssl_config(server: &TestServer, dir: &Path, key_id: &str) -> std::path::PathBuf {
+    let key =
+        std::fs::read_to_string(server.dir.join(format!("secrets/auth-{key_id}.hex"))).unwrap();
+    let config = json!({
+        "signing": {"default": {"auth_remote": {"remote": "trellis", "auth_key": key_id}}},
+        "auth_keys": {key_id: {"type": "standard", "key": key.trim()}},
+        "remotes": {"trellis": server.url()}
+    });
+    write(dir, "cfssl-client.json", &config.to_string())
+}
+
+fn cfssl(server: &TestServer, args: &[&str], config: &Path, dir: &Path) -> std::process::Output {
+    run(Command::new("cfssl")
+        .args(&args[..1])
+        .arg("-config")
+        .arg(config)
+        .args(&args[1..])
+        .current_dir(dir)
+        .env("SSL_CERT_FILE", server.dir.join("classes/ca/root.pem")))
+}
+
+#[test]
+fn the_real_cfssl_client_gets_certificates_through_authsign() {
+    let server = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = cfssl_config(&server, tmp.path(), "db");
+
+    // cfssl sign with a CSR made by openssl
+    openssl_csr(
+        tmp.path(),
+        "r",
+        P256,
+        "/CN=cf-1.db.internal",
+        &["-addext", "subjectAltName=DNS:cf-1.db.internal"],
+    );
+    let out = cfssl(
+        &server,
+        &["sign", "-label", "db", "r.csr"],
+        &config,
+        tmp.path(),
+    );
+    assert!(out.status.success(), "cfssl sign: {}", text(&out));
+    let signed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let leaf = write(tmp.path(), "sign.pem", signed["cert"].as_str().unwrap());
+    let (ok, msg) = openssl_verify(
+        &server.dir.join("classes/db/root.pem"),
+        &server.dir.join("classes/db/intermediate.pem"),
+        &leaf,
+    );
+    assert!(ok, "{msg}");
+    for other in ["api", "web"] {
+        let (ok, _) = openssl_verify(
+            &server.dir.join(format!("classes/{other}/root.pem")),
+            &server.dir.join("classes/db/intermediate.pem"),
+            &leaf,
+        );
+        assert!(
+            !ok,
+            "cfssl-issued db leaf verified against the {other} root"
+        );
+    }
+
+    // cfssl gencert: the client makes the key and CSR itself
+    write(
+        tmp.path(),
+        "csr.json",
+        r#"{"CN":"cf-2.db.internal","hosts":["cf-2.db.internal"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let out = cfssl(
+        &server,
+        &["gencert", "-label", "db", "csr.json"],
+        &config,
+        tmp.path(),
+    );
+    assert!(out.status.success(), "cfssl gencert: {}", text(&out));
+    let generated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let leaf = write(
+        tmp.path(),
+        "gencert.pem",
+        generated["cert"].as_str().unwrap(),
+    );
+    let (ok, msg) = openssl_verify(
+        &server.dir.join("classes/db/root.pem"),
+        &server.dir.join("classes/db/intermediate.pem"),
+        &leaf,
+    );
+    assert!(ok, "{msg}");
+    let san = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&san.stdout).contains("DNS:cf-2.db.internal"));
+
+    // a policy denial reaches the cfssl user with its reasons
+    write(
+        tmp.path(),
+        "bad.json",
+        r#"{"CN":"evil.example","hosts":["evil.example"],"key":{"algo":"ecdsa","size":256}}"#,
+    );
+    let out = cfssl(
+        &server,
+        &["gencert", "-label", "db", "bad.json"],
+        &config,
+        tmp.path(),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("name_not_allowed"), "{}", text(&out));
+
+    // the db key may not ask for class api
+    let out = cfssl(
+        &server,
+        &["sign", "-label", "api", "r.csr"],
+        &config,
+        tmp.path(),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out).contains("forbidden_scope"), "{}", text(&out));
+
+    // cfssl info answers with the signer (the db intermediate)
+    let out = cfssl(&server, &["info", "-label", "db"], &config, tmp.path());
+    assert!(out.status.success(), "cfssl info: {}", text(&out));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        info["certificate"].as_str().unwrap().trim(),
+        std::fs::read_to_string(server.dir.join("classes/db/intermediate.pem"))
+            .unwrap()
+            .trim()
+    );
+}
+
+/// Each case: the error code, the HTTP status, and that nothing was issued.
+#[test]
+fn every_denial_has_a_stable_code_and_issues_nothing() {
+    let server = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let issued = || server.metric("trellis_certificates_issued_total", "");
+    let san = |names: &str| vec!["-addext".to_string(), format!("subjectAltName={names}")];
+    let csr_with = |name: &str, key: &[&str], cn: &str, extra: Vec<String>| {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        openssl_csr(dir, name, key, cn, &extra)
+    };
+    let expect = |what: &str,
+                  body: serde_json::Value,
+                  key: &str,
+                  status: u16,
+                  code: &str,
+                  reason: Option<&str>| {
+        let before = issued();
+        let (got_status, got) = server.native_sign(key, &body);
+        assert_eq!(got_status, status, "{what}: {got}");
+        assert_eq!(got["error"]["code"], code, "{what}: {got}");
+        if let Some(reason) = reason {
+            let reasons: Vec<&str> = got["error"]["reasons"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|r| r["code"].as_str()).collect())
+                .unwrap_or_default();
+            assert!(
+                reasons.contains(&reason),
+                "{what}: expected reason {reason}, got {got}"
+            );
+        }
+        assert!(got.get("certificate").is_none(), "{what}");
+        assert_eq!(issued(), before, "{what}: a certificate was issued");
+    };
+    let sign = |csr: &str| json!({"class": "db", "profile": "server", "csr": csr});
+
+    let ip = csr_with(
+        "ip",
+        P256,
+        "/CN=ip.db.internal",
+        san("DNS:ip.db.internal,IP:1.1.1.1"),
+    );
+    expect(
+        "IP SAN 1.1.1.1",
+        sign(&ip),
+        "db",
+        403,
+        "policy_denied",
+        Some("ip_not_allowed"),
+    );
+    let outside = csr_with(
+        "outside",
+        P256,
+        "/CN=www.example.com",
+        san("DNS:www.example.com"),
+    );
+    expect(
+        "name outside the class",
+        sign(&outside),
+        "db",
+        403,
+        "policy_denied",
+        Some("name_not_allowed"),
+    );
+    let wildcard = csr_with("wild", P256, "/CN=x.db.internal", san("DNS:*.db.internal"));
+    expect(
+        "wildcard",
+        sign(&wildcard),
+        "db",
+        403,
+        "policy_denied",
+        Some("wildcard_not_allowed"),
+    );
+    let suffix = csr_with(
+        "evil",
+        P256,
+        "/CN=db.internal.evil.example",
+        san("DNS:db.internal.evil.example"),
+    );
+    expect(
+        "suffix trick",
+        sign(&suffix),
+        "db",
+        403,
+        "policy_denied",
+        Some("name_not_allowed"),
+    );
+    let many: Vec<String> = (0..11).map(|i| format!("DNS:n{i}.db.internal")).collect();
+    let too_many = csr_with("many", P256, "/CN=n0.db.internal", san(&many.join(",")));
+    expect(
+        "11 SANs",
+        sign(&too_many),
+        "db",
+        403,
+        "policy_denied",
+        Some("too_many_sans"),
+    );
+    let rsa1024 = csr_with(
+        "rsa1024",
+        &["rsa:1024"],
+        "/CN=r.db.internal",
+        san("DNS:r.db.internal"),
+    );
+    expect(
+        "RSA-1024",
+        sign(&rsa1024),
+        "db",
+        403,
+        "policy_denied",
+        Some("key_too_small"),
+    );
+    let p192 = csr_with(
+        "p192",
+        &["ec", "-pkeyopt", "ec_paramgen_curve:prime192v1"],
+        "/CN=p.db.internal",
+        san("DNS:p.db.internal"),
+    );
+    expect(
+        "P-192",
+        sign(&p192),
+        "db",
+        403,
+        "policy_denied",
+        Some("key_algorithm_not_allowed"),
+    );
+    let sha1 = csr_with(
+        "sha1",
+        &["rsa:2048"],
+        "/CN=s.db.internal",
+        [san("DNS:s.db.internal"), vec!["-sha1".into()]].concat(),
+    );
+    expect(
+        "SHA-1 CSR",
+        sign(&sha1),
+        "db",
+        403,
+        "policy_denied",
+        Some("signature_algorithm_not_allowed"),
+    );
+    let ca = csr_with(
+        "ca",
+        P256,
+        "/CN=c.db.internal",
+        [
+            san("DNS:c.db.internal"),
+            vec!["-addext".into(), "basicConstraints=critical,CA:TRUE".into()],
+        ]
+        .concat(),
+    );
+    expect(
+        "CA:TRUE requested",
+        sign(&ca),
+        "db",
+        403,
+        "policy_denied",
+        Some("ca_requested"),
+    );
+
+    // broken signature: flip a bit in the last byte of the DER signature
+    let good = csr_with("good", P256, "/CN=g.db.internal", san("DNS:g.db.internal"));
+    let der = pem_to_der(&good);
+    let mut broken = der.clone();
+    let last = broken.len() - 1;
+    broken[last] ^= 1;
+    expect(
+        "broken CSR signature",
+        sign(&der_to_pem(&broken)),
+        "db",
+        400,
+        "bad_csr_signature",
+        None,
+    );
+    expect(
+        "not a CSR",
+        sign("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
+        "db",
+        400,
+        "malformed_csr",
+        None,
+    );
+
+    // scope: the db key may not ask for class api
+    let api = csr_with("api", P256, "/CN=a.api.internal", san("DNS:a.api.internal"));
+    expect(
+        "db key, api class",
+        json!({"class": "api", "profile": "server", "csr": api}),
+        "db",
+        403,
+        "forbidden_scope",
+        None,
+    );
+    expect(
+        "unknown class",
+        json!({"class": "nope", "csr": good}),
+        "admin",
+        404,
+        "unknown_class",
+        None,
+    );
+    expect(
+        "unknown profile",
+        json!({"class": "db", "profile": "nope", "csr": good}),
+        "db",
+        403,
+        "policy_denied",
+        Some("unknown_profile"),
+    );
+    expect(
+        "ttl above max",
+        json!({"class": "db", "profile": "server", "csr": good, "ttl": "30d"}),
+        "db",
+        403,
+        "policy_denied",
+        Some("ttl_too_long"),
+    );
+
+    // uppercase and trailing dot are normalised, then allowed
+    let upper = csr_with(
+        "upper",
+        P256,
+        "/CN=API-1.DB.INTERNAL.",
+        san("DNS:API-1.DB.INTERNAL."),
+    );
+    let (status, body) = server.native_sign("db", &sign(&upper));
+    assert_eq!(status, 200, "{body}");
+    let leaf = write(dir, "upper.pem", body["certificate"].as_str().unwrap());
+    let out = Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName",
+            "-in",
+        ])
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        shown.contains("DNS:api-1.db.internal")
+            && shown.contains("CN = api-1.db.internal")
+            && !shown.contains("INTERNAL"),
+        "{shown}"
+    );
+
+    // authentication
+    let client = server.client();
+    let body = serde_json::to_vec(&sign(&good)).unwrap();
+    let header = server.auth_header("db", &body, now_unix(), "replayed-nonce-0001");
+    let first = client.request("POST", "/v1/sign", &[("authorization", &header)], &body);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let before = issued();
+    let replay = client.request("POST", "/v1/sign", &[("authorization", &header)], &body);
+    assert_eq!(
+        (replay.status, replay.json()["error"]["code"].clone()),
+        (401, json!("replayed_request")),
+        "{}",
+        replay.text()
+    );
+    let stale = server.auth_header("db", &body, now_unix() - 400, "stale-nonce-000001");
+    let stale = client.request("POST", "/v1/sign", &[("authorization", &stale)], &body);
+    assert_eq!(
+        (stale.status, stale.json()["error"]["code"].clone()),
+        (401, json!("stale_timestamp"))
+    );
+    let other_body = serde_json::to_vec(&sign(&ip)).unwrap();
+    let mismatched = client.request(
+        "POST",
+        "/v1/sign",
+        &[(
+            "authorization",
+            &server.auth_header("db", &body, now_unix(), "mismatch-nonce-001"),
+        )],
+        &other_body,
+    );
+    assert_eq!(
+        (
+            mismatched.status,
+            mismatched.json()["error"]["code"].clone()
+        ),
+        (401, json!("unauthenticated"))
+    );
+    let none = client.request("POST", "/v1/sign", &[], &body);
+    assert_eq!(
+        (none.status, none.json()["error"]["code"].clone()),
+        (401, json!("unauthenticated"))
+    );
+    assert_eq!(issued(), before);
+
+    // malformed and oversized bodies
+    let garbage = b"{not json";
+    let h = server.auth_header("db", garbage, now_unix(), &ca_proto::auth::new_nonce());
+    let bad = client.request("POST", "/v1/sign", &[("authorization", &h)], garbage);
+    assert_eq!(
+        (bad.status, bad.json()["error"]["code"].clone()),
+        (400, json!("malformed_request")),
+        "{}",
+        bad.text()
+    );
+    let huge = vec![b'a'; 10 * 1024 * 1024];
+    let big = client.request("POST", "/v1/sign", &[("expect", "100-continue")], &huge);
+    assert_eq!(
+        (big.status, big.json()["error"]["code"].clone()),
+        (413, json!("body_too_large")),
+        "{}",
+        big.text()
+    );
+    assert_eq!(issued(), before);
+
+    // the server is still healthy, and the denials are in its log
+    assert_eq!(client.request("GET", "/healthz", &[], b"").status, 200);
+    let log = server.server_log();
+    for needle in [
+        "ip_not_allowed",
+        "forbidden_scope",
+        "replayed_request",
+        "stale_timestamp",
+    ] {
+        assert!(log.contains(needle), "log lacks {needle}");
+    }
+    assert!(server.metric("trellis_denials_total", "reason=\"ip_not_allowed\"") >= 1.0);
+    // no secret in the log
+    let secret = std::fs::read_to_string(server.dir.join("secrets/auth-db.hex")).unwrap();
+    assert!(!log.contains(secret.trim()));
+}
+
+#[test]
+fn policy_check_prints_the_decision() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let dir = server_dir.path().join("var");
+    let init = run(Command::new(bin("ca-server"))
+        .args(["dev", "--init-only", "--dir"])
+        .arg(&dir));
+    assert!(init.status.success(), "{}", text(&init));
+    let tmp = tempfile::tempdir().unwrap();
+    openssl_csr(
+        tmp.path(),
+        "ok",
+        P256,
+        "/CN=pg-1.db.internal",
+        &["-addext", "subjectAltName=DNS:pg-1.db.internal"],
+    );
+    let out = run(Command::new(bin("ca-server"))
+        .args(["policy", "check", "--dir"])
+        .arg(&dir)
+        .args(["--class", "db", "--profile", "server"])
+        .arg(tmp.path().join("ok.csr")));
+    assert!(out.status.success(), "{}", text(&out));
+    let decision: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decision["grant"]["dns_names"], json!(["pg-1.db.internal"]));
+
+    let out = run(Command::new(bin("ca-server"))
+        .args(["policy", "check", "--dir"])
+        .arg(&dir)
+        .args([
+            "--class",
+            "db",
+            "--profile",
+            "server",
+            "--host",
+            "1.1.1.1",
+            "--host",
+            "x.evil.example",
+        ])
+        .arg(tmp.path().join("ok.csr")));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let decision: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let codes: Vec<&str> = decision["deny"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["code"].as_str())
+        .collect();
+    assert!(
+        codes.contains(&"ip_not_allowed") && codes.contains(&"name_not_allowed"),
+        "{codes:?}"
+    );
+}
+
+fn pem_to_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    )
+}
