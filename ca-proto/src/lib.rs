@@ -6,7 +6,11 @@
 //! - [`auth`]: the `TRELLIS-HMAC-SHA256` request signature: build, parse,
 //!   verify;
 //! - [`replay`]: the bounded nonce cache that rejects replays;
-//! - [`cfssl`]: the CFSSL-compatible `authsign`/`info` wire format.
+//! - [`cfssl`]: the CFSSL-compatible `authsign`/`info` wire format;
+//! - [`merkle`]: the issuance log's RFC 6962/9162 Merkle tree: hashing, the
+//!   compact range, inclusion and consistency proofs and their verification;
+//! - [`sth`]: signed tree heads, the log public key, and the check of the
+//!   log evidence a sign response carries.
 //!
 //! The crate does no I/O and reads no clock: callers pass `now_unix`.
 
@@ -17,8 +21,11 @@ pub mod auth;
 pub mod cfssl;
 pub mod duration;
 pub mod error;
+pub mod logentry;
+pub mod merkle;
 pub mod native;
 pub mod replay;
+pub mod sth;
 
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, ReasonBody};
 

@@ -72,6 +72,37 @@ pub fn init_classes(config: &Config, module: &Module, policies: &PolicySet) -> R
     Ok(created)
 }
 
+/// Create this replica's log key in the online token unless it exists, and
+/// keep its public key beside the log for offline `log verify`.
+pub fn ensure_log_key(config: &Config, module: &Module) -> Result<bool> {
+    let token = online_token(config, module)?;
+    let label = crate::log::key_label(&config.log.log_id);
+    let (key, created) = match token.public_key(&label) {
+        Ok(key) => (key, false),
+        Err(hsm::HsmError::KeyNotFound { .. }) => {
+            (token.generate_key(&label, hsm::KeyAlgorithm::EcP256)?, true)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pem = ca_proto::sth::LogPublicKey::from_point(key.public_key)
+        .map_err(|e| anyhow::anyhow!("log key '{label}': {e:?}"))?
+        .to_pem();
+    let paths = crate::log::LogPaths::new(&config.state_dir, &config.log.log_id);
+    let path = paths.public_key();
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {
+        write_atomic(&path, pem.as_bytes(), 0o644)
+            .with_context(|| format!("writing the log public key {}", path.display()))?;
+    }
+    Ok(created)
+}
+
+/// Open this replica's issuance log (recovering it) on the online token.
+pub fn open_log(config: &Config, module: &Module) -> Result<crate::log::IssuanceLog> {
+    let token = online_token(config, module)?;
+    crate::log::IssuanceLog::open(&config.state_dir, &config.log.log_id, token)
+        .with_context(|| format!("opening the issuance log '{}'", config.log.log_id))
+}
+
 /// The issuing authority over the online token: every class with a policy
 /// must have been initialised.
 pub fn open_authority(
@@ -110,8 +141,10 @@ pub fn ensure_server_tls(config: &Config, authority: &Arc<Authority>) -> Result<
             ttl: None,
         })
         .context("issuing the server's TLS certificate from class 'ca'")?;
-    write_atomic(&state.tls_key(), key.serialize_pem().as_bytes(), 0o600)?;
-    write_atomic(&state.tls_chain(), issued.chain_pem.as_bytes(), 0o644)?;
+    write_atomic(&state.tls_key(), key.serialize_pem().as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", state.tls_key().display()))?;
+    write_atomic(&state.tls_chain(), issued.chain_pem.as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", state.tls_chain().display()))?;
     Ok(true)
 }
 

@@ -34,6 +34,8 @@ pub struct Config {
     pub ca: CaConfig,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
     /// Set when the file was read; paths below are already absolute.
     #[serde(skip)]
     pub path: PathBuf,
@@ -137,6 +139,27 @@ fn default_header_timeout() -> u64 {
 fn default_skew() -> i64 {
     300
 }
+/// The issuance log of this replica.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// Names this replica's log; unique per replica (e.g. the host name).
+    #[serde(default = "default_log_id")]
+    pub log_id: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            log_id: default_log_id(),
+        }
+    }
+}
+
+fn default_log_id() -> String {
+    "trellis-1".into()
+}
+
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".")
 }
@@ -202,6 +225,11 @@ impl Config {
             message,
         };
         self.ca_key_algorithm().map_err(invalid)?;
+        if !ca_proto::auth::valid_key_id(&self.log.log_id) {
+            return Err(invalid(
+                "log.log_id must be 1-64 characters of [A-Za-z0-9._-]".into(),
+            ));
+        }
         if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
             return Err(invalid(
                 "server.max_body_bytes must be between 1 KiB and 16 MiB".into(),

@@ -71,6 +71,9 @@ max_body_bytes = 65536
 max_connections = 4096
 header_read_timeout_secs = 10
 max_skew_secs = 300
+
+[log]
+log_id = "dev-1"
 "#,
             module = module.display()
         );

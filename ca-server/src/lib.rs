@@ -8,6 +8,7 @@ pub mod config;
 pub mod dev;
 pub mod hierarchy;
 pub mod issue;
+pub mod log;
 pub mod metrics;
 pub mod serial;
 pub mod server;

@@ -36,6 +36,10 @@ struct Listen {
     /// Serve plain HTTP instead of HTTPS. Refused unless the address is loopback.
     #[arg(long)]
     insecure_http: bool,
+    /// Do not keep the issuance log (for benchmarks only; refused unless the
+    /// address is loopback).
+    #[arg(long)]
+    no_log: bool,
 }
 
 #[derive(Subcommand)]
@@ -64,10 +68,54 @@ enum Command {
         #[command(flatten)]
         listen: Listen,
     },
+    /// Issuance log tools.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
     /// Policy tools.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Check every checksum, entry number, signed tree head and root.
+    Verify {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print entries, optionally filtered.
+    Show {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        class: Option<String>,
+        /// A DNS name, IP address or URI the certificate names.
+        #[arg(long)]
+        san: Option<String>,
+        #[arg(long)]
+        serial: Option<String>,
+        /// Only denials.
+        #[arg(long)]
+        denied: bool,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-check issued entries against current policy; report IP SANs and
+    /// certificates from unknown intermediates. Exit 3 on any failure.
+    Monitor {
+        #[command(flatten)]
+        target: Target,
+        /// Keep watching for new entries (until SIGTERM).
+        #[arg(long)]
+        follow: bool,
+        /// Write Prometheus text-format counts here (node_exporter textfile).
+        #[arg(long)]
+        metrics_file: Option<PathBuf>,
     },
 }
 
@@ -156,6 +204,7 @@ fn run(cli: Cli) -> Result<()> {
             serve(&config, &listen)
         }
         Command::Serve { target, listen } => serve(&target.config()?, &listen),
+        Command::Log { command } => log_command(command),
         Command::Policy {
             command:
                 PolicyCommand::Check {
@@ -192,6 +241,109 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+fn log_command(command: LogCommand) -> Result<()> {
+    use ca_server::log::{monitor, show, verify};
+    match command {
+        LogCommand::Verify { target } => {
+            let config = target.config()?;
+            let report = verify::verify(&config.state_dir, &config.log.log_id)?;
+            println!(
+                "log {}: {} entries ({} issued, {} denied), {} signed tree heads, root {}",
+                config.log.log_id,
+                report.entries,
+                report.issued,
+                report.denied,
+                report.heads,
+                report.root_hash
+            );
+            for problem in &report.problems {
+                println!("PROBLEM: {problem}");
+            }
+            if !report.ok() {
+                anyhow::bail!(
+                    "log verification failed with {} problem(s)",
+                    report.problems.len()
+                );
+            }
+            println!("OK");
+            Ok(())
+        }
+        LogCommand::Show {
+            target,
+            class,
+            san,
+            serial,
+            denied,
+            json,
+        } => {
+            let config = target.config()?;
+            let filter = show::Filter {
+                class,
+                san,
+                serial,
+                denied_only: denied,
+            };
+            for entry in show::read_entries(&config.state_dir, &config.log.log_id)? {
+                if filter.matches(&entry) {
+                    if json {
+                        println!("{}", String::from_utf8_lossy(&entry.to_bytes()));
+                    } else {
+                        println!("{}", show::line(&entry));
+                    }
+                }
+            }
+            Ok(())
+        }
+        LogCommand::Monitor {
+            target,
+            follow,
+            metrics_file,
+        } => {
+            let config = target.config()?;
+            let policies = admin::load_policies(&config)?;
+            let state = StateDir::new(&config.state_dir);
+            let mut checked = 0usize;
+            let mut counts: std::collections::BTreeMap<&'static str, u64> = Default::default();
+            let mut failures = 0u64;
+            loop {
+                let known = monitor::known_intermediates(&state, &policies);
+                let entries = show::read_entries(&config.state_dir, &config.log.log_id)?;
+                for entry in entries.iter().skip(checked) {
+                    for finding in monitor::check(entry, &policies, &known) {
+                        *counts.entry(finding.kind).or_default() += 1;
+                        failures += u64::from(finding.is_failure());
+                        println!("{}", serde_json::to_string(&finding)?);
+                    }
+                }
+                checked = entries.len();
+                if let Some(path) = &metrics_file {
+                    let mut text = String::from("# HELP trellis_monitor_findings Findings of the issuance-log monitor by kind\n# TYPE trellis_monitor_findings gauge\n");
+                    for kind in ["policy_violation", "ip_san", "unknown_issuer", "bad_entry"] {
+                        text.push_str(&format!(
+                            "trellis_monitor_findings{{kind=\"{kind}\"}} {}\n",
+                            counts.get(kind).copied().unwrap_or(0)
+                        ));
+                    }
+                    text.push_str(&format!("trellis_monitor_entries_checked {checked}\n"));
+                    ca_server::state::write_atomic(path, text.as_bytes(), 0o644)?;
+                }
+                if !follow {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            eprintln!(
+                "checked {checked} entries: {failures} failure(s), {} IP SAN(s)",
+                counts.get("ip_san").copied().unwrap_or(0)
+            );
+            if failures > 0 {
+                std::process::exit(3);
+            }
+            Ok(())
+        }
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -219,8 +371,10 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
     let address: std::net::SocketAddr = address
         .parse()
         .with_context(|| format!("listen address '{address}' is not IP:PORT"))?;
-    if listen.insecure_http && !address.ip().is_loopback() {
-        anyhow::bail!("--insecure-http is allowed only on a loopback address, not {address}");
+    if (listen.insecure_http || listen.no_log) && !address.ip().is_loopback() {
+        anyhow::bail!(
+            "--insecure-http and --no-log are allowed only on a loopback address, not {address}"
+        );
     }
     let module = admin::open_module(config)?;
     let policies = admin::load_policies(config)?;
@@ -236,9 +390,19 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
         )?)
     };
     let keys = ca_server::server::keys::AuthKeys::load(&config.server.auth_keys)?;
+    let log = if listen.no_log {
+        tracing::warn!(
+            event = "log_disabled",
+            "--no-log: issuances are NOT logged (benchmarking only)"
+        );
+        None
+    } else {
+        Some(admin::open_log(config, &module)?)
+    };
     let app = std::sync::Arc::new(ca_server::server::app::App::new(
         authority.clone(),
         keys,
+        log,
         config.server.max_body_bytes,
         config.server.max_skew_secs,
     ));
@@ -290,6 +454,12 @@ fn init(config: &Config) -> Result<()> {
     let created = admin::init_classes(config, &module, &policies)?;
     for class in &created {
         println!("created class '{class}': root and active intermediate");
+    }
+    if admin::ensure_log_key(config, &module)? {
+        println!(
+            "created the issuance log key for log '{}'",
+            config.log.log_id
+        );
     }
     let authority = admin::open_authority(config, &module, policies)?;
     if admin::ensure_server_tls(config, &authority)? {

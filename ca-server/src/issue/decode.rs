@@ -116,7 +116,7 @@ fn ip_from_bytes(bytes: &[u8]) -> Result<std::net::IpAddr, DecodeError> {
     }
 }
 
-fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> KeyAlgorithm {
+pub fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> KeyAlgorithm {
     let alg = &spki.algorithm.algorithm;
     if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
         let curve = spki

@@ -6,9 +6,12 @@ use super::keys::{AuthKey, AuthKeys};
 use super::ratelimit::RateLimiter;
 use super::respond::ApiError;
 use crate::issue::{Authority, IssueError, IssueRequest, Issued};
+use crate::log::IssuanceLog;
 use crate::metrics::metrics;
 use ca_proto::auth::{parse_authorization, verify};
+use ca_proto::logentry::{LogDecision, LogEntry, LogReason};
 use ca_proto::replay::ReplayCache;
+use ca_proto::sth::LogEvidence;
 use ca_proto::{ErrorCode, ReasonBody};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -16,6 +19,8 @@ use std::time::Instant;
 pub struct App {
     pub authority: Arc<Authority>,
     pub keys: AuthKeys,
+    /// None only with `--no-log` (benchmarks).
+    pub log: Option<IssuanceLog>,
     pub replay: Mutex<ReplayCache>,
     pub limiter: RateLimiter,
     pub max_body_bytes: usize,
@@ -30,12 +35,14 @@ impl App {
     pub fn new(
         authority: Arc<Authority>,
         keys: AuthKeys,
+        log: Option<IssuanceLog>,
         max_body_bytes: usize,
         max_skew_secs: i64,
     ) -> App {
         App {
             authority,
             keys,
+            log,
             replay: Mutex::new(ReplayCache::new(
                 ca_proto::replay::DEFAULT_CAPACITY,
                 max_skew_secs,
@@ -146,13 +153,14 @@ impl App {
         Ok(())
     }
 
-    /// Run the pipeline on the signing pool and log the decision.
+    /// Run the pipeline on the signing pool, record the decision in the
+    /// issuance log, and only then hand back the certificate.
     pub async fn issue(
         &self,
         request: IssueRequest,
         key_id: &str,
         endpoint: &'static str,
-    ) -> Result<Issued, ApiError> {
+    ) -> Result<(Issued, Option<LogEvidence>), ApiError> {
         let started = Instant::now();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let class = request.class.clone();
@@ -161,12 +169,23 @@ impl App {
             let _ = tx.send(result);
         });
         let result = rx.await.unwrap_or(Err(IssueError::PoolClosed));
-        metrics()
-            .pipeline_seconds
-            .with_label_values(&[endpoint])
-            .observe(started.elapsed().as_secs_f64());
-        match result {
+        let outcome = match result {
             Ok(issued) => {
+                let evidence = match &self.log {
+                    Some(log) => match log.append(issued_entry(&issued, key_id)).await {
+                        Ok(evidence) => Some(evidence),
+                        Err(e) => {
+                            // Signed but not durably logged: the certificate is
+                            // discarded and the client told to retry.
+                            tracing::error!(decision = "failed", class = %class, key_id = %key_id, serial = %issued.serial_hex, code = e.code().as_str(), "issuance log: {e}; certificate withheld");
+                            return Err(ApiError::new(
+                                e.code(),
+                                "the issuance log is unavailable; nothing was issued",
+                            ));
+                        }
+                    },
+                    None => None,
+                };
                 metrics()
                     .issued
                     .with_label_values(&[&class, &issued.grant.profile])
@@ -181,11 +200,84 @@ impl App {
                     ips = ?issued.grant.ip_addrs,
                     uris = ?issued.grant.uris,
                     not_after = %issued.not_after,
+                    log_index = evidence.as_ref().map(|e| e.index),
                     "certificate issued"
                 );
-                Ok(issued)
+                Ok((issued, evidence))
             }
-            Err(e) => Err(self.denial(e, &class, &profile, key_id)),
+            Err(e) => {
+                let facts = match &e {
+                    IssueError::Denied { facts, .. } => Some(facts.as_ref().clone()),
+                    _ => None,
+                };
+                let error = self.denial(e, &class, &profile, key_id);
+                if error.code.http_status() < 500 {
+                    self.record_denial(&class, &profile, key_id, &error, facts.as_ref())
+                        .await;
+                }
+                Err(error)
+            }
+        };
+        metrics()
+            .pipeline_seconds
+            .with_label_values(&[endpoint])
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Put a denial of an authenticated request in the issuance log. A log
+    /// failure here does not change the answer (nothing was issued).
+    pub async fn record_denial(
+        &self,
+        class: &str,
+        profile: &str,
+        key_id: &str,
+        error: &ApiError,
+        facts: Option<&policies::CsrFacts>,
+    ) {
+        let Some(log) = &self.log else { return };
+        let mut reasons: Vec<LogReason> = error
+            .reasons
+            .iter()
+            .map(|r| LogReason {
+                code: r.code.clone(),
+                detail: r.detail.clone(),
+            })
+            .collect();
+        if reasons.is_empty() {
+            reasons.push(LogReason {
+                code: error.code.as_str().to_string(),
+                detail: error.message.clone(),
+            });
+        }
+        let entry = LogEntry {
+            seq: 0,
+            time: now_rfc3339(),
+            log_id: log.log_id().to_string(),
+            class: printable(class),
+            profile: printable(profile),
+            key_id: key_id.to_string(),
+            decision: LogDecision::Denied,
+            serial: None,
+            subject: facts.and_then(|f| f.common_name.as_deref().map(printable)),
+            dns: facts
+                .map(|f| f.dns_names.iter().map(|n| printable(n)).collect())
+                .unwrap_or_default(),
+            ips: facts
+                .map(|f| f.ip_addrs.iter().map(|ip| ip.to_string()).collect())
+                .unwrap_or_default(),
+            uris: facts
+                .map(|f| f.uris.iter().map(|u| printable(u)).collect())
+                .unwrap_or_default(),
+            not_before: None,
+            not_after: None,
+            spki_sha256: None,
+            issuer: None,
+            certificate: None,
+            reasons,
+        };
+        if let Err(e) = log.append(entry).await {
+            tracing::error!(event = "log_denial_failed", class = %printable(class), key_id = %key_id, "{e}");
         }
     }
 
@@ -234,6 +326,45 @@ impl App {
                 .collect();
         }
         error
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn issued_entry(issued: &Issued, key_id: &str) -> LogEntry {
+    use base64::Engine;
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    LogEntry {
+        seq: 0,
+        time: now_rfc3339(),
+        log_id: String::new(),
+        class: issued.grant.class.clone(),
+        profile: issued.grant.profile.clone(),
+        key_id: key_id.to_string(),
+        decision: LogDecision::Issued,
+        serial: Some(issued.serial_hex.clone()),
+        subject: issued.grant.common_name.clone(),
+        dns: issued.grant.dns_names.clone(),
+        ips: issued
+            .grant
+            .ip_addrs
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect(),
+        uris: issued.grant.uris.clone(),
+        not_before: Some(rfc3339(issued.not_before)),
+        not_after: Some(rfc3339(issued.not_after)),
+        spki_sha256: Some(issued.spki_sha256.clone()),
+        issuer: Some(issued.issuer_fingerprint.clone()),
+        certificate: Some(base64::engine::general_purpose::STANDARD.encode(&issued.der)),
+        reasons: Vec::new(),
     }
 }
 

@@ -69,9 +69,15 @@ pub async fn authsign(app: &App, body: &[u8]) -> Result<Response<Body>, ApiError
         ));
     };
     let profile = app.resolve_profile(&request.label, Some(&request.profile))?;
-    app.authorize(key, &request.label, &profile)?;
+    if let Err(e) = app.authorize(key, &request.label, &profile) {
+        if e.code == ErrorCode::ForbiddenScope {
+            app.record_denial(&request.label, &profile, &key.id, &e, None)
+                .await;
+        }
+        return Err(e);
+    }
     let hosts = request.effective_hosts();
-    let issued = app
+    let (issued, evidence) = app
         .issue(
             IssueRequest {
                 class: request.label,
@@ -84,6 +90,7 @@ pub async fn authsign(app: &App, body: &[u8]) -> Result<Response<Body>, ApiError
             "cfssl_authsign",
         )
         .await?;
+    let _ = evidence;
     Ok(json(StatusCode::OK, &CfsslResponse::sign_ok(issued.pem)))
 }
 

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cfssl;
 pub mod keys;
+pub mod log_api;
 pub mod native;
 pub mod ratelimit;
 pub mod respond;
@@ -193,6 +194,12 @@ async fn handle(app: &App, req: Request<Incoming>, _peer: SocketAddr) -> Respons
             (&Method::GET, ["v1", "classes", class, what @ ("bundle" | "chain")]) => {
                 ("class_pem", native::class_pem(app, class, what))
             }
+            (&Method::GET, ["v1", "log", log_id, what @ ("sth" | "proof" | "entries" | "key")]) => {
+                (
+                    "log",
+                    log_api::get(app, log_id, what, parts.uri.query().unwrap_or("")),
+                )
+            }
             (&Method::POST, ["api", "v1", "cfssl", "authsign"]) => (
                 "cfssl_authsign",
                 async {
@@ -290,9 +297,16 @@ async fn read_body(
     }
 }
 
-/// Ready when a pool session can reach the token and find the active
-/// intermediate key of every class.
+/// Ready when the issuance log is writable and a pool session can reach the
+/// token and find the active intermediate key of every class.
 async fn readyz(app: &App) -> Response<Body> {
+    if app.log.as_ref().is_some_and(|log| !log.is_healthy()) {
+        return respond::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "log: last write failed\n",
+        );
+    }
     let labels: Vec<String> = app
         .authority
         .classes()

@@ -23,8 +23,14 @@ pub async fn sign(
         .ttl_duration()
         .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ttl: {e}")))?;
     let profile = app.resolve_profile(&request.class, request.profile.as_deref())?;
-    app.authorize(key, &request.class, &profile)?;
-    let issued = app
+    if let Err(e) = app.authorize(key, &request.class, &profile) {
+        if e.code == ErrorCode::ForbiddenScope {
+            app.record_denial(&request.class, &profile, &key.id, &e, None)
+                .await;
+        }
+        return Err(e);
+    }
+    let (issued, evidence) = app
         .issue(
             IssueRequest {
                 class: request.class,
@@ -46,7 +52,7 @@ pub async fn sign(
             serial: issued.serial_hex,
             not_before: rfc3339(issued.not_before),
             not_after: rfc3339(issued.not_after),
-            log: None,
+            log: evidence.and_then(|e| serde_json::to_value(e).ok()),
         },
     ))
 }

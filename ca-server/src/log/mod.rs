@@ -1,0 +1,197 @@
+//! The issuance log: an append-only file of entries and signed tree heads
+//! per server replica, a Certificate-Transparency-style Merkle tree over the
+//! entries, and group commit — one writer thread takes every pending entry,
+//! appends the batch, signs one tree head with the log key in the HSM,
+//! fsyncs once, and only then releases the requests with their inclusion
+//! proofs. A response with a certificate is never sent before its entry is
+//! durable.
+
+pub mod monitor;
+pub mod nodes;
+pub mod record;
+pub mod show;
+pub mod verify;
+mod writer;
+
+use ca_proto::logentry::LogEntry;
+use ca_proto::merkle::{inclusion_proof, Hash, ProofError};
+use ca_proto::sth::{LogEvidence, LogPublicKey, SignedTreeHead};
+use hsm::Token;
+use nodes::NodeFiles;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("issuance log I/O at {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("signing the tree head: {0}")]
+    Hsm(#[from] hsm::HsmError),
+    #[error("issuance log is corrupt: {0}")]
+    Corrupt(String),
+    #[error("issuance log writer has stopped")]
+    Stopped,
+    #[error("no such entry")]
+    OutOfRange,
+    /// A batch could not be made durable; every request in it gets this.
+    #[error("{message}")]
+    BatchFailed { message: String, hsm: bool },
+}
+
+impl LogError {
+    pub fn code(&self) -> ca_proto::ErrorCode {
+        match self {
+            LogError::Hsm(e) if e.is_unavailable() => ca_proto::ErrorCode::HsmUnavailable,
+            LogError::BatchFailed { hsm: true, .. } => ca_proto::ErrorCode::HsmUnavailable,
+            LogError::OutOfRange => ca_proto::ErrorCode::NotFound,
+            _ => ca_proto::ErrorCode::LogUnavailable,
+        }
+    }
+}
+
+/// File names inside `<state>/log/<log_id>/`.
+pub struct LogPaths {
+    pub dir: PathBuf,
+}
+
+impl LogPaths {
+    pub fn new(state_dir: &Path, log_id: &str) -> LogPaths {
+        LogPaths {
+            dir: state_dir.join("log").join(log_id),
+        }
+    }
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("log.dat")
+    }
+    pub fn nodes(&self) -> PathBuf {
+        self.dir.join("nodes")
+    }
+    pub fn public_key(&self) -> PathBuf {
+        self.dir.join("log-key.pem")
+    }
+}
+
+/// The label of a replica's log key in the online token.
+pub fn key_label(log_id: &str) -> String {
+    format!("trellis-log-{log_id}")
+}
+
+/// What readers may see: the last durable, signed state.
+pub(crate) struct Published {
+    pub sth: SignedTreeHead,
+    /// File offset of each entry record.
+    pub offsets: Vec<u64>,
+}
+
+pub(crate) struct Shared {
+    pub log_id: String,
+    pub paths: LogPaths,
+    pub nodes: NodeFiles,
+    pub published: RwLock<Published>,
+    pub healthy: AtomicBool,
+    pub public_key: LogPublicKey,
+}
+
+/// A handle on the running log (cheap to clone).
+#[derive(Clone)]
+pub struct IssuanceLog {
+    shared: Arc<Shared>,
+    sender: tokio::sync::mpsc::UnboundedSender<writer::Job>,
+}
+
+impl IssuanceLog {
+    /// Open (recovering a torn tail) and start the writer thread. `token` is
+    /// the online token holding the log key.
+    pub fn open(state_dir: &Path, log_id: &str, token: Token) -> Result<IssuanceLog, LogError> {
+        let key = token.public_key(&key_label(log_id))?;
+        let (shared, state) = writer::recover(state_dir, log_id, &token, &key)?;
+        let shared = Arc::new(shared);
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        writer::start(shared.clone(), state, token, key, receiver)?;
+        Ok(IssuanceLog { shared, sender })
+    }
+
+    pub fn log_id(&self) -> &str {
+        &self.shared.log_id
+    }
+
+    /// False after a batch failed to reach the disk (until one succeeds).
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn public_key(&self) -> &LogPublicKey {
+        &self.shared.public_key
+    }
+
+    /// Append an entry (its `seq` is assigned here) and wait until it is
+    /// durable; returns the evidence to hand to the client.
+    pub async fn append(&self, mut entry: LogEntry) -> Result<LogEvidence, LogError> {
+        entry.log_id = self.shared.log_id.clone();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.sender
+            .send(writer::Job { entry, reply })
+            .map_err(|_| LogError::Stopped)?;
+        rx.await.unwrap_or(Err(LogError::Stopped))
+    }
+
+    pub fn sth(&self) -> SignedTreeHead {
+        self.shared
+            .published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .sth
+            .clone()
+    }
+
+    /// Inclusion proof of entry `seq` in the current signed tree.
+    pub fn proof(&self, seq: u64) -> Result<(SignedTreeHead, Vec<Hash>), LogError> {
+        let sth = self.sth();
+        if seq >= sth.tree_size {
+            return Err(LogError::OutOfRange);
+        }
+        let proof =
+            inclusion_proof(&self.shared.nodes, seq, sth.tree_size).map_err(|e| match e {
+                ProofError::OutOfRange => LogError::OutOfRange,
+                ProofError::Store(source) => LogError::Io {
+                    path: self.shared.paths.nodes().display().to_string(),
+                    source,
+                },
+            })?;
+        Ok((sth, proof))
+    }
+
+    /// Raw entry bytes for `start..end` (bounded by the signed tree size).
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        let offsets: Vec<u64> = {
+            let published = self
+                .shared
+                .published
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let end = end.min(published.sth.tree_size);
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            published.offsets[start as usize..end as usize].to_vec()
+        };
+        let file =
+            std::fs::File::open(self.shared.paths.data()).map_err(|source| LogError::Io {
+                path: self.shared.paths.data().display().to_string(),
+                source,
+            })?;
+        let mut out = Vec::with_capacity(offsets.len());
+        for (i, offset) in offsets.into_iter().enumerate() {
+            out.push((
+                start + i as u64,
+                writer::read_entry_at(&file, offset, &self.shared.paths)?,
+            ));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,84 @@
+//! `ca-server log show`: the log's entries for operators, filtered by class,
+//! SAN, serial or decision, one line each (or JSON lines).
+
+use super::record::{self, KIND_ENTRY};
+use super::LogPaths;
+use ca_proto::logentry::{LogDecision, LogEntry};
+use std::path::Path;
+
+#[derive(Default)]
+pub struct Filter {
+    pub class: Option<String>,
+    pub san: Option<String>,
+    pub serial: Option<String>,
+    pub denied_only: bool,
+}
+
+impl Filter {
+    pub fn matches(&self, e: &LogEntry) -> bool {
+        self.class.as_ref().is_none_or(|c| &e.class == c)
+            && self
+                .serial
+                .as_ref()
+                .is_none_or(|s| e.serial.as_deref() == Some(&s.to_lowercase()))
+            && (!self.denied_only || e.decision == LogDecision::Denied)
+            && self.san.as_ref().is_none_or(|n| {
+                let n = n.to_lowercase();
+                e.dns
+                    .iter()
+                    .chain(&e.ips)
+                    .chain(&e.uris)
+                    .any(|s| s.to_lowercase() == n)
+            })
+    }
+}
+
+/// Every entry of the log (up to a torn tail), in order.
+pub fn read_entries(state_dir: &Path, log_id: &str) -> anyhow::Result<Vec<LogEntry>> {
+    let paths = LogPaths::new(state_dir, log_id);
+    let bytes = std::fs::read(paths.data())
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", paths.data().display()))?;
+    let scan = record::scan(&bytes);
+    let mut out = Vec::new();
+    for located in scan.records.iter().filter(|r| r.kind == KIND_ENTRY) {
+        out.push(LogEntry::from_bytes(record::payload(&bytes, located))?);
+    }
+    Ok(out)
+}
+
+pub fn line(e: &LogEntry) -> String {
+    let names: Vec<&str> = e
+        .dns
+        .iter()
+        .chain(&e.ips)
+        .chain(&e.uris)
+        .map(String::as_str)
+        .collect();
+    match e.decision {
+        LogDecision::Issued => format!(
+            "#{} {} issued class={} profile={} key={} serial={} names={} not_after={}",
+            e.seq,
+            e.time,
+            e.class,
+            e.profile,
+            e.key_id,
+            e.serial.as_deref().unwrap_or("-"),
+            names.join(","),
+            e.not_after.as_deref().unwrap_or("-")
+        ),
+        LogDecision::Denied => format!(
+            "#{} {} denied class={} profile={} key={} names={} reasons={}",
+            e.seq,
+            e.time,
+            e.class,
+            e.profile,
+            e.key_id,
+            names.join(","),
+            e.reasons
+                .iter()
+                .map(|r| r.code.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    }
+}

@@ -1,0 +1,312 @@
+//! Recovery at start and the group-commit writer thread.
+
+use super::nodes::NodeFiles;
+use super::record::{self, KIND_ENTRY, KIND_TREE_HEAD};
+use super::{LogError, LogPaths, Published, Shared};
+use ca_proto::logentry::LogEntry;
+use ca_proto::merkle::{inclusion_proof, leaf_hash, CompactRange};
+use ca_proto::sth::{LogEvidence, LogPublicKey, SignedTreeHead};
+use hsm::{KeyInfo, PoolSession, Token};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Most entries one batch takes; more wait for the next fsync.
+const MAX_BATCH: usize = 4096;
+
+pub(crate) struct Job {
+    pub entry: LogEntry,
+    pub reply: tokio::sync::oneshot::Sender<Result<LogEvidence, LogError>>,
+}
+
+/// What only the writer thread touches.
+pub(crate) struct WriterState {
+    file: File,
+    len: u64,
+    range: CompactRange,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Scan the log, cut a torn tail, rebuild the tree and node files, and make
+/// sure the last record is a signed head for the whole tree.
+pub(crate) fn recover(
+    state_dir: &Path,
+    log_id: &str,
+    token: &Token,
+    key: &KeyInfo,
+) -> Result<(Shared, WriterState), LogError> {
+    let paths = LogPaths::new(state_dir, log_id);
+    let data_path = paths.data();
+    std::fs::create_dir_all(&paths.dir).map_err(io(&paths.dir))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .truncate(false)
+        .open(&data_path)
+        .map_err(io(&data_path))?;
+    let bytes = std::fs::read(&data_path).map_err(io(&data_path))?;
+    let scan = record::scan(&bytes);
+    if let Some(why) = scan.torn {
+        let cut = bytes.len() as u64 - scan.valid_len;
+        tracing::warn!(
+            event = "log_torn_tail",
+            log_id,
+            kept_records = scan.records.len(),
+            cut_bytes = cut,
+            reason = why,
+            "cutting a torn tail from the issuance log"
+        );
+        file.set_len(scan.valid_len).map_err(io(&data_path))?;
+        file.sync_all().map_err(io(&data_path))?;
+    }
+    let nodes = NodeFiles::create_empty(&paths.nodes()).map_err(io(&paths.nodes()))?;
+    let mut range = CompactRange::new();
+    let mut offsets = Vec::new();
+    let mut last_sth: Option<SignedTreeHead> = None;
+    for located in &scan.records {
+        let payload = record::payload(&bytes, located);
+        match located.kind {
+            KIND_ENTRY => {
+                let entry = LogEntry::from_bytes(payload).map_err(|e| {
+                    LogError::Corrupt(format!("entry at offset {}: {e}", located.offset))
+                })?;
+                if entry.seq != range.size() {
+                    return Err(LogError::Corrupt(format!(
+                        "entry at offset {} has seq {} where {} was expected",
+                        located.offset,
+                        entry.seq,
+                        range.size()
+                    )));
+                }
+                offsets.push(located.offset);
+                let completed = range.append(leaf_hash(payload));
+                nodes.append(&completed).map_err(io(&paths.nodes()))?;
+            }
+            _ => {
+                last_sth = serde_json::from_slice(payload).ok();
+            }
+        }
+    }
+    let public_key = LogPublicKey::from_point(key.public_key.clone())
+        .map_err(|e| LogError::Corrupt(format!("log key '{}': {e:?}", key.label)))?;
+    let mut state = WriterState {
+        file,
+        len: scan.valid_len,
+        range,
+    };
+    let sth = match last_sth {
+        Some(sth)
+            if sth.tree_size == state.range.size()
+                && sth.root_hash == hex::encode(state.range.root()) =>
+        {
+            sth
+        }
+        _ => {
+            let mut session = PoolSession::new(token.clone());
+            let sth = sign_head(&mut session, key, log_id, &state.range)?;
+            let mut buf = Vec::new();
+            record::encode(
+                KIND_TREE_HEAD,
+                &serde_json::to_vec(&sth).unwrap_or_default(),
+                &mut buf,
+            );
+            state
+                .file
+                .write_all_at(&buf, state.len)
+                .map_err(io(&data_path))?;
+            state.len += buf.len() as u64;
+            state.file.sync_data().map_err(io(&data_path))?;
+            sth
+        }
+    };
+    tracing::info!(
+        event = "log_opened",
+        log_id,
+        entries = state.range.size(),
+        "issuance log ready"
+    );
+    let shared = Shared {
+        log_id: log_id.to_string(),
+        paths,
+        nodes,
+        published: std::sync::RwLock::new(Published { sth, offsets }),
+        healthy: std::sync::atomic::AtomicBool::new(true),
+        public_key,
+    };
+    Ok((shared, state))
+}
+
+fn sign_head(
+    session: &mut PoolSession,
+    key: &KeyInfo,
+    log_id: &str,
+    range: &CompactRange,
+) -> Result<SignedTreeHead, LogError> {
+    use base64::Engine;
+    let root = range.root();
+    let timestamp_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    let message = SignedTreeHead::signed_bytes(log_id, range.size(), &root, timestamp_ms);
+    let signature = session.sign(key, &message)?;
+    Ok(SignedTreeHead {
+        log_id: log_id.to_string(),
+        tree_size: range.size(),
+        root_hash: hex::encode(root),
+        timestamp_ms,
+        signature: base64::engine::general_purpose::STANDARD.encode(signature),
+    })
+}
+
+pub(crate) fn start(
+    shared: Arc<Shared>,
+    state: WriterState,
+    token: Token,
+    key: KeyInfo,
+    receiver: tokio::sync::mpsc::UnboundedReceiver<Job>,
+) -> Result<(), LogError> {
+    std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || run(shared, state, PoolSession::new(token), key, receiver))
+        .map(|_| ())
+        .map_err(|source| LogError::Io {
+            path: "log-writer thread".into(),
+            source,
+        })
+}
+
+fn run(
+    shared: Arc<Shared>,
+    mut state: WriterState,
+    mut session: PoolSession,
+    key: KeyInfo,
+    mut receiver: tokio::sync::mpsc::UnboundedReceiver<Job>,
+) {
+    while let Some(first) = receiver.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let before = (state.len, state.range.clone());
+        match commit(&shared, &mut state, &mut session, &key, &mut batch) {
+            Ok((sth, first_seq, new_offsets)) => {
+                {
+                    let mut published = shared.published.write().unwrap_or_else(|p| p.into_inner());
+                    published.offsets.extend(new_offsets);
+                    published.sth = sth.clone();
+                }
+                shared.healthy.store(true, Ordering::Relaxed);
+                for (i, job) in batch.into_iter().enumerate() {
+                    let seq = first_seq + i as u64;
+                    let _ = job.reply.send(evidence(&shared, &sth, seq, &job.entry));
+                }
+            }
+            Err(e) => {
+                tracing::error!(event = "log_write_failed", entries = batch.len(), "{e}");
+                shared.healthy.store(false, Ordering::Relaxed);
+                // Put the files back as they were: nothing of this batch was
+                // acknowledged, so nothing of it may remain.
+                let _ = state.file.set_len(before.0);
+                let _ = shared.nodes.truncate_to(before.1.size());
+                state.len = before.0;
+                state.range = before.1;
+                let message = e.to_string();
+                let hsm = matches!(&e, LogError::Hsm(h) if h.is_unavailable());
+                for job in batch {
+                    let _ = job.reply.send(Err(LogError::BatchFailed {
+                        message: message.clone(),
+                        hsm,
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Write the batch, sign one head, fsync once.
+fn commit(
+    shared: &Shared,
+    state: &mut WriterState,
+    session: &mut PoolSession,
+    key: &KeyInfo,
+    batch: &mut [Job],
+) -> Result<(SignedTreeHead, u64, Vec<u64>), LogError> {
+    let data_path = shared.paths.data();
+    let first_seq = state.range.size();
+    let mut buf = Vec::with_capacity(batch.len() * 1024);
+    let mut offsets = Vec::with_capacity(batch.len());
+    let mut completed = Vec::new();
+    for job in batch.iter_mut() {
+        job.entry.seq = state.range.size();
+        let bytes = job.entry.to_bytes();
+        offsets.push(state.len + buf.len() as u64);
+        record::encode(KIND_ENTRY, &bytes, &mut buf);
+        completed.extend(state.range.append(leaf_hash(&bytes)));
+    }
+    let sth = sign_head(session, key, &shared.log_id, &state.range)?;
+    record::encode(
+        KIND_TREE_HEAD,
+        &serde_json::to_vec(&sth).unwrap_or_default(),
+        &mut buf,
+    );
+    state
+        .file
+        .write_all_at(&buf, state.len)
+        .map_err(io(&data_path))?;
+    shared
+        .nodes
+        .append(&completed)
+        .map_err(io(&shared.paths.nodes()))?;
+    state.file.sync_data().map_err(io(&data_path))?;
+    state.len += buf.len() as u64;
+    Ok((sth, first_seq, offsets))
+}
+
+fn evidence(
+    shared: &Shared,
+    sth: &SignedTreeHead,
+    seq: u64,
+    entry: &LogEntry,
+) -> Result<LogEvidence, LogError> {
+    use base64::Engine;
+    let proof = inclusion_proof(&shared.nodes, seq, sth.tree_size)
+        .map_err(|e| LogError::Corrupt(format!("proof for {seq}: {e:?}")))?;
+    Ok(LogEvidence {
+        log_id: shared.log_id.clone(),
+        index: seq,
+        entry: base64::engine::general_purpose::STANDARD.encode(entry.to_bytes()),
+        sth: sth.clone(),
+        inclusion_proof: proof.iter().map(hex::encode).collect(),
+    })
+}
+
+/// Read the entry record at `offset` of the data file.
+pub(crate) fn read_entry_at(
+    file: &File,
+    offset: u64,
+    paths: &LogPaths,
+) -> Result<Vec<u8>, LogError> {
+    let mut header = [0u8; 5];
+    file.read_exact_at(&mut header, offset)
+        .map_err(io(&paths.data()))?;
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if header[0] != KIND_ENTRY || len > record::MAX_PAYLOAD {
+        return Err(LogError::Corrupt(format!(
+            "no entry record at offset {offset}"
+        )));
+    }
+    let mut payload = vec![0u8; len];
+    file.read_exact_at(&mut payload, offset + 5)
+        .map_err(io(&paths.data()))?;
+    Ok(payload)
+}

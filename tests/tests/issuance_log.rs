@@ -1,0 +1,390 @@
+//! The issuance log end to end: evidence in every sign response verifies on
+//! the client side, concurrent requests share fsyncs and tree heads, `log
+//! verify` / `show` / `monitor` work on what a real server wrote, a torn tail
+//! is cut on restart, tampering is caught, and disk faults stop issuance
+//! without losing anything a client received.
+
+use ca_proto::logentry::LogEntry;
+use ca_proto::sth::{LogEvidence, LogPublicKey};
+use serde_json::json;
+use std::path::Path;
+use std::process::Command;
+use trellis_e2e::{bin, openssl_csr, run, text, TestServer};
+
+const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+fn csr(dir: &Path, name: &str, host: &str) -> String {
+    openssl_csr(
+        dir,
+        name,
+        P256,
+        &format!("/CN={host}"),
+        &["-addext", &format!("subjectAltName=DNS:{host}")],
+    )
+}
+
+fn log_key(server: &TestServer) -> LogPublicKey {
+    let pem = server
+        .client()
+        .request("GET", "/v1/log/dev-1/key", &[], b"")
+        .text();
+    LogPublicKey::from_pem(&pem).expect("log key PEM")
+}
+
+fn ca_server(dir: &Path, args: &[&str]) -> std::process::Output {
+    run(Command::new(bin("ca-server"))
+        .args(args)
+        .arg("--dir")
+        .arg(dir))
+}
+
+#[test]
+fn every_issued_certificate_comes_with_a_verifiable_inclusion_proof() {
+    let server = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = log_key(&server);
+    let pem = csr(tmp.path(), "a", "a.db.internal");
+    let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": pem}));
+    assert_eq!(status, 200, "{body}");
+    let evidence: LogEvidence =
+        serde_json::from_value(body["log"].clone()).expect("log evidence in the response");
+    let entry_bytes = evidence.verify(&key).expect("evidence verifies");
+    let entry = LogEntry::from_bytes(&entry_bytes).unwrap();
+    assert_eq!(entry.serial.as_deref(), body["serial"].as_str());
+    let cert_pem = body["certificate"].as_str().unwrap();
+    let der = pem_der(cert_pem);
+    assert_eq!(
+        entry.certificate_der().unwrap(),
+        der,
+        "the logged certificate is the one returned"
+    );
+
+    // tampering with the evidence is caught
+    let mut forged = evidence.clone();
+    forged.index += 1;
+    assert!(forged.verify(&key).is_err());
+    let mut forged = evidence.clone();
+    forged.sth.tree_size += 1;
+    assert!(forged.verify(&key).is_err());
+
+    // the proof endpoint agrees with the evidence, against a later head too
+    let (status2, _) = server.native_sign(
+        "db",
+        &json!({"class": "db", "csr": csr(tmp.path(), "b", "b.db.internal")}),
+    );
+    assert_eq!(status2, 200);
+    let proof = server
+        .client()
+        .request(
+            "GET",
+            &format!("/v1/log/dev-1/proof?seq={}", evidence.index),
+            &[],
+            b"",
+        )
+        .json();
+    let later = LogEvidence {
+        log_id: "dev-1".into(),
+        index: evidence.index,
+        entry: evidence.entry.clone(),
+        sth: serde_json::from_value(proof["sth"].clone()).unwrap(),
+        inclusion_proof: serde_json::from_value(proof["inclusion_proof"].clone()).unwrap(),
+    };
+    assert!(later.sth.tree_size > evidence.sth.tree_size);
+    later
+        .verify(&key)
+        .expect("proof against the newer head verifies");
+    let entries = server
+        .client()
+        .request("GET", "/v1/log/dev-1/entries?start=0&end=10", &[], b"")
+        .json();
+    assert_eq!(
+        entries["entries"].as_array().unwrap().len() as u64,
+        later.sth.tree_size
+    );
+    let bad = server
+        .client()
+        .request("GET", "/v1/log/dev-1/proof?seq=999999", &[], b"");
+    assert_eq!(bad.status, 404);
+}
+
+#[test]
+fn concurrent_requests_share_tree_heads_and_the_log_verifies() {
+    let mut server = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let csrs: Vec<String> = (0..40)
+        .map(|i| csr(tmp.path(), &format!("c{i}"), &format!("c{i}.db.internal")))
+        .collect();
+    // one denial too
+    let denied = openssl_csr(
+        tmp.path(),
+        "ip",
+        P256,
+        "/CN=ip.db.internal",
+        &["-addext", "subjectAltName=DNS:ip.db.internal,IP:1.1.1.1"],
+    );
+    let server_ref = &server;
+    let results: Vec<(u16, serde_json::Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = csrs
+            .iter()
+            .map(|c| {
+                s.spawn(move || server_ref.native_sign("db", &json!({"class": "db", "csr": c})))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let (status, _) = server.native_sign("db", &json!({"class": "db", "csr": denied}));
+    assert_eq!(status, 403);
+    assert!(results.iter().all(|(s, _)| *s == 200));
+    let sizes: std::collections::HashSet<u64> = results
+        .iter()
+        .map(|(_, b)| b["log"]["sth"]["tree_size"].as_u64().unwrap())
+        .collect();
+    assert!(
+        sizes.len() < results.len(),
+        "40 concurrent requests got 40 different tree heads: no group commit"
+    );
+    server.stop();
+
+    let verify = ca_server(&server.dir, &["log", "verify"]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(
+        text(&verify).contains("41 entries (40 issued, 1 denied)"),
+        "{}",
+        text(&verify)
+    );
+
+    let show = ca_server(&server.dir, &["log", "show", "--denied"]);
+    assert!(
+        text(&show).contains("ip_not_allowed") && text(&show).lines().count() == 1,
+        "{}",
+        text(&show)
+    );
+    let serial = results[7].1["serial"].as_str().unwrap();
+    let show = ca_server(&server.dir, &["log", "show", "--serial", serial]);
+    assert!(text(&show).contains("c7.db.internal"), "{}", text(&show));
+    let show = ca_server(
+        &server.dir,
+        &["log", "show", "--san", "c3.db.internal", "--json"],
+    );
+    assert_eq!(text(&show).lines().count(), 1);
+
+    // the monitor finds nothing wrong... until the policy changes under it
+    let monitor = ca_server(&server.dir, &["log", "monitor"]);
+    assert!(monitor.status.success(), "{}", text(&monitor));
+    let policy = server.dir.join("policies/db.toml");
+    let original = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, original.replace("\"*.db.internal\", ", "")).unwrap();
+    let monitor = ca_server(&server.dir, &["log", "monitor"]);
+    assert_eq!(monitor.status.code(), Some(3), "{}", text(&monitor));
+    assert!(text(&monitor).contains("policy_violation"));
+    std::fs::write(&policy, original).unwrap();
+}
+
+#[test]
+fn a_torn_tail_is_cut_on_restart_and_tampering_is_detected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("var");
+    let mut server = TestServer::start_in(&dir, &[]);
+    let mut serials = Vec::new();
+    for i in 0..3 {
+        let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr(tmp.path(), &format!("t{i}"), &format!("t{i}.db.internal"))}));
+        assert_eq!(status, 200);
+        serials.push(body["serial"].as_str().unwrap().to_string());
+    }
+    server.stop();
+    let data = dir.join("log/dev-1/log.dat");
+    let good = std::fs::read(&data).unwrap();
+    // a crash in the middle of a write: half a record
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[1, 0, 0, 1, 0, b'{', b'"']);
+    std::fs::write(&data, &torn).unwrap();
+    let verify = ca_server(&dir, &["log", "verify"]);
+    assert!(!verify.status.success(), "verify accepted a torn tail");
+
+    let mut server = TestServer::start_in(&dir, &[]);
+    let log = server.server_log();
+    assert!(
+        log.contains("cutting a torn tail") && log.contains("cut_bytes=7"),
+        "{log}"
+    );
+    let (status, _) = server.native_sign(
+        "db",
+        &json!({"class": "db", "csr": csr(tmp.path(), "t9", "t9.db.internal")}),
+    );
+    assert_eq!(status, 200);
+    server.stop();
+    let verify = ca_server(&dir, &["log", "verify"]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    for serial in &serials {
+        let show = ca_server(&dir, &["log", "show", "--serial", serial]);
+        assert!(
+            text(&show).contains(serial.as_str()),
+            "{serial} lost after recovery"
+        );
+    }
+
+    // rewrite one entry (with a valid checksum): the signed roots no longer match
+    let bytes = std::fs::read(&data).unwrap();
+    let forged = forge_first_entry(&bytes, "t0.db.internal", "t0.db.evil-twin");
+    std::fs::write(&data, forged).unwrap();
+    let verify = ca_server(&dir, &["log", "verify"]);
+    assert!(!verify.status.success());
+    assert!(
+        text(&verify).contains("root does not match"),
+        "{}",
+        text(&verify)
+    );
+}
+
+/// Replace text inside the first entry record and recompute its framing.
+fn forge_first_entry(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    let payload = String::from_utf8(bytes[5..5 + len].to_vec())
+        .unwrap()
+        .replacen(from, to, 1);
+    let mut out = vec![1u8];
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload.as_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out.extend_from_slice(&bytes[5 + len + 4..]);
+    out
+}
+
+fn pem_der(pem: &str) -> Vec<u8> {
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+/// Full disk and read-only filesystem under the log: 503 `log_unavailable`,
+/// unready, nothing half-written, and service resumes when the disk is back.
+/// Needs root for the tmpfs mount (CI runs as root).
+#[test]
+fn disk_faults_stop_issuance_and_lose_nothing() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("var");
+    let init = run(Command::new(bin("ca-server"))
+        .args(["dev", "--init-only", "--dir"])
+        .arg(&dir));
+    assert!(init.status.success(), "{}", text(&init));
+    let log_dir = dir.join("log/dev-1");
+    let key_pem = std::fs::read(log_dir.join("log-key.pem")).unwrap();
+    let mount = Mount::tmpfs(&log_dir, "512k");
+    std::fs::write(log_dir.join("log-key.pem"), key_pem).unwrap();
+
+    let mut server = TestServer::start_in(&dir, &[]);
+    let client = server.client();
+    let mut received = Vec::new();
+    let mut sign = |name: &str| {
+        let (status, body) = server.native_sign(
+            "db",
+            &json!({"class": "db", "csr": csr(tmp.path(), name, &format!("{name}.db.internal"))}),
+        );
+        if status == 200 {
+            received.push(body["serial"].as_str().unwrap().to_string());
+        }
+        (status, body)
+    };
+    assert_eq!(sign("d0").0, 200);
+
+    // fill the disk
+    let filler = log_dir.join("filler");
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .args(["bs=4k", "count=1000"])
+        .output();
+    let (status, body) = sign("d1");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("log_unavailable")),
+        "{body}"
+    );
+    assert!(body.get("certificate").is_none());
+    assert_eq!(client.request("GET", "/readyz", &[], b"").status, 503);
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(sign("d2").0, 200, "service resumes when space is back");
+    assert_eq!(client.request("GET", "/readyz", &[], b"").status, 200);
+
+    assert_eq!(sign("d3").0, 200);
+    server.stop();
+
+    // Read-only filesystem (a remount needs the log closed): the server
+    // refuses to start, naming the log and the error, rather than serve
+    // certificates it cannot record.
+    mount.remount("ro");
+    let out = run(Command::new(bin("ca-server"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&dir));
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(
+        msg.contains("log") && msg.contains("Read-only file system"),
+        "{msg}"
+    );
+    assert!(!msg.contains("listening on"), "{msg}");
+    mount.remount("rw");
+    let mut server = TestServer::start_in(&dir, &[]);
+    let (status, body) = server.native_sign(
+        "db",
+        &json!({"class": "db", "csr": csr(tmp.path(), "d4", "d4.db.internal")}),
+    );
+    assert_eq!(status, 200, "{body}");
+    received.push(body["serial"].as_str().unwrap().to_string());
+    server.stop();
+
+    let verify = ca_server(&dir, &["log", "verify"]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert_eq!(received.len(), 4);
+    for serial in &received {
+        let show = ca_server(&dir, &["log", "show", "--serial", serial]);
+        assert!(
+            text(&show).contains(serial.as_str()),
+            "certificate {serial} was returned but is not in the log"
+        );
+    }
+    assert!(
+        text(&verify).contains("4 entries (4 issued, 0 denied)"),
+        "{}",
+        text(&verify)
+    );
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let out = run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at));
+        assert!(out.status.success(), "mount: {}", text(&out));
+        Mount(at.to_path_buf())
+    }
+    fn remount(&self, mode: &str) {
+        let out = run(Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0));
+        assert!(out.status.success(), "remount {mode}: {}", text(&out));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
