@@ -173,6 +173,9 @@ pub struct ClassInfo {
     pub root_fingerprints_sha256: Vec<String>,
     /// SHA-256 fingerprint of the active intermediate.
     pub active_intermediate: String,
+    /// SHA-256 fingerprint of the prepared (next) intermediate, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepared_intermediate: Option<String>,
 }
 
 /// Body of `GET /v1/classes`.
@@ -299,6 +302,7 @@ mod tests {
                 }],
                 root_fingerprints_sha256: vec!["ab".repeat(32)],
                 active_intermediate: "cd".repeat(32),
+                prepared_intermediate: None,
             }],
         };
         let json = serde_json::to_string(&list).expect("ser");

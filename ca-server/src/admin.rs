@@ -47,14 +47,19 @@ pub fn load_policies(config: &Config) -> Result<PolicySet> {
 
 /// Create every class that does not exist yet (idempotent). Returns the
 /// classes created.
-pub fn init_classes(config: &Config, module: &Module, policies: &PolicySet) -> Result<Vec<String>> {
-    let state = StateDir::new(&config.state_dir);
-    let shape = CaShape {
+/// How new CA certificates are shaped, from the configuration.
+pub fn ca_shape(config: &Config) -> Result<CaShape> {
+    Ok(CaShape {
         algorithm: config.ca_key_algorithm().map_err(anyhow::Error::msg)?,
         organization: config.ca.organization.clone(),
         root_days: config.ca.root_validity_days,
         intermediate_days: config.ca.intermediate_validity_days,
-    };
+    })
+}
+
+pub fn init_classes(config: &Config, module: &Module, policies: &PolicySet) -> Result<Vec<String>> {
+    let state = StateDir::new(&config.state_dir);
+    let shape = ca_shape(config)?;
     let missing: Vec<&str> = policies
         .names()
         .filter(|c| !ClassState::exists(&state, c))

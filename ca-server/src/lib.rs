@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod serial;
 pub mod server;
 pub mod state;
+pub mod status;

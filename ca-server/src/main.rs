@@ -68,6 +68,16 @@ enum Command {
         #[command(flatten)]
         listen: Listen,
     },
+    /// Intermediate rotation: prepare, activate, retire.
+    Rotate {
+        #[command(subcommand)]
+        command: RotateCommand,
+    },
+    /// Per class: root and intermediates with expiries, and warnings.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Issuance log tools.
     Log {
         #[command(subcommand)]
@@ -77,6 +87,36 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RotateCommand {
+    /// New intermediate key in the online token, certificate signed by the
+    /// class root (needs the root token PIN), stored as prepared.
+    Prepare {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        class: String,
+    },
+    /// Issue from the prepared intermediate; the active one is retired. A
+    /// running server picks this up by itself (SIGHUP is sent if it runs here).
+    Activate {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        class: String,
+    },
+    /// Forget retired intermediates whose leaves have all expired.
+    Retire {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        class: String,
+        /// Also destroy their keys in the online token.
+        #[arg(long)]
+        destroy_keys: bool,
     },
 }
 
@@ -205,6 +245,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve { target, listen } => serve(&target.config()?, &listen),
         Command::Log { command } => log_command(command),
+        Command::Rotate { command } => rotate_command(command),
+        Command::Status { target } => ca_server::status::print(&target.config()?),
         Command::Policy {
             command:
                 PolicyCommand::Check {
@@ -238,6 +280,90 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn rotate_command(command: RotateCommand) -> Result<()> {
+    use ca_server::hierarchy::rotate;
+    match command {
+        RotateCommand::Prepare { target, class } => {
+            let config = target.config()?;
+            let (state, module, _) = admin_context(&config, &class)?;
+            let tokens = admin::admin_tokens(&config, &module)?;
+            let label = rotate::prepare(&state, &class, &tokens, &admin::ca_shape(&config)?)?;
+            println!("prepared intermediate '{label}' for class '{class}'; then: ca-server rotate activate --class {class}");
+            signal_server(&state);
+            Ok(())
+        }
+        RotateCommand::Activate { target, class } => {
+            let config = target.config()?;
+            let (state, _, _) = admin_context(&config, &class)?;
+            let (active, retired) = rotate::activate(&state, &class)?;
+            println!(
+                "class '{class}' now issues from '{active}'{}",
+                retired
+                    .map(|r| format!("; '{r}' is retired"))
+                    .unwrap_or_default()
+            );
+            signal_server(&state);
+            Ok(())
+        }
+        RotateCommand::Retire {
+            target,
+            class,
+            destroy_keys,
+        } => {
+            let config = target.config()?;
+            let (state, module, max_ttl) = admin_context(&config, &class)?;
+            let record = ca_server::hierarchy::ClassState::read(&state, &class)?;
+            let expired =
+                rotate::expired_retirees(&record, max_ttl, time::OffsetDateTime::now_utc());
+            if expired.is_empty() {
+                println!("class '{class}': no retired intermediate whose leaves have all expired");
+                return Ok(());
+            }
+            rotate::forget(&state, &class, &expired)?;
+            for label in &expired {
+                if destroy_keys {
+                    admin::online_token(&config, &module)?.destroy_key(label)?;
+                    println!("forgot '{label}' and destroyed its key");
+                } else {
+                    println!("forgot '{label}' (key kept in the token; --destroy-keys removes it)");
+                }
+            }
+            signal_server(&state);
+            Ok(())
+        }
+    }
+}
+
+/// The state dir, the HSM module and the class's longest leaf TTL.
+fn admin_context(
+    config: &Config,
+    class: &str,
+) -> Result<(StateDir, hsm::Module, std::time::Duration)> {
+    let policies = admin::load_policies(config)?;
+    let policy = policies
+        .get(class)
+        .ok_or_else(|| anyhow::anyhow!("unknown class '{class}'"))?;
+    let ttl = policy.max_ttl();
+    Ok((
+        StateDir::new(&config.state_dir),
+        admin::open_module(config)?,
+        ttl,
+    ))
+}
+
+/// Nudge a server running from this state dir (it also polls every second).
+fn signal_server(state: &StateDir) {
+    let Ok(pid) = std::fs::read_to_string(state.root().join("ca-server.pid")) else {
+        return;
+    };
+    let pid = pid.trim();
+    if pid.parse::<u32>().is_ok() {
+        let _ = std::process::Command::new("kill")
+            .args(["-HUP", pid])
+            .status();
     }
 }
 
@@ -381,14 +507,20 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
     let authority = admin::open_authority(config, &module, policies)?;
     admin::ensure_server_tls(config, &authority)?;
     let state = StateDir::new(&config.state_dir);
-    let tls = if listen.insecure_http {
+    let cert = if listen.insecure_http {
         None
     } else {
-        Some(ca_server::server::tls::server_config(
-            &state.tls_chain(),
-            &state.tls_key(),
-        )?)
+        Some(std::sync::Arc::new(
+            ca_server::server::tls::ReloadableCert::from_files(
+                &state.tls_chain(),
+                &state.tls_key(),
+            )?,
+        ))
     };
+    let tls = cert
+        .clone()
+        .map(ca_server::server::tls::server_config)
+        .transpose()?;
     let keys = ca_server::server::keys::AuthKeys::load(&config.server.auth_keys)?;
     let log = if listen.no_log {
         tracing::warn!(
@@ -411,6 +543,18 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
         header_read_timeout: std::time::Duration::from_secs(config.server.header_read_timeout_secs),
         ..Default::default()
     };
+    let reloader = ca_server::server::reload::Reloader {
+        app: app.clone(),
+        config: config.clone(),
+        online: admin::online_token(config, &module)?,
+        tls: cert,
+    };
+    let pidfile = state.root().join("ca-server.pid");
+    ca_server::state::write_atomic(
+        &pidfile,
+        format!("{}\n", std::process::id()).as_bytes(),
+        0o644,
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("trellis-http")
@@ -425,10 +569,12 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tracing::info!(event = "listening", address = %bound, scheme, "serving");
+        tokio::spawn(reloader.run());
         ca_server::server::serve(app, listener, tls, options, shutdown_signal()).await;
         Ok::<_, anyhow::Error>(())
     })?;
     authority.pool().shutdown();
+    let _ = std::fs::remove_file(&pidfile);
     tracing::info!(event = "stopped", "server stopped");
     Ok(())
 }

@@ -127,8 +127,7 @@ fn once_writes_valid_files_and_if_needed_makes_no_request() {
     // --if-needed: a fresh certificate means no request at all.
     let signs = requests(&server, "native_sign");
     let pems = requests(&server, "class_pem");
-    let again = run(client(&server, &out)
-        .args(["--once", "--if-needed", "--trust", "api"]));
+    let again = run(client(&server, &out).args(["--once", "--if-needed", "--trust", "api"]));
     assert!(again.status.success(), "{}", text(&again));
     assert!(again.stderr.is_empty(), "{}", text(&again));
     assert!(text(&again).contains("no request made"), "{}", text(&again));
@@ -164,8 +163,16 @@ fn once_writes_valid_files_and_if_needed_makes_no_request() {
 
     // First contact with only the fingerprint of the `ca` root.
     let ca_root = server.dir.join("classes/ca/root.pem");
-    let fingerprint = openssl(&["x509", "-noout", "-fingerprint", "-sha256", "-in"], &ca_root);
-    let hex = fingerprint.trim().rsplit('=').next().unwrap().replace(':', "");
+    let fingerprint = openssl(
+        &["x509", "-noout", "-fingerprint", "-sha256", "-in"],
+        &ca_root,
+    );
+    let hex = fingerprint
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "");
     let pinned_out = tmp.path().join("pinned");
     let pinned = run(Command::new(bin("ca-client"))
         .arg("--ca")
@@ -290,7 +297,10 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
         return (0, String::new());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
     let mut buf = String::new();
     let _ = s.read_to_string(&mut buf);
     let status = buf
@@ -424,7 +434,11 @@ fn daemon_renews_short_lived_certificates_and_a_library_server_follows() {
             && presented.len() >= 4
     });
     let log = std::fs::read_to_string(&reloads).unwrap_or_default();
-    assert!(ok, "reloads:\n{log}\npresented: {presented:?}\n{}", daemon.log());
+    assert!(
+        ok,
+        "reloads:\n{log}\npresented: {presented:?}\n{}",
+        daemon.log()
+    );
     let mut serials = Vec::new();
     for line in log.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
@@ -454,7 +468,10 @@ fn daemon_renews_short_lived_certificates_and_a_library_server_follows() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     assert!(renewals >= 3.0, "{page}");
-    assert!(page.contains("trellis_client_cert_expiry_seconds"), "{page}");
+    assert!(
+        page.contains("trellis_client_cert_expiry_seconds"),
+        "{page}"
+    );
 
     // Idle resident set (debug build) below 20 MiB.
     let rss = rss_kib(daemon.child.id());
@@ -551,7 +568,11 @@ fn ca_outage_keeps_the_certificate_backs_off_and_recovers() {
     });
     let _ = restarted.kill();
     let _ = restarted.wait();
-    assert!(renewed, "no renewal after the CA came back\n{}", daemon.log());
+    assert!(
+        renewed,
+        "no renewal after the CA came back\n{}",
+        daemon.log()
+    );
     assert!(back.elapsed() <= Duration::from_secs(310));
     assert_consistent(&server, &out);
 }
@@ -586,7 +607,10 @@ fn sigkill_during_renewals_never_leaves_a_broken_pair() {
         let _ = child.wait();
         assert_consistent(&server, &out);
     }
-    assert!(killed_mid_run >= 10, "only {killed_mid_run} kills hit a running client");
+    assert!(
+        killed_mid_run >= 10,
+        "only {killed_mid_run} kills hit a running client"
+    );
 
     // A daemon killed at random moments of its renewals.
     for i in 0..6u64 {

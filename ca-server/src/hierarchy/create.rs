@@ -129,6 +129,7 @@ pub fn create_intermediate(
             .not_after
             .format(&time::format_description::well_known::Rfc3339)
             .map_err(|e| build_error(class, e.to_string()))?,
+        retired_at: None,
     })
 }
 

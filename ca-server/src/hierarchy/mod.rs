@@ -5,8 +5,9 @@
 
 mod create;
 mod record;
+pub mod rotate;
 
-pub use create::{init_class, AdminTokens, CaShape};
+pub use create::{init_class, publish_active, AdminTokens, CaShape};
 pub use record::{ClassState, IntermediateRecord, IntermediateStatus};
 
 use crate::state::StateDir;
@@ -49,6 +50,8 @@ pub struct LoadedClass {
     pub root_pem: String,
     pub root_fingerprint: String,
     pub active: Arc<IssuingCa>,
+    /// Certificate (PEM) of the prepared intermediate, if one is waiting.
+    pub prepared_pem: Option<String>,
 }
 
 /// SHA-256 of a DER certificate, lowercase hex.
@@ -72,6 +75,13 @@ pub fn read_pem_cert(path: &std::path::Path) -> Result<Vec<u8>, HierarchyError> 
                 e.to_string(),
             ))
         })
+}
+
+/// The first certificate in PEM text.
+pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|c| c.to_vec())
 }
 
 pub fn to_pem(der: &[u8]) -> String {
@@ -103,7 +113,14 @@ pub fn load_class(
     let root_der = read_pem_cert(&state.root_cert(class))?;
     let int_der = read_pem_cert(&state.intermediate_by_label(class, &active.key))?;
     let issuing = issuing_ca(class, online.public_key(&active.key)?, int_der)?;
+    let prepared_pem = match record.prepared() {
+        Some(p) => Some(to_pem(&read_pem_cert(
+            &state.intermediate_by_label(class, &p.key),
+        )?)),
+        None => None,
+    };
     Ok(LoadedClass {
+        prepared_pem,
         name: class.into(),
         root_pem: to_pem(&root_der),
         root_fingerprint: fingerprint(&root_der),

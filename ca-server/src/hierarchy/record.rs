@@ -21,6 +21,9 @@ pub struct IntermediateRecord {
     pub status: IntermediateStatus,
     /// RFC 3339.
     pub not_after: String,
+    /// When it stopped issuing (RFC 3339); set on activation of its successor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -62,8 +65,14 @@ impl ClassState {
     }
 
     pub fn active(&self) -> Option<&IntermediateRecord> {
-        self.intermediates
-            .iter()
-            .find(|i| i.status == IntermediateStatus::Active)
+        self.with_status(IntermediateStatus::Active)
+    }
+
+    pub fn prepared(&self) -> Option<&IntermediateRecord> {
+        self.with_status(IntermediateStatus::Prepared)
+    }
+
+    fn with_status(&self, status: IntermediateStatus) -> Option<&IntermediateRecord> {
+        self.intermediates.iter().find(|i| i.status == status)
     }
 }

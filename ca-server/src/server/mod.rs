@@ -8,6 +8,7 @@ pub mod keys;
 pub mod log_api;
 pub mod native;
 pub mod ratelimit;
+pub mod reload;
 pub mod respond;
 pub mod tls;
 
@@ -191,9 +192,10 @@ async fn handle(app: &App, req: Request<Incoming>, _peer: SocketAddr) -> Respons
                 .await,
             ),
             (&Method::GET, ["v1", "classes"]) => ("classes", Ok(native::classes(app))),
-            (&Method::GET, ["v1", "classes", class, what @ ("bundle" | "chain")]) => {
-                ("class_pem", native::class_pem(app, class, what))
-            }
+            (&Method::GET, ["v1", "classes", class, what @ ("bundle" | "chain")]) => (
+                "class_pem",
+                native::class_pem(app, class, what, parts.uri.query().unwrap_or("")),
+            ),
             (&Method::GET, ["v1", "log", log_id, what @ ("sth" | "proof" | "entries" | "key")]) => {
                 (
                     "log",

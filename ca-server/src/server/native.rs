@@ -82,6 +82,11 @@ pub fn classes(app: &App) -> Response<Body> {
                 .collect(),
             root_fingerprints_sha256: vec![class.root_fingerprint.clone()],
             active_intermediate: class.active.fingerprint.clone(),
+            prepared_intermediate: class
+                .prepared_pem
+                .as_deref()
+                .and_then(crate::hierarchy::pem_to_der)
+                .map(|der| crate::hierarchy::fingerprint(&der)),
         });
     }
     json(StatusCode::OK, &ClassList { classes: list })
@@ -89,7 +94,12 @@ pub fn classes(app: &App) -> Response<Body> {
 
 /// `GET /v1/classes/{class}/bundle` (roots: the trust anchors) and
 /// `GET /v1/classes/{class}/chain` (active intermediate, then root).
-pub fn class_pem(app: &App, class: &str, what: &str) -> Result<Response<Body>, ApiError> {
+pub fn class_pem(
+    app: &App,
+    class: &str,
+    what: &str,
+    query: &str,
+) -> Result<Response<Body>, ApiError> {
     let loaded = app.authority.class(class).ok_or_else(|| {
         ApiError::new(
             ErrorCode::UnknownClass,
@@ -98,7 +108,24 @@ pub fn class_pem(app: &App, class: &str, what: &str) -> Result<Response<Body>, A
     })?;
     let body = match what {
         "bundle" => loaded.root_pem.clone(),
-        "chain" => format!("{}{}", loaded.active.cert_pem, loaded.root_pem),
+        "chain" => match query {
+            "" | "which=active" => format!("{}{}", loaded.active.cert_pem, loaded.root_pem),
+            "which=prepared" => match &loaded.prepared_pem {
+                Some(pem) => format!("{pem}{}", loaded.root_pem),
+                None => {
+                    return Err(ApiError::new(
+                        ErrorCode::NotFound,
+                        "no prepared intermediate",
+                    ))
+                }
+            },
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    "which must be 'active' or 'prepared'",
+                ))
+            }
+        },
         _ => return Err(ApiError::new(ErrorCode::NotFound, "no such resource")),
     };
     Ok(text(StatusCode::OK, "application/x-pem-file", body))

@@ -1,23 +1,62 @@
 //! The server's rustls configuration: its `ca`-class certificate chain and
-//! key from the state directory, TLS 1.3 and 1.2, ALPN h2 and http/1.1.
+//! key from the state directory (swappable at run time, for rotations), TLS
+//! 1.3 and 1.2, ALPN h2 and http/1.1.
 
 use rustls::crypto::ring as provider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-pub fn server_config(chain_path: &Path, key_path: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+/// The current certificate and key; `load` replaces them for new handshakes.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    pub fn from_files(chain_path: &Path, key_path: &Path) -> anyhow::Result<ReloadableCert> {
+        Ok(ReloadableCert {
+            current: RwLock::new(Arc::new(read(chain_path, key_path)?)),
+        })
+    }
+
+    pub fn load(&self, chain_path: &Path, key_path: &Path) -> anyhow::Result<()> {
+        let fresh = Arc::new(read(chain_path, key_path)?);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn read(chain_path: &Path, key_path: &Path) -> anyhow::Result<CertifiedKey> {
     let chain = CertificateDer::pem_file_iter(chain_path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", chain_path.display()))?;
     let key = PrivateKeyDer::from_pem_file(key_path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", key_path.display()))?;
+    let signing_key = provider::sign::any_supported_type(&key)?;
+    Ok(CertifiedKey::new(chain, signing_key))
+}
+
+pub fn server_config(cert: Arc<ReloadableCert>) -> anyhow::Result<Arc<ServerConfig>> {
     let mut config = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

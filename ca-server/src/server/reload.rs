@@ -1,0 +1,110 @@
+//! Picking up rotations without a restart: on SIGHUP, and on a one-second
+//! poll of every `classes/<class>/state.toml`, classes whose active or
+//! prepared intermediate changed are reloaded and swapped in. Requests
+//! already running keep the intermediate they started with (they hold an
+//! `Arc` to it). When the `ca` class changed, the server's own TLS
+//! certificate is re-issued and swapped into the TLS config.
+
+use super::app::App;
+use super::tls::ReloadableCert;
+use crate::config::Config;
+use crate::hierarchy::{self, ClassState};
+use crate::state::StateDir;
+use hsm::Token;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub struct Reloader {
+    pub app: Arc<App>,
+    pub config: Config,
+    pub online: Token,
+    pub tls: Option<Arc<ReloadableCert>>,
+}
+
+impl Reloader {
+    /// Run until the process ends.
+    pub async fn run(self) {
+        let this = Arc::new(self);
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut seen = this.mtimes();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let by_signal = tokio::select! {
+                _ = tick.tick() => false,
+                Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            };
+            let now = this.mtimes();
+            if by_signal || now != seen {
+                seen = now;
+                let this = this.clone();
+                // Loading talks to the HSM: off the async threads.
+                let _ = tokio::task::spawn_blocking(move || this.reload(by_signal)).await;
+            }
+        }
+    }
+
+    fn mtimes(&self) -> HashMap<String, Option<SystemTime>> {
+        let state = StateDir::new(&self.config.state_dir);
+        self.app
+            .authority
+            .policies()
+            .names()
+            .map(|c| {
+                let mtime = std::fs::metadata(state.class_state(c))
+                    .and_then(|m| m.modified())
+                    .ok();
+                (c.to_string(), mtime)
+            })
+            .collect()
+    }
+
+    /// Reload every class whose intermediates changed.
+    pub fn reload(&self, forced: bool) {
+        let state = StateDir::new(&self.config.state_dir);
+        for class in self.app.authority.classes() {
+            let Ok(record) = ClassState::read(&state, &class.name) else {
+                tracing::warn!(event = "reload_failed", class = %class.name, "state.toml unreadable; keeping the loaded class");
+                continue;
+            };
+            let active_changed =
+                record.active().map(|a| a.key.as_str()) != Some(class.active.key.label.as_str());
+            let prepared_now = record.prepared().is_some();
+            if !forced && !active_changed && prepared_now == class.prepared_pem.is_some() {
+                continue;
+            }
+            match hierarchy::load_class(&state, &class.name, &self.online) {
+                Ok(loaded) => {
+                    tracing::info!(
+                        event = "class_reloaded",
+                        class = %class.name,
+                        active = %loaded.active.key.label,
+                        prepared = loaded.prepared_pem.is_some(),
+                        "intermediates reloaded"
+                    );
+                    self.app.authority.replace_class(loaded);
+                    if active_changed && class.name == "ca" {
+                        self.renew_tls();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(event = "reload_failed", class = %class.name, "{e}; keeping the loaded class")
+                }
+            }
+        }
+    }
+
+    fn renew_tls(&self) {
+        let Some(tls) = &self.tls else { return };
+        let state = StateDir::new(&self.config.state_dir);
+        let result = crate::admin::ensure_server_tls(&self.config, &self.app.authority)
+            .and_then(|_| tls.load(&state.tls_chain(), &state.tls_key()));
+        match result {
+            Ok(()) => tracing::info!(
+                event = "tls_reloaded",
+                "server TLS certificate re-issued from the new ca intermediate"
+            ),
+            Err(e) => tracing::error!(event = "tls_reload_failed", "{e:#}"),
+        }
+    }
+}
