@@ -108,6 +108,30 @@ enum RotateCommand {
         #[arg(long)]
         class: String,
     },
+    /// Root rotation, step 1: a new root, cross-signed by the current one,
+    /// published in the bundle next to it (needs the root token PIN).
+    RootPrepare {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        class: String,
+    },
+    /// Root rotation, step 2: the new root signs new intermediates; their
+    /// chains carry the cross certificate for peers that trust the old root.
+    RootActivate {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        class: String,
+    },
+    /// Root rotation, step 3: drop the previous root from the bundle (refused
+    /// while a live intermediate is signed by it).
+    RootRetire {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        class: String,
+    },
     /// Forget retired intermediates whose leaves have all expired.
     Retire {
         #[command(flatten)]
@@ -305,6 +329,38 @@ fn rotate_command(command: RotateCommand) -> Result<()> {
                     .map(|r| format!("; '{r}' is retired"))
                     .unwrap_or_default()
             );
+            signal_server(&state);
+            Ok(())
+        }
+        RotateCommand::RootPrepare { target, class } => {
+            let config = target.config()?;
+            let (state, module, _) = admin_context(&config, &class)?;
+            let tokens = admin::admin_tokens(&config, &module)?;
+            let label = ca_server::hierarchy::roots::prepare(
+                &state,
+                &class,
+                &tokens,
+                &admin::ca_shape(&config)?,
+            )?;
+            println!("prepared root '{label}' for class '{class}', cross-signed by the current root and published in the bundle;");
+            println!("wait until every peer refreshed its bundle, then: ca-server rotate root-activate --class {class}");
+            signal_server(&state);
+            Ok(())
+        }
+        RotateCommand::RootActivate { target, class } => {
+            let config = target.config()?;
+            let (state, _, _) = admin_context(&config, &class)?;
+            let (new, previous) = ca_server::hierarchy::roots::activate(&state, &class)?;
+            println!("class '{class}' root is now '{new}' ('{previous}' stays in the bundle);");
+            println!("next: ca-server rotate prepare/activate --class {class} to move issuance under the new root");
+            signal_server(&state);
+            Ok(())
+        }
+        RotateCommand::RootRetire { target, class } => {
+            let config = target.config()?;
+            let (state, _, _) = admin_context(&config, &class)?;
+            let previous = ca_server::hierarchy::roots::retire(&state, &class)?;
+            println!("root '{previous}' left the bundle of class '{class}'");
             signal_server(&state);
             Ok(())
         }

@@ -45,6 +45,22 @@ impl StateDir {
             .join("intermediates")
             .join(format!("{key_label}.pem"))
     }
+    /// Every root of the class by key label (published or not).
+    pub fn root_by_label(&self, class: &str, key_label: &str) -> PathBuf {
+        self.class_dir(class)
+            .join("roots")
+            .join(format!("{key_label}.pem"))
+    }
+    /// `new` root cross-signed by the `old` root.
+    pub fn cross_cert(&self, class: &str, new: &str, old: &str) -> PathBuf {
+        self.class_dir(class)
+            .join("roots")
+            .join(format!("{new}.cross-{old}.pem"))
+    }
+    /// Every published root, concatenated: what peers should trust.
+    pub fn bundle(&self, class: &str) -> PathBuf {
+        self.class_dir(class).join("bundle.pem")
+    }
     pub fn tls_chain(&self) -> PathBuf {
         self.root.join("tls").join("server.pem")
     }

@@ -207,3 +207,105 @@ fn presented_issuer(server: &TestServer) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+#[test]
+fn a_root_rotation_by_cross_signing_keeps_old_and_new_trusting_peers_working() {
+    let server = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let old_root = tmp.path().join("old-root.pem");
+    std::fs::copy(server.dir.join("classes/db/root.pem"), &old_root).unwrap();
+    let csr = openssl_csr(
+        tmp.path(),
+        "r",
+        P256,
+        "/CN=r.db.internal",
+        &["-addext", "subjectAltName=DNS:r.db.internal"],
+    );
+    let sign = |name: &str| {
+        let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr}));
+        assert_eq!(status, 200, "{body}");
+        let leaf = tmp.path().join(format!("{name}.pem"));
+        let chain = tmp.path().join(format!("{name}-chain.pem"));
+        std::fs::write(&leaf, body["certificate"].as_str().unwrap()).unwrap();
+        std::fs::write(&chain, body["chain"].as_str().unwrap()).unwrap();
+        (leaf, chain)
+    };
+    let (before, before_chain) = sign("before");
+
+    admin(&server, &["rotate", "root-prepare", "--class", "db"]);
+    wait_until("two roots in the bundle", || {
+        server
+            .client()
+            .request("GET", "/v1/classes/db/bundle", &[], b"")
+            .text()
+            .matches("BEGIN CERTIFICATE")
+            .count()
+            == 2
+    });
+    let bundle = tmp.path().join("bundle.pem");
+    std::fs::write(
+        &bundle,
+        server
+            .client()
+            .request("GET", "/v1/classes/db/bundle", &[], b"")
+            .text(),
+    )
+    .unwrap();
+    admin(&server, &["rotate", "root-activate", "--class", "db"]);
+    admin(&server, &["rotate", "prepare", "--class", "db"]);
+    admin(&server, &["rotate", "activate", "--class", "db"]);
+    wait_until("a chain with the cross certificate", || {
+        server
+            .client()
+            .request("GET", "/v1/classes/db/chain", &[], b"")
+            .text()
+            .matches("BEGIN CERTIFICATE")
+            .count()
+            == 3
+    });
+    let (after, after_chain) = sign("after");
+    assert_eq!(
+        std::fs::read_to_string(&after_chain)
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        3
+    );
+    let new_root = server.dir.join("classes/db/root.pem");
+    assert_ne!(
+        std::fs::read(&new_root).unwrap(),
+        std::fs::read(&old_root).unwrap()
+    );
+
+    // A peer that still trusts only the old root, one that trusts only the
+    // new root, and one with the published bundle all accept the new leaf;
+    // the old leaf still verifies for old-root and bundle peers.
+    for (what, anchors, leaf, chain) in [
+        ("new leaf, old root", &old_root, &after, &after_chain),
+        ("new leaf, new root", &new_root, &after, &after_chain),
+        ("new leaf, bundle", &bundle, &after, &after_chain),
+        ("old leaf, old root", &old_root, &before, &before_chain),
+        ("old leaf, bundle", &bundle, &before, &before_chain),
+    ] {
+        let (ok, msg) = openssl_verify(anchors, chain, leaf);
+        assert!(ok, "{what}: {msg}");
+    }
+    // another class's root still refuses it
+    let (ok, _) = openssl_verify(
+        &server.dir.join("classes/api/root.pem"),
+        &after_chain,
+        &after,
+    );
+    assert!(!ok);
+
+    // The old root cannot leave the bundle while the retired intermediate's
+    // leaves may still be alive.
+    let out = run(Command::new(bin("ca-server"))
+        .args(["rotate", "root-retire", "--class", "db", "--dir"])
+        .arg(&server.dir));
+    assert!(
+        !out.status.success() && text(&out).contains("signed by the previous root"),
+        "{}",
+        text(&out)
+    );
+}

@@ -69,9 +69,12 @@ pub fn init_class(
         IntermediateStatus::Active,
     )?;
     write(state, &state.root_cert(class), &to_pem(&root_der))?;
+    write(state, &state.bundle(class), &to_pem(&root_der))?;
     publish_active(state, class, &record.key)?;
     ClassState {
         root_key: root_key.label,
+        published_roots: Vec::new(),
+        cross_signed_by: None,
         intermediates: vec![record],
     }
     .write(state, class)?;
@@ -149,7 +152,7 @@ pub fn publish_active(
     )
 }
 
-fn ca_params(
+pub(super) fn ca_params(
     class: &str,
     shape: &CaShape,
     now: OffsetDateTime,
@@ -167,7 +170,11 @@ fn ca_params(
 }
 
 /// `db-int-20261128-9f3a`: readable, sortable, unique per creation.
-fn key_label(class: &str, kind: &str, now: OffsetDateTime) -> Result<String, HierarchyError> {
+pub(super) fn key_label(
+    class: &str,
+    kind: &str,
+    now: OffsetDateTime,
+) -> Result<String, HierarchyError> {
     let mut suffix = [0u8; 2];
     getrandom::getrandom(&mut suffix).map_err(|e| build_error(class, e.to_string()))?;
     Ok(format!(
@@ -180,7 +187,7 @@ fn key_label(class: &str, kind: &str, now: OffsetDateTime) -> Result<String, Hie
 }
 
 /// The public half of a token key as rcgen wants a subject key.
-fn hsm_public(key: &KeyInfo) -> impl rcgen::PublicKeyData + '_ {
+pub(super) fn hsm_public(key: &KeyInfo) -> impl rcgen::PublicKeyData + '_ {
     struct Public<'k>(&'k KeyInfo);
     impl rcgen::PublicKeyData for Public<'_> {
         fn der_bytes(&self) -> &[u8] {
@@ -193,21 +200,29 @@ fn hsm_public(key: &KeyInfo) -> impl rcgen::PublicKeyData + '_ {
     Public(key)
 }
 
-fn write(_state: &StateDir, path: &std::path::Path, pem: &str) -> Result<(), HierarchyError> {
+pub(super) fn write(
+    _state: &StateDir,
+    path: &std::path::Path,
+    pem: &str,
+) -> Result<(), HierarchyError> {
     write_atomic(path, pem.as_bytes(), 0o644).map_err(|source| HierarchyError::Io {
         path: path.display().to_string(),
         source,
     })
 }
 
-fn build_error(class: &str, message: String) -> HierarchyError {
+pub(super) fn build_error(class: &str, message: String) -> HierarchyError {
     HierarchyError::Build {
         class: class.into(),
         message,
     }
 }
 
-fn sign_error(class: &str, signer: &HsmSigningKey<'_>, e: rcgen::Error) -> HierarchyError {
+pub(super) fn sign_error(
+    class: &str,
+    signer: &HsmSigningKey<'_>,
+    e: rcgen::Error,
+) -> HierarchyError {
     match signer.take_error() {
         Some(hsm) => HierarchyError::Hsm(hsm),
         None => build_error(class, e.to_string()),

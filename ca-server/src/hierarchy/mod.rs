@@ -5,6 +5,7 @@
 
 mod create;
 mod record;
+pub mod roots;
 pub mod rotate;
 
 pub use create::{init_class, publish_active, AdminTokens, CaShape};
@@ -39,6 +40,9 @@ pub struct IssuingCa {
     pub key: KeyInfo,
     pub cert_der: Vec<u8>,
     pub cert_pem: String,
+    /// Appended to every chain after this intermediate: the cross
+    /// certificate during a root rotation, else empty.
+    pub chain_extra_pem: String,
     pub not_after: OffsetDateTime,
     pub fingerprint: String,
 }
@@ -48,6 +52,8 @@ pub struct LoadedClass {
     pub name: String,
     pub root_der: Vec<u8>,
     pub root_pem: String,
+    /// Every published root (current first): the trust bundle.
+    pub bundle_pem: String,
     pub root_fingerprint: String,
     pub active: Arc<IssuingCa>,
     /// Certificate (PEM) of the prepared intermediate, if one is waiting.
@@ -112,7 +118,12 @@ pub fn load_class(
     })?;
     let root_der = read_pem_cert(&state.root_cert(class))?;
     let int_der = read_pem_cert(&state.intermediate_by_label(class, &active.key))?;
-    let issuing = issuing_ca(class, online.public_key(&active.key)?, int_der)?;
+    let mut issuing = issuing_ca(class, online.public_key(&active.key)?, int_der)?;
+    issuing.chain_extra_pem = cross_for(state, class, &record, &root_der, &issuing.cert_der)?;
+    let mut bundle_pem = to_pem(&root_der);
+    for label in &record.published_roots {
+        bundle_pem.push_str(&to_pem(&read_pem_cert(&state.root_by_label(class, label))?));
+    }
     let prepared_pem = match record.prepared() {
         Some(p) => Some(to_pem(&read_pem_cert(
             &state.intermediate_by_label(class, &p.key),
@@ -120,6 +131,7 @@ pub fn load_class(
         None => None,
     };
     Ok(LoadedClass {
+        bundle_pem,
         prepared_pem,
         name: class.into(),
         root_pem: to_pem(&root_der),
@@ -127,6 +139,36 @@ pub fn load_class(
         root_der,
         active: Arc::new(issuing),
     })
+}
+
+/// The cross certificate to append after `int_der`, when the class root was
+/// cross-signed by a still-published previous root and signed this
+/// intermediate.
+fn cross_for(
+    state: &StateDir,
+    class: &str,
+    record: &ClassState,
+    root_der: &[u8],
+    int_der: &[u8],
+) -> Result<String, HierarchyError> {
+    let Some(previous) = &record.cross_signed_by else {
+        return Ok(String::new());
+    };
+    let signed_by_current = match (
+        x509_parser::parse_x509_certificate(root_der),
+        x509_parser::parse_x509_certificate(int_der),
+    ) {
+        (Ok((_, root)), Ok((_, int))) => int.verify_signature(Some(root.public_key())).is_ok(),
+        _ => false,
+    };
+    if !signed_by_current {
+        return Ok(String::new());
+    }
+    Ok(to_pem(&read_pem_cert(&state.cross_cert(
+        class,
+        &record.root_key,
+        previous,
+    ))?))
 }
 
 pub(crate) fn issuing_ca(
@@ -150,6 +192,7 @@ pub(crate) fn issuing_ca(
     Ok(IssuingCa {
         key,
         cert_pem: to_pem(&cert_der),
+        chain_extra_pem: String::new(),
         fingerprint: fingerprint(&cert_der),
         cert_der,
         not_after,

@@ -29,8 +29,19 @@ pub struct IntermediateRecord {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassState {
-    /// Key label of the root in the root token.
+    /// Key label of the root in the root token: it signs new intermediates.
     pub root_key: String,
+    /// Other roots published in the trust bundle next to the current one:
+    /// the next root while a root rotation is prepared, the previous root
+    /// until it is retired. Certificates in `roots/<label>.pem`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published_roots: Vec<String>,
+    /// When the current root was cross-signed by the previous one: that
+    /// root's label. Chains of intermediates under the current root then end
+    /// with the cross certificate, so peers trusting only the old root
+    /// still build a path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_signed_by: Option<String>,
     #[serde(default)]
     pub intermediates: Vec<IntermediateRecord>,
 }

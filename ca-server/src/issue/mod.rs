@@ -226,7 +226,7 @@ pub fn issue(
     let pem = to_pem(&cert_der);
     use sha2::{Digest, Sha256};
     Ok(Issued {
-        chain_pem: format!("{pem}{}", issuer.cert_pem),
+        chain_pem: format!("{pem}{}{}", issuer.cert_pem, issuer.chain_extra_pem),
         pem,
         der: cert_der,
         serial_hex: hex::encode(built.serial),

@@ -80,7 +80,7 @@ pub fn classes(app: &App) -> Response<Body> {
                         .collect(),
                 })
                 .collect(),
-            root_fingerprints_sha256: vec![class.root_fingerprint.clone()],
+            root_fingerprints_sha256: pem_fingerprints(&class.bundle_pem),
             active_intermediate: class.active.fingerprint.clone(),
             prepared_intermediate: class
                 .prepared_pem
@@ -90,6 +90,14 @@ pub fn classes(app: &App) -> Response<Body> {
         });
     }
     json(StatusCode::OK, &ClassList { classes: list })
+}
+
+fn pem_fingerprints(bundle: &str) -> Vec<String> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(bundle.as_bytes())
+        .flatten()
+        .map(|der| crate::hierarchy::fingerprint(&der))
+        .collect()
 }
 
 /// `GET /v1/classes/{class}/bundle` (roots: the trust anchors) and
@@ -107,9 +115,12 @@ pub fn class_pem(
         )
     })?;
     let body = match what {
-        "bundle" => loaded.root_pem.clone(),
+        "bundle" => loaded.bundle_pem.clone(),
         "chain" => match query {
-            "" | "which=active" => format!("{}{}", loaded.active.cert_pem, loaded.root_pem),
+            "" | "which=active" => format!(
+                "{}{}{}",
+                loaded.active.cert_pem, loaded.active.chain_extra_pem, loaded.root_pem
+            ),
             "which=prepared" => match &loaded.prepared_pem {
                 Some(pem) => format!("{pem}{}", loaded.root_pem),
                 None => {

@@ -35,11 +35,16 @@ impl Reloader {
                 Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
             let now = this.mtimes();
-            if by_signal || now != seen {
-                seen = now;
+            let changed: Vec<String> = now
+                .iter()
+                .filter(|(class, mtime)| by_signal || seen.get(*class) != Some(*mtime))
+                .map(|(class, _)| class.clone())
+                .collect();
+            seen = now;
+            if !changed.is_empty() {
                 let this = this.clone();
                 // Loading talks to the HSM: off the async threads.
-                let _ = tokio::task::spawn_blocking(move || this.reload(by_signal)).await;
+                let _ = tokio::task::spawn_blocking(move || this.reload(&changed)).await;
             }
         }
     }
@@ -59,20 +64,22 @@ impl Reloader {
             .collect()
     }
 
-    /// Reload every class whose intermediates changed.
-    pub fn reload(&self, forced: bool) {
+    /// Reload the named classes (their state changed, or SIGHUP).
+    pub fn reload(&self, classes: &[String]) {
         let state = StateDir::new(&self.config.state_dir);
-        for class in self.app.authority.classes() {
+        for class in self
+            .app
+            .authority
+            .classes()
+            .into_iter()
+            .filter(|c| classes.contains(&c.name))
+        {
             let Ok(record) = ClassState::read(&state, &class.name) else {
                 tracing::warn!(event = "reload_failed", class = %class.name, "state.toml unreadable; keeping the loaded class");
                 continue;
             };
             let active_changed =
                 record.active().map(|a| a.key.as_str()) != Some(class.active.key.label.as_str());
-            let prepared_now = record.prepared().is_some();
-            if !forced && !active_changed && prepared_now == class.prepared_pem.is_some() {
-                continue;
-            }
             match hierarchy::load_class(&state, &class.name, &self.online) {
                 Ok(loaded) => {
                     tracing::info!(
