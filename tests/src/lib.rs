@@ -98,12 +98,18 @@ impl TestServer {
 
     /// Start (or restart) a deployment in `dir`, with extra `dev` flags.
     pub fn start_in(dir: &Path, extra: &[&str]) -> TestServer {
+        TestServer::start_with_env(dir, extra, &[])
+    }
+
+    /// As `start_in`, with extra environment variables for the server.
+    pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
         let log = dir.with_extension("server.log");
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
         let mut child = Command::new(bin("ca-server"))
             .args(["dev", "--listen", "127.0.0.1:0", "--dir"])
             .arg(dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()
@@ -265,13 +271,8 @@ impl HttpsClient {
         }
     }
 
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> HttpResponse {
+    /// A TLS connection to the server (handshake on first use).
+    pub fn connect(&self) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
         let name =
             rustls_pki_types::ServerName::try_from("localhost").unwrap_or_else(|e| panic!("{e}"));
         let conn = rustls::ClientConnection::new(self.config.clone(), name)
@@ -279,7 +280,17 @@ impl HttpsClient {
         let tcp =
             TcpStream::connect(&self.addr).unwrap_or_else(|e| panic!("connect {}: {e}", self.addr));
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
-        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        rustls::StreamOwned::new(conn, tcp)
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        let mut tls = self.connect();
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
             body.len()

@@ -1,0 +1,89 @@
+/*
+ * A fault-injecting PKCS#11 module for Trellis's tests.
+ *
+ * It forwards every call to the real module named by TRELLIS_PKCS11_REAL_MODULE
+ * (SoftHSM2 in the tests), except that while the file named by
+ * TRELLIS_PKCS11_FAULT_FILE exists, opening sessions answers
+ * CKR_TOKEN_NOT_PRESENT and signing answers CKR_DEVICE_REMOVED — what a
+ * network HSM that dropped off the network, or a pulled USB token, looks like.
+ *
+ * Only the v2.40 function list is offered (no C_GetInterface), so callers fall
+ * back to C_GetFunctionList. The list is treated as a version followed by
+ * function pointers in the standard order; the indexes below are the
+ * positions of C_OpenSession, C_FindObjectsInit, C_SignInit and C_Sign.
+ */
+#include <dlfcn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef unsigned long CK_ULONG;
+typedef CK_ULONG CK_RV;
+typedef struct { unsigned char major, minor; } CK_VERSION;
+
+#define FUNCTIONS 68
+typedef struct {
+    CK_VERSION version;
+    void *fn[FUNCTIONS];
+} FUNCTION_LIST;
+
+#define IDX_OPEN_SESSION 12
+#define IDX_FIND_OBJECTS_INIT 26
+#define IDX_SIGN_INIT 42
+#define IDX_SIGN 43
+
+#define CKR_OK 0x0UL
+#define CKR_GENERAL_ERROR 0x5UL
+#define CKR_DEVICE_REMOVED 0x32UL
+#define CKR_TOKEN_NOT_PRESENT 0xE0UL
+
+static FUNCTION_LIST *real;
+static FUNCTION_LIST shim;
+
+static int faulty(void) {
+    const char *path = getenv("TRELLIS_PKCS11_FAULT_FILE");
+    return path && access(path, F_OK) == 0;
+}
+
+typedef CK_RV (*open_session_fn)(CK_ULONG, CK_ULONG, void *, void *, CK_ULONG *);
+typedef CK_RV (*find_init_fn)(CK_ULONG, void *, CK_ULONG);
+typedef CK_RV (*sign_init_fn)(CK_ULONG, void *, CK_ULONG);
+typedef CK_RV (*sign_fn)(CK_ULONG, unsigned char *, CK_ULONG, unsigned char *, CK_ULONG *);
+
+static CK_RV open_session(CK_ULONG slot, CK_ULONG flags, void *app, void *notify, CK_ULONG *session) {
+    if (faulty()) return CKR_TOKEN_NOT_PRESENT;
+    return ((open_session_fn)real->fn[IDX_OPEN_SESSION])(slot, flags, app, notify, session);
+}
+
+static CK_RV find_objects_init(CK_ULONG session, void *template_, CK_ULONG count) {
+    if (faulty()) return CKR_DEVICE_REMOVED;
+    return ((find_init_fn)real->fn[IDX_FIND_OBJECTS_INIT])(session, template_, count);
+}
+
+static CK_RV sign_init(CK_ULONG session, void *mechanism, CK_ULONG key) {
+    if (faulty()) return CKR_DEVICE_REMOVED;
+    return ((sign_init_fn)real->fn[IDX_SIGN_INIT])(session, mechanism, key);
+}
+
+static CK_RV sign(CK_ULONG session, unsigned char *data, CK_ULONG len, unsigned char *sig, CK_ULONG *sig_len) {
+    if (faulty()) return CKR_DEVICE_REMOVED;
+    return ((sign_fn)real->fn[IDX_SIGN])(session, data, len, sig, sig_len);
+}
+
+typedef CK_RV (*get_function_list_fn)(FUNCTION_LIST **);
+
+CK_RV C_GetFunctionList(FUNCTION_LIST **list) {
+    if (!real) {
+        const char *path = getenv("TRELLIS_PKCS11_REAL_MODULE");
+        void *lib = path ? dlopen(path, RTLD_NOW | RTLD_LOCAL) : NULL;
+        get_function_list_fn get = lib ? (get_function_list_fn)dlsym(lib, "C_GetFunctionList") : NULL;
+        if (!get || get(&real) != CKR_OK || !real) return CKR_GENERAL_ERROR;
+        memcpy(&shim, real, sizeof shim);
+        shim.fn[IDX_OPEN_SESSION] = (void *)open_session;
+        shim.fn[IDX_FIND_OBJECTS_INIT] = (void *)find_objects_init;
+        shim.fn[IDX_SIGN_INIT] = (void *)sign_init;
+        shim.fn[IDX_SIGN] = (void *)sign;
+    }
+    *list = &shim;
+    return CKR_OK;
+}

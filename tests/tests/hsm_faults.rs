@@ -1,0 +1,163 @@
+//! HSM faults: a wrong module, token or PIN stops the server at start with a
+//! clear error; a token that goes away mid-run turns requests into 503
+//! `hsm_unavailable` and `/readyz` unready, and service resumes by itself when
+//! the token is back. The fault comes from a real PKCS#11 module built here
+//! (tests/fault-pkcs11) that forwards to SoftHSM2 and fails while a file exists.
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use trellis_e2e::{bin, openssl_csr, run, text, TestServer};
+
+const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+fn build_fault_module(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fault-pkcs11/fault_pkcs11.c");
+    let out = dir.join("fault_pkcs11.so");
+    let build = run(Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .arg("-ldl"));
+    assert!(
+        build.status.success(),
+        "building the fault module: {}",
+        text(&build)
+    );
+    out
+}
+
+fn init(dir: &Path) {
+    let out = run(Command::new(bin("ca-server"))
+        .args(["dev", "--init-only", "--dir"])
+        .arg(dir));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn set_config(dir: &Path, from: &str, to: &str) -> String {
+    let path = dir.join("config.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let old_line = config
+        .lines()
+        .find(|l| l.starts_with(from))
+        .unwrap()
+        .to_string();
+    std::fs::write(&path, config.replace(&old_line, to)).unwrap();
+    old_line
+}
+
+#[test]
+fn a_vanishing_token_gives_503_and_service_resumes_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("var");
+    init(&dir);
+    let module = build_fault_module(tmp.path());
+    let real_line = set_config(
+        &dir,
+        "module = ",
+        &format!("module = \"{}\"", module.display()),
+    );
+    let real = real_line
+        .trim_start_matches("module = ")
+        .trim_matches('"')
+        .to_string();
+    let fault = tmp.path().join("token-gone");
+    let server = TestServer::start_with_env(
+        &dir,
+        &[],
+        &[
+            ("TRELLIS_PKCS11_REAL_MODULE", real.as_str()),
+            ("TRELLIS_PKCS11_FAULT_FILE", fault.to_str().unwrap()),
+        ],
+    );
+    let csr = openssl_csr(
+        tmp.path(),
+        "h",
+        P256,
+        "/CN=h.db.internal",
+        &["-addext", "subjectAltName=DNS:h.db.internal"],
+    );
+    let sign = || server.native_sign("db", &json!({"class": "db", "csr": csr}));
+    let client = server.client();
+    assert_eq!(sign().0, 200);
+    assert_eq!(client.request("GET", "/readyz", &[], b"").status, 200);
+
+    std::fs::write(&fault, b"").unwrap();
+    for _ in 0..3 {
+        let (status, body) = sign();
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("hsm_unavailable")),
+            "{body}"
+        );
+        assert!(body.get("certificate").is_none());
+    }
+    let ready = client.request("GET", "/readyz", &[], b"");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(
+        client.request("GET", "/healthz", &[], b"").status == 200,
+        "the process itself is alive"
+    );
+    assert!(server.metric("trellis_hsm_errors_total", "") >= 1.0);
+
+    std::fs::remove_file(&fault).unwrap();
+    let (status, body) = sign();
+    assert_eq!(status, 200, "no recovery without a restart: {body}");
+    assert_eq!(client.request("GET", "/readyz", &[], b"").status, 200);
+    let log = server.server_log();
+    assert!(
+        log.contains("CKR_DEVICE_REMOVED") || log.contains("CKR_TOKEN_NOT_PRESENT"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_wrong_module_or_token_stops_the_server_at_start_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("var");
+    init(&dir);
+    let serve = || {
+        run(Command::new(bin("ca-server"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(dir.join("config.toml")))
+    };
+
+    let original = set_config(&dir, "module = ", "module = \"/nonexistent/libpkcs11.so\"");
+    let out = serve();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("/nonexistent/libpkcs11.so"),
+        "{}",
+        text(&out)
+    );
+    set_config(&dir, "module = ", &original);
+
+    let original = set_config(&dir, "online_token = ", "online_token = \"no-such-token\"");
+    let out = serve();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("no token labelled 'no-such-token'"),
+        "{}",
+        text(&out)
+    );
+    set_config(&dir, "online_token = ", &original);
+
+    let out = run(Command::new(bin("ca-server"))
+        .args([
+            "serve",
+            "--insecure-http",
+            "--listen",
+            "0.0.0.0:0",
+            "--config",
+        ])
+        .arg(dir.join("config.toml")));
+    assert!(
+        !out.status.success(),
+        "plain HTTP off loopback must be refused"
+    );
+    assert!(
+        text(&out).contains("only on a loopback address"),
+        "{}",
+        text(&out)
+    );
+}
