@@ -2,7 +2,8 @@
 //! own registry and rendered by `GET /metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -15,6 +16,8 @@ pub struct Metrics {
     pub pipeline_seconds: HistogramVec,
     pub in_flight: IntGauge,
     pub hsm_errors: IntCounterVec,
+    pub log_batch_entries: Histogram,
+    pub log_commit_seconds: Histogram,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -71,6 +74,24 @@ impl Metrics {
             Opts::new("hsm_errors_total", "HSM errors by kind"),
             &["kind"],
         )?;
+        let log_batch_entries = Histogram::with_opts(
+            HistogramOpts::new(
+                "log_batch_entries",
+                "Entries per issuance-log group commit (one fsync, one tree head)",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+            ]),
+        )?;
+        let log_commit_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "log_commit_seconds",
+                "Time to write, sign and fsync one issuance-log batch",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(log_batch_entries.clone()))?;
+        registry.register(Box::new(log_commit_seconds.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(issued.clone()))?;
         registry.register(Box::new(denied.clone()))?;
@@ -87,6 +108,8 @@ impl Metrics {
             pipeline_seconds,
             in_flight,
             hsm_errors,
+            log_batch_entries,
+            log_commit_seconds,
         })
     }
 

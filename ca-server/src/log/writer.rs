@@ -198,7 +198,14 @@ fn run(
             }
         }
         let before = (state.len, state.range.clone());
-        match commit(&shared, &mut state, &mut session, &key, &mut batch) {
+        let started = std::time::Instant::now();
+        let metrics = crate::metrics::metrics();
+        metrics.log_batch_entries.observe(batch.len() as f64);
+        let committed = commit(&shared, &mut state, &mut session, &key, &mut batch);
+        metrics
+            .log_commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match committed {
             Ok((sth, first_seq, new_offsets)) => {
                 {
                     let mut published = shared.published.write().unwrap_or_else(|p| p.into_inner());
