@@ -17,6 +17,10 @@ command -v openssl >/dev/null || missing+=(openssl)
 if [ "$want" = test ]; then
   command -v cfssl >/dev/null || missing+=(golang-cfssl)
   command -v multirootca >/dev/null || missing+=(golang-cfssl)
+  command -v cc >/dev/null || missing+=(gcc)          # builds the fault-injecting PKCS#11 module
+  command -v curl >/dev/null || missing+=(curl)       # HTTP/2 flood test
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0

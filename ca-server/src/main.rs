@@ -262,7 +262,7 @@ fn run(cli: Cli) -> Result<()> {
             let port =
                 port_of(listen.listen.as_deref().unwrap_or(&config.server.listen)).to_string();
             println!(
-                "next: ./target/release/ca-client --once --server https://localhost:{port} \\\n  --ca-root {d}/classes/ca/root.pem --class db --key-id db --secret-file {d}/secrets/auth-db.hex \\\n  --dns pg-0.db.internal --out-dir /tmp/db-cert",
+                "next, in another shell:\n  ./target/release/ca-client --once --ca https://localhost:{port} --ca-root {d}/classes/ca/root.pem \\\n    --class db --key-id db --key-secret-file {d}/secrets/auth-db.hex --dns pg-0.db.internal --trust api --out /tmp/db-cert",
                 d = paths.dir.display()
             );
             serve(&config, &listen)
