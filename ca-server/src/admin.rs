@@ -128,7 +128,13 @@ pub fn open_authority(
 /// Issue the server's TLS certificate from the `ca` class when it is
 /// missing, unreadable, or past two thirds of its lifetime. The key is made
 /// here, in software, and written 0600: it is a leaf key like any service's.
-pub fn ensure_server_tls(config: &Config, authority: &Arc<Authority>) -> Result<bool> {
+/// Like every other certificate, it is recorded in the issuance log (when
+/// one is open) before it is written.
+pub fn ensure_server_tls(
+    config: &Config,
+    authority: &Arc<Authority>,
+    log: Option<&crate::log::IssuanceLog>,
+) -> Result<bool> {
     let state = StateDir::new(&config.state_dir);
     if tls_is_current(&state, authority) {
         return Ok(false);
@@ -146,6 +152,10 @@ pub fn ensure_server_tls(config: &Config, authority: &Arc<Authority>) -> Result<
             ttl: None,
         })
         .context("issuing the server's TLS certificate from class 'ca'")?;
+    if let Some(log) = log {
+        log.append_blocking(crate::log::issued_entry(&issued, "ca-server"))
+            .context("recording the server's TLS certificate in the issuance log")?;
+    }
     write_atomic(&state.tls_key(), key.serialize_pem().as_bytes(), 0o600)
         .with_context(|| format!("writing {}", state.tls_key().display()))?;
     write_atomic(&state.tls_chain(), issued.chain_pem.as_bytes(), 0o644)

@@ -561,7 +561,17 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
     let module = admin::open_module(config)?;
     let policies = admin::load_policies(config)?;
     let authority = admin::open_authority(config, &module, policies)?;
-    admin::ensure_server_tls(config, &authority)?;
+    let log = if listen.no_log {
+        tracing::warn!(
+            event = "log_disabled",
+            "--no-log: issuances are NOT logged (benchmarking only)"
+        );
+        None
+    } else {
+        admin::ensure_log_key(config, &module)?;
+        Some(admin::open_log(config, &module)?)
+    };
+    admin::ensure_server_tls(config, &authority, log.as_ref())?;
     let state = StateDir::new(&config.state_dir);
     let cert = if listen.insecure_http {
         None
@@ -578,15 +588,6 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
         .map(ca_server::server::tls::server_config)
         .transpose()?;
     let keys = ca_server::server::keys::AuthKeys::load(&config.server.auth_keys)?;
-    let log = if listen.no_log {
-        tracing::warn!(
-            event = "log_disabled",
-            "--no-log: issuances are NOT logged (benchmarking only)"
-        );
-        None
-    } else {
-        Some(admin::open_log(config, &module)?)
-    };
     let app = std::sync::Arc::new(ca_server::server::app::App::new(
         authority.clone(),
         keys,
@@ -664,7 +665,8 @@ fn init(config: &Config) -> Result<()> {
         );
     }
     let authority = admin::open_authority(config, &module, policies)?;
-    if admin::ensure_server_tls(config, &authority)? {
+    let log = admin::open_log(config, &module)?;
+    if admin::ensure_server_tls(config, &authority, Some(&log))? {
         println!("issued the server's TLS certificate from class 'ca'");
     }
     let state = StateDir::new(&config.state_dir);

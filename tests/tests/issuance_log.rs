@@ -147,10 +147,17 @@ fn concurrent_requests_share_tree_heads_and_the_log_verifies() {
 
     let verify = ca_server(&server.dir, &["log", "verify"]);
     assert!(verify.status.success(), "{}", text(&verify));
+    // 40 from the clients, 1 denial, and the server's own TLS certificate
     assert!(
-        text(&verify).contains("41 entries (40 issued, 1 denied)"),
+        text(&verify).contains("42 entries (41 issued, 1 denied)"),
         "{}",
         text(&verify)
+    );
+    let own = ca_server(&server.dir, &["log", "show", "--class", "ca"]);
+    assert!(
+        text(&own).contains("key=ca-server") && text(&own).contains("names=localhost"),
+        "{}",
+        text(&own)
     );
 
     let show = ca_server(&server.dir, &["log", "show", "--denied"]);
@@ -427,7 +434,10 @@ fn removed_reordered_and_forged_records_are_detected() {
         .filter(|(_, (k, _))| *k == 2)
         .map(|(i, _)| i)
         .collect();
-    assert!(entries.len() == 4 && !heads.is_empty());
+    assert!(
+        entries.len() == 5 && !heads.is_empty(),
+        "the server's TLS certificate and 4 leaves"
+    );
     let join = |recs: &[(u8, Vec<u8>)]| {
         recs.iter()
             .flat_map(|(_, r)| r.clone())

@@ -13,7 +13,8 @@ pub mod show;
 pub mod verify;
 mod writer;
 
-use ca_proto::logentry::LogEntry;
+use crate::issue::Issued;
+use ca_proto::logentry::{LogDecision, LogEntry};
 use ca_proto::merkle::{inclusion_proof, Hash, ProofError};
 use ca_proto::sth::{LogEvidence, LogPublicKey, SignedTreeHead};
 use hsm::Token;
@@ -97,6 +98,41 @@ pub(crate) struct Shared {
     pub public_key: LogPublicKey,
 }
 
+/// The log entry of an issued certificate (`seq` and `log_id` are filled
+/// in by [`IssuanceLog::append`]).
+pub fn issued_entry(issued: &Issued, key_id: &str) -> LogEntry {
+    use base64::Engine;
+    let rfc3339 = |t: time::OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    LogEntry {
+        seq: 0,
+        time: rfc3339(time::OffsetDateTime::now_utc()),
+        log_id: String::new(),
+        class: issued.grant.class.clone(),
+        profile: issued.grant.profile.clone(),
+        key_id: key_id.to_string(),
+        decision: LogDecision::Issued,
+        serial: Some(issued.serial_hex.clone()),
+        subject: issued.grant.common_name.clone(),
+        dns: issued.grant.dns_names.clone(),
+        ips: issued
+            .grant
+            .ip_addrs
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect(),
+        uris: issued.grant.uris.clone(),
+        not_before: Some(rfc3339(issued.not_before)),
+        not_after: Some(rfc3339(issued.not_after)),
+        spki_sha256: Some(issued.spki_sha256.clone()),
+        issuer: Some(issued.issuer_fingerprint.clone()),
+        certificate: Some(base64::engine::general_purpose::STANDARD.encode(&issued.der)),
+        reasons: Vec::new(),
+    }
+}
+
 /// A handle on the running log (cheap to clone).
 #[derive(Clone)]
 pub struct IssuanceLog {
@@ -138,6 +174,16 @@ impl IssuanceLog {
             .send(writer::Job { entry, reply })
             .map_err(|_| LogError::Stopped)?;
         rx.await.unwrap_or(Err(LogError::Stopped))
+    }
+
+    /// `append` for non-async callers (admin commands, blocking threads).
+    pub fn append_blocking(&self, mut entry: LogEntry) -> Result<LogEvidence, LogError> {
+        entry.log_id = self.shared.log_id.clone();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.sender
+            .send(writer::Job { entry, reply })
+            .map_err(|_| LogError::Stopped)?;
+        rx.blocking_recv().unwrap_or(Err(LogError::Stopped))
     }
 
     pub fn sth(&self) -> SignedTreeHead {

@@ -172,18 +172,20 @@ impl App {
         let outcome = match result {
             Ok(issued) => {
                 let evidence = match &self.log {
-                    Some(log) => match log.append(issued_entry(&issued, key_id)).await {
-                        Ok(evidence) => Some(evidence),
-                        Err(e) => {
-                            // Signed but not durably logged: the certificate is
-                            // discarded and the client told to retry.
-                            tracing::error!(decision = "failed", class = %class, key_id = %key_id, serial = %issued.serial_hex, code = e.code().as_str(), "issuance log: {e}; certificate withheld");
-                            return Err(ApiError::new(
-                                e.code(),
-                                "the issuance log is unavailable; nothing was issued",
-                            ));
+                    Some(log) => {
+                        match log.append(crate::log::issued_entry(&issued, key_id)).await {
+                            Ok(evidence) => Some(evidence),
+                            Err(e) => {
+                                // Signed but not durably logged: the certificate is
+                                // discarded and the client told to retry.
+                                tracing::error!(decision = "failed", class = %class, key_id = %key_id, serial = %issued.serial_hex, code = e.code().as_str(), "issuance log: {e}; certificate withheld");
+                                return Err(ApiError::new(
+                                    e.code(),
+                                    "the issuance log is unavailable; nothing was issued",
+                                ));
+                            }
                         }
-                    },
+                    }
                     None => None,
                 };
                 metrics()
@@ -333,39 +335,6 @@ fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-fn issued_entry(issued: &Issued, key_id: &str) -> LogEntry {
-    use base64::Engine;
-    let rfc3339 = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
-    LogEntry {
-        seq: 0,
-        time: now_rfc3339(),
-        log_id: String::new(),
-        class: issued.grant.class.clone(),
-        profile: issued.grant.profile.clone(),
-        key_id: key_id.to_string(),
-        decision: LogDecision::Issued,
-        serial: Some(issued.serial_hex.clone()),
-        subject: issued.grant.common_name.clone(),
-        dns: issued.grant.dns_names.clone(),
-        ips: issued
-            .grant
-            .ip_addrs
-            .iter()
-            .map(|ip| ip.to_string())
-            .collect(),
-        uris: issued.grant.uris.clone(),
-        not_before: Some(rfc3339(issued.not_before)),
-        not_after: Some(rfc3339(issued.not_after)),
-        spki_sha256: Some(issued.spki_sha256.clone()),
-        issuer: Some(issued.issuer_fingerprint.clone()),
-        certificate: Some(base64::engine::general_purpose::STANDARD.encode(&issued.der)),
-        reasons: Vec::new(),
-    }
 }
 
 /// Metric label for a class: known classes by name, anything else "unknown"

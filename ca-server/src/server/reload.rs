@@ -104,8 +104,12 @@ impl Reloader {
     fn renew_tls(&self) {
         let Some(tls) = &self.tls else { return };
         let state = StateDir::new(&self.config.state_dir);
-        let result = crate::admin::ensure_server_tls(&self.config, &self.app.authority)
-            .and_then(|_| tls.load(&state.tls_chain(), &state.tls_key()));
+        let result = crate::admin::ensure_server_tls(
+            &self.config,
+            &self.app.authority,
+            self.app.log.as_ref(),
+        )
+        .and_then(|_| tls.load(&state.tls_chain(), &state.tls_key()));
         match result {
             Ok(()) => tracing::info!(
                 event = "tls_reloaded",
