@@ -1,0 +1,884 @@
+//! The HTTPS client of the CA's native API.
+//!
+//! - `POST /v1/sign` with the `TRELLIS-HMAC-SHA256` `Authorization` header
+//!   (fresh timestamp and nonce per attempt; the secret file is re-read for
+//!   every request so that it can be rotated in place);
+//! - `GET /v1/classes/{class}/bundle` (unauthenticated PEM);
+//! - servers are tried in order: a transient failure (connection, TLS,
+//!   timeout, 429, 5xx, unreadable answer) moves on to the next one; a
+//!   permanent one (401, 403, 400, 404, 413) is returned at once, since
+//!   every replica would say the same;
+//! - errors keep the server's [`ca_proto::ErrorEnvelope`] (stable code,
+//!   message, every policy reason) and `Retry-After`.
+//!
+//! One short-lived HTTP/1.1 connection per request: a sidecar talks to the
+//! CA a few times a day, and a pool would only hold sockets and memory.
+//! TLS is rustls with ring, verified against the `ca` class root
+//! ([`tls_config`]); [`fetch_pinned_root`] is the one exception, for first
+//! contact with only a pinned fingerprint (the fingerprint, not the
+//! connection, authenticates what it returns).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ca_proto::native::{class_bundle_path, SignRequest, SignResponse, PATH_SIGN};
+use ca_proto::{ErrorCode, ErrorEnvelope, ReasonBody};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT,
+};
+use hyper::{Method, Request, Uri};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::renew::FailureKind;
+
+/// Time allowed to open the TCP connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for a whole request (connect, TLS, send, receive).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest response body read.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// A CA base URL: `https://host[:port]` (no path, query or user info).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// As configured.
+    pub url: String,
+    /// Host name or IP (IPv6 without brackets).
+    pub host: String,
+    /// Port (443 by default).
+    pub port: u16,
+    /// `host:port` as sent in the `Host` header.
+    pub authority: String,
+}
+
+impl ServerUrl {
+    /// Parses and checks a base URL.
+    pub fn parse(s: &str) -> Result<ServerUrl, String> {
+        let uri: Uri = s.parse().map_err(|e| format!("'{s}' is not a URL: {e}"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(format!("'{s}': only https:// URLs are accepted"));
+        }
+        let auth = uri.authority().ok_or_else(|| format!("'{s}': no host"))?;
+        if auth.as_str().contains('@') {
+            return Err(format!("'{s}': user info is not allowed"));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!("'{s}': give the base URL only (no path or query)"));
+        }
+        let host = auth
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if host.is_empty() {
+            return Err(format!("'{s}': no host"));
+        }
+        Ok(ServerUrl {
+            url: s.trim_end_matches('/').to_owned(),
+            port: auth.port_u16().unwrap_or(443),
+            authority: auth.as_str().to_owned(),
+            host,
+        })
+    }
+
+    fn server_name(&self) -> Result<ServerName<'static>, ApiError> {
+        ServerName::try_from(self.host.clone()).map_err(|_| ApiError::Connect {
+            url: self.url.clone(),
+            detail: "host is not a valid TLS server name".into(),
+        })
+    }
+}
+
+/// What went wrong talking to the CA. `Display` is one line.
+#[derive(Debug, Clone, Error)]
+pub enum ApiError {
+    /// TCP, TLS or HTTP transport failure.
+    #[error("{url}: {detail}")]
+    Connect {
+        /// Server.
+        url: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The request took longer than [`REQUEST_TIMEOUT`].
+    #[error("{url}: timed out")]
+    Timeout {
+        /// Server.
+        url: String,
+    },
+    /// The server answered with an error status.
+    #[error("{url}: {}", status_line(*.status, *.code, .message, .reasons))]
+    Status {
+        /// Server.
+        url: String,
+        /// HTTP status.
+        status: u16,
+        /// The stable error code, when the body was an error envelope.
+        code: Option<ErrorCode>,
+        /// The server's message (or a sanitised start of the body).
+        message: String,
+        /// Policy reasons.
+        reasons: Vec<ReasonBody>,
+        /// `Retry-After`, in seconds.
+        retry_after: Option<Duration>,
+    },
+    /// A success status with a body we cannot use.
+    #[error("{url}: unusable response: {detail}")]
+    BadResponse {
+        /// Server.
+        url: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The secret file could not be read or parsed.
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// No root in the `ca` bundle matches the pinned fingerprint.
+    #[error("{url}: no root in the ca bundle matches ca_root_sha256")]
+    PinMismatch {
+        /// Server.
+        url: String,
+    },
+}
+
+fn status_line(
+    status: u16,
+    code: Option<ErrorCode>,
+    message: &str,
+    reasons: &[ReasonBody],
+) -> String {
+    let mut s = format!("HTTP {status}");
+    if let Some(code) = code {
+        s.push(' ');
+        s.push_str(code.as_str());
+    }
+    if !message.is_empty() {
+        s.push_str(": ");
+        s.push_str(message);
+    }
+    if !reasons.is_empty() {
+        let list: Vec<String> = reasons
+            .iter()
+            .map(|r| format!("{}: {}", r.code, r.detail))
+            .collect();
+        s.push_str(" (");
+        s.push_str(&list.join("; "));
+        s.push(')');
+    }
+    s
+}
+
+impl ApiError {
+    /// How to retry.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            ApiError::Connect { .. } | ApiError::Timeout { .. } | ApiError::BadResponse { .. } => {
+                FailureKind::Transient
+            }
+            ApiError::Credentials(_) | ApiError::PinMismatch { .. } => FailureKind::Permanent,
+            ApiError::Status { status, .. } => match status {
+                429 | 408 | 500..=599 => FailureKind::Transient,
+                _ => FailureKind::Permanent,
+            },
+        }
+    }
+
+    /// A short stable label for metrics (`policy_denied`, `connect`, …).
+    pub fn reason(&self) -> String {
+        match self {
+            ApiError::Connect { .. } => "connect".into(),
+            ApiError::Timeout { .. } => "timeout".into(),
+            ApiError::BadResponse { .. } => "bad_response".into(),
+            ApiError::Credentials(_) => "credentials".into(),
+            ApiError::PinMismatch { .. } => "pin_mismatch".into(),
+            ApiError::Status { code: Some(c), .. } => c.as_str().into(),
+            ApiError::Status { status, .. } => format!("http_{status}"),
+        }
+    }
+
+    /// The server's `Retry-After`, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The crypto provider of the workspace: ring.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A client TLS configuration trusting exactly `roots` (TLS 1.3 and 1.2).
+pub fn tls_config(roots: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store
+            .add(root.clone())
+            .map_err(|e| format!("unusable CA root: {e}"))?;
+    }
+    if store.is_empty() {
+        return Err("no CA root".into());
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate but still checks handshake signatures;
+/// used only by [`fetch_pinned_root`].
+#[derive(Debug)]
+struct PinBootstrapVerifier(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for PinBootstrapVerifier {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn bootstrap_tls_config() -> Result<Arc<ClientConfig>, String> {
+    let p = provider();
+    let config = ClientConfig::builder_with_provider(p.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinBootstrapVerifier(p)))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Bytes,
+}
+
+fn connect_err(url: &str, detail: impl fmt::Display) -> ApiError {
+    ApiError::Connect {
+        url: url.to_owned(),
+        detail: one_line(&detail.to_string()),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.chars().count() > 300 {
+        format!("{}…", s.chars().take(300).collect::<String>())
+    } else {
+        s
+    }
+}
+
+/// One request over a fresh connection.
+async fn exchange(
+    tls: &Arc<ClientConfig>,
+    server: &ServerUrl,
+    method: Method,
+    path: &str,
+    authorization: Option<String>,
+    body: Vec<u8>,
+) -> Result<Answer, ApiError> {
+    let url = server.url.as_str();
+    let work = async {
+        let tcp = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((server.host.as_str(), server.port)),
+        )
+        .await
+        .map_err(|_| connect_err(url, "connect timed out"))?
+        .map_err(|e| connect_err(url, e))?;
+        let _ = tcp.set_nodelay(true);
+        let tls_stream = TlsConnector::from(tls.clone())
+            .connect(server.server_name()?, tcp)
+            .await
+            .map_err(|e| connect_err(url, format!("TLS: {e}")))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls_stream))
+            .await
+            .map_err(|e| connect_err(url, e))?;
+        let driver = tokio::spawn(conn);
+
+        let has_body = !body.is_empty();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, server.authority.as_str())
+            .header(USER_AGENT, concat!("ca-client/", env!("CARGO_PKG_VERSION")))
+            .header(ACCEPT, "application/json, application/x-pem-file, */*");
+        if has_body {
+            req = req.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(auth) = authorization {
+            let value = HeaderValue::from_str(&auth)
+                .map_err(|_| ApiError::Credentials("header value is not ASCII".into()))?;
+            req = req.header(AUTHORIZATION, value);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| connect_err(url, e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| connect_err(url, e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| connect_err(url, format!("reading response: {e}")))?
+            .to_bytes();
+        driver.abort();
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, work)
+        .await
+        .map_err(|_| ApiError::Timeout {
+            url: url.to_owned(),
+        })?
+}
+
+/// Turns a non-2xx answer into [`ApiError::Status`].
+fn status_error(url: &str, answer: &Answer) -> ApiError {
+    let (code, message, reasons) = match serde_json::from_slice::<ErrorEnvelope>(&answer.body) {
+        Ok(env) => (
+            Some(env.error.code),
+            one_line(&env.error.message),
+            env.error.reasons,
+        ),
+        Err(_) => {
+            let text = String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]);
+            (None, one_line(&text), Vec::new())
+        }
+    };
+    ApiError::Status {
+        url: url.to_owned(),
+        status: answer.status,
+        code,
+        message,
+        reasons,
+        retry_after: answer.retry_after,
+    }
+}
+
+/// The CA's native API, for one client identity.
+#[derive(Clone)]
+pub struct ApiClient {
+    servers: Vec<ServerUrl>,
+    tls: Arc<ClientConfig>,
+    key_id: String,
+    secret_file: std::path::PathBuf,
+}
+
+impl fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("servers", &self.servers)
+            .field("key_id", &self.key_id)
+            .finish()
+    }
+}
+
+impl ApiClient {
+    /// A client for `servers` trusting `ca_roots`, authenticating as
+    /// `key_id` with the hex secret in `secret_file`.
+    pub fn new(
+        servers: Vec<ServerUrl>,
+        ca_roots: &[CertificateDer<'static>],
+        key_id: String,
+        secret_file: std::path::PathBuf,
+    ) -> Result<ApiClient, String> {
+        Ok(ApiClient {
+            servers,
+            tls: tls_config(ca_roots)?,
+            key_id,
+            secret_file,
+        })
+    }
+
+    fn credentials(&self) -> Result<ca_proto::auth::Credentials, ApiError> {
+        let text = std::fs::read_to_string(&self.secret_file).map_err(|e| {
+            ApiError::Credentials(format!("reading {}: {e}", self.secret_file.display()))
+        })?;
+        let secret = ca_proto::auth::parse_secret(&text)
+            .map_err(|e| ApiError::Credentials(format!("{}: {e}", self.secret_file.display())))?;
+        Ok(ca_proto::auth::Credentials::new(
+            self.key_id.clone(),
+            secret,
+        ))
+    }
+
+    /// Tries each server in order (see the module documentation).
+    async fn with_failover<T, F, Fut>(&self, mut attempt: F) -> Result<T, ApiError>
+    where
+        F: FnMut(ServerUrl) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut last = None;
+        for server in &self.servers {
+            match attempt(server.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.kind() == FailureKind::Transient => {
+                    tracing::debug!(error = %e, "trying the next CA server");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::Connect {
+            url: String::new(),
+            detail: "no CA server configured".into(),
+        }))
+    }
+
+    /// `POST /v1/sign`.
+    pub async fn sign(&self, request: &SignRequest) -> Result<SignResponse, ApiError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| ApiError::Credentials(format!("encoding request: {e}")))?;
+        let creds = self.credentials()?;
+        self.with_failover(|server| {
+            let body = body.clone();
+            let creds = creds.clone();
+            async move {
+                let nonce = ca_proto::auth::try_new_nonce()
+                    .map_err(|e| ApiError::Credentials(format!("no randomness: {e}")))?;
+                let auth = ca_proto::auth::sign_request(
+                    &creds,
+                    "POST",
+                    PATH_SIGN,
+                    &body,
+                    crate::unix_now(),
+                    &nonce,
+                );
+                let answer = exchange(
+                    &self.tls,
+                    &server,
+                    Method::POST,
+                    PATH_SIGN,
+                    Some(auth),
+                    body,
+                )
+                .await?;
+                if answer.status != 200 {
+                    return Err(status_error(&server.url, &answer));
+                }
+                serde_json::from_slice::<SignResponse>(&answer.body).map_err(|e| {
+                    ApiError::BadResponse {
+                        url: server.url.clone(),
+                        detail: format!("sign response: {e}"),
+                    }
+                })
+            }
+        })
+        .await
+    }
+
+    /// `GET /v1/classes/{class}/bundle`: the class root(s).
+    pub async fn bundle(&self, class: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
+        let tls = self.tls.clone();
+        self.with_failover(|server| get_bundle(tls.clone(), server, class.to_owned()))
+            .await
+    }
+}
+
+async fn get_bundle(
+    tls: Arc<ClientConfig>,
+    server: ServerUrl,
+    class: String,
+) -> Result<Vec<CertificateDer<'static>>, ApiError> {
+    let path = class_bundle_path(&class);
+    let answer = exchange(&tls, &server, Method::GET, &path, None, Vec::new()).await?;
+    if answer.status != 200 {
+        return Err(status_error(&server.url, &answer));
+    }
+    crate::pem::parse_certs(&answer.body).map_err(|e| ApiError::BadResponse {
+        url: server.url.clone(),
+        detail: format!("bundle of class '{class}': {e}"),
+    })
+}
+
+/// First contact with only a pinned fingerprint: fetch the `ca` class bundle
+/// from each server in turn (without verifying the TLS certificate) and
+/// return the root whose SHA-256 equals `pin`.
+pub async fn fetch_pinned_root(
+    servers: &[ServerUrl],
+    pin: &[u8; 32],
+) -> Result<CertificateDer<'static>, ApiError> {
+    let tls = bootstrap_tls_config().map_err(|e| ApiError::Credentials(format!("TLS: {e}")))?;
+    let mut last = None;
+    for server in servers {
+        match get_bundle(tls.clone(), server.clone(), "ca".into()).await {
+            Ok(roots) => {
+                let pin_hex = hex::encode(pin);
+                if let Some(root) = roots
+                    .into_iter()
+                    .find(|r| crate::pem::sha256_hex(r.as_ref()) == pin_hex)
+                {
+                    return Ok(root);
+                }
+                last = Some(ApiError::PinMismatch {
+                    url: server.url.clone(),
+                });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ApiError::Connect {
+        url: String::new(),
+        detail: "no CA server configured".into(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Error shapes against a tiny local TLS server that answers canned
+    //! responses; issuance itself is tested end to end against the real
+    //! ca-server (tests/tests/client_e2e.rs).
+
+    use super::*;
+    use hyper::service::service_fn;
+    use hyper::Response;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::TcpListener;
+
+    struct Canned {
+        status: u16,
+        headers: Vec<(&'static str, &'static str)>,
+        body: String,
+    }
+
+    /// Serves `canned` to every request; returns (url, root DER, hits).
+    async fn serve(canned: Canned) -> (String, CertificateDer<'static>, Arc<AtomicUsize>) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("p");
+        let cert = params.self_signed(&key).expect("cert");
+        let der = cert.der().clone();
+        let server_config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der.clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let canned = Arc::new(canned);
+        let h = hits.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let canned = canned.clone();
+                let hits = h.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let canned = canned.clone();
+                        let hits = hits.clone();
+                        async move {
+                            hits.fetch_add(1, Ordering::SeqCst);
+                            assert!(req.headers().contains_key(HOST));
+                            let mut resp = Response::builder().status(canned.status);
+                            for (k, v) in &canned.headers {
+                                resp = resp.header(*k, *v);
+                            }
+                            resp.body(Full::new(Bytes::from(canned.body.clone())))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (format!("https://localhost:{port}"), der, hits)
+    }
+
+    fn client(urls: &[String], root: &CertificateDer<'static>, dir: &std::path::Path) -> ApiClient {
+        let secret = dir.join("secret.hex");
+        std::fs::write(&secret, "00112233445566778899aabbccddeeff\n").expect("secret");
+        ApiClient::new(
+            urls.iter()
+                .map(|u| ServerUrl::parse(u).expect("url"))
+                .collect(),
+            std::slice::from_ref(root),
+            "db".into(),
+            secret,
+        )
+        .expect("client")
+    }
+
+    fn sign_request() -> SignRequest {
+        SignRequest {
+            class: "db".into(),
+            profile: None,
+            csr: "PEM".into(),
+            hosts: Some(vec!["a.db.internal".into()]),
+            ttl: None,
+        }
+    }
+
+    /// A port with nothing listening (bound, then released).
+    async fn closed_port_url() -> String {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        drop(l);
+        format!("https://127.0.0.1:{port}")
+    }
+
+    #[tokio::test]
+    async fn policy_denial_keeps_code_message_and_reasons_and_is_not_failed_over() {
+        let body = serde_json::to_string(&ErrorEnvelope::with_reasons(
+            ErrorCode::PolicyDenied,
+            "request denied by policy of class 'db'",
+            vec![ReasonBody {
+                code: "dns_name_not_allowed".into(),
+                detail: "evil.example.com".into(),
+            }],
+        ))
+        .expect("json");
+        let (url, root, hits) = serve(Canned {
+            status: 403,
+            headers: vec![("content-type", "application/json")],
+            body,
+        })
+        .await;
+        let (url2, _, hits2) = serve(Canned {
+            status: 200,
+            headers: vec![],
+            body: String::new(),
+        })
+        .await;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let c = client(&[url.clone(), url2], &root, tmp.path());
+        let err = c.sign(&sign_request()).await.unwrap_err();
+        match &err {
+            ApiError::Status {
+                status,
+                code,
+                reasons,
+                ..
+            } => {
+                assert_eq!(*status, 403);
+                assert_eq!(*code, Some(ErrorCode::PolicyDenied));
+                assert_eq!(reasons.len(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(err.kind(), FailureKind::Permanent);
+        assert_eq!(err.reason(), "policy_denied");
+        let line = err.to_string();
+        assert!(!line.contains('\n'));
+        assert!(
+            line.contains("HTTP 403 policy_denied")
+                && line.contains("dns_name_not_allowed: evil.example.com"),
+            "{line}"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(hits2.load(Ordering::SeqCst), 0, "no failover on 403");
+    }
+
+    #[tokio::test]
+    async fn unavailable_fails_over_and_keeps_retry_after() {
+        let (closed, (url, root, hits)) = (
+            closed_port_url().await,
+            serve(Canned {
+                status: 503,
+                headers: vec![("retry-after", "7")],
+                body: r#"{"error":{"code":"hsm_unavailable","message":"HSM unavailable"}}"#.into(),
+            })
+            .await,
+        );
+        let tmp = tempfile::tempdir().expect("tmp");
+        let c = client(&[closed, url], &root, tmp.path());
+        let err = c.sign(&sign_request()).await.unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "second server was tried");
+        assert_eq!(err.kind(), FailureKind::Transient);
+        assert_eq!(err.reason(), "hsm_unavailable");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[tokio::test]
+    async fn non_json_error_and_bad_success_bodies() {
+        let (url, root, _) = serve(Canned {
+            status: 502,
+            headers: vec![],
+            body: "<html>\nbad gateway\n</html>".into(),
+        })
+        .await;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let err = client(&[url], &root, tmp.path())
+            .sign(&sign_request())
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "http_502");
+        assert!(
+            err.to_string().contains("<html> bad gateway </html>"),
+            "{err}"
+        );
+
+        let (url, root, _) = serve(Canned {
+            status: 200,
+            headers: vec![],
+            body: "{\"certificate\":1}".into(),
+        })
+        .await;
+        let err = client(&[url], &root, tmp.path())
+            .sign(&sign_request())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApiError::BadResponse { .. }), "{err}");
+        assert_eq!(err.kind(), FailureKind::Transient);
+    }
+
+    #[tokio::test]
+    async fn untrusted_server_is_a_tls_error_and_connection_refused_is_transient() {
+        let (url, _root, hits) = serve(Canned {
+            status: 200,
+            headers: vec![],
+            body: String::new(),
+        })
+        .await;
+        let other = rcgen::KeyPair::generate().expect("k");
+        let other_root = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .expect("p")
+            .self_signed(&other)
+            .expect("c")
+            .der()
+            .clone();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let err = client(&[url], &other_root, tmp.path())
+            .bundle("db")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+        assert_eq!(err.reason(), "connect");
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+
+        let closed = closed_port_url().await;
+        let err = client(&[closed], &other_root, tmp.path())
+            .bundle("db")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), FailureKind::Transient);
+    }
+
+    #[tokio::test]
+    async fn pinned_root_bootstrap_checks_the_fingerprint() {
+        let ca = crate::pem::testca::TestCa::new("ca");
+        let other = crate::pem::testca::TestCa::new("other");
+        let bundle = crate::pem::encode_certs([&other.root_der, &ca.root_der]);
+        let (url, _, _) = serve(Canned {
+            status: 200,
+            headers: vec![("content-type", "application/x-pem-file")],
+            body: bundle,
+        })
+        .await;
+        let servers = vec![ServerUrl::parse(&url).expect("url")];
+        let mut pin = [0u8; 32];
+        hex::decode_to_slice(crate::pem::sha256_hex(&ca.root_der), &mut pin).expect("hex");
+        let got = fetch_pinned_root(&servers, &pin).await.expect("pinned");
+        assert_eq!(got, ca.root_der);
+        let err = fetch_pinned_root(&servers, &[7u8; 32]).await.unwrap_err();
+        assert!(matches!(err, ApiError::PinMismatch { .. }), "{err}");
+        assert_eq!(err.kind(), FailureKind::Permanent);
+    }
+
+    #[test]
+    fn server_urls() {
+        let u = ServerUrl::parse("https://localhost:8443").expect("ok");
+        assert_eq!((u.host.as_str(), u.port), ("localhost", 8443));
+        let u = ServerUrl::parse("https://[::1]:9/").expect("ok");
+        assert_eq!(
+            (u.host.as_str(), u.port, u.authority.as_str()),
+            ("::1", 9, "[::1]:9")
+        );
+        assert_eq!(u.url, "https://[::1]:9");
+        assert_eq!(
+            ServerUrl::parse("https://ca.internal").expect("ok").port,
+            443
+        );
+        for bad in [
+            "http://x",
+            "https://u@x",
+            "https://x/path",
+            "x:1",
+            "",
+            "https://x?q",
+        ] {
+            assert!(ServerUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The client's own Prometheus metrics and `/healthz`, served on
+//! `--metrics-listen`.
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `trellis_client_cert_expiry_seconds` | gauge | seconds until notAfter (negative once expired), computed at scrape time |
+//! | `trellis_client_cert_not_after_timestamp_seconds` | gauge | notAfter of the installed certificate |
+//! | `trellis_client_cert_lifetime_seconds` | gauge | its total lifetime |
+//! | `trellis_client_renewals_total` | counter | certificates installed |
+//! | `trellis_client_renewal_failures_total{reason}` | counter | failed attempts by reason (`connect`, `policy_denied`, …) |
+//! | `trellis_client_last_success_timestamp_seconds` | gauge | time of the last installed certificate |
+//! | `trellis_client_reload_failures_total{reason}` | counter | failed reload actions |
+//! | `trellis_client_bundle_refresh_failures_total` | counter | failed trust-bundle refreshes |
+//!
+//! `GET /healthz` answers 200 `ok` while a certificate is installed and
+//! more than 10 % of its lifetime remains, 503 with the reason otherwise
+//! (see [`crate::renew::health`]). `GET /metrics` is the text format.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
+
+/// The metrics of one client.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    expiry: Gauge,
+    not_after: Gauge,
+    lifetime: Gauge,
+    renewals: IntCounter,
+    failures: IntCounterVec,
+    last_success: Gauge,
+    reload_failures: IntCounterVec,
+    bundle_failures: IntCounter,
+    cert: Mutex<Option<(i64, i64)>>,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| -> Result<Gauge, prometheus::Error> {
+            let g = Gauge::with_opts(Opts::new(name, help))?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let expiry = gauge(
+            "trellis_client_cert_expiry_seconds",
+            "Seconds until the installed certificate expires (negative once expired).",
+        )?;
+        let not_after = gauge(
+            "trellis_client_cert_not_after_timestamp_seconds",
+            "notAfter of the installed certificate, Unix seconds.",
+        )?;
+        let lifetime = gauge(
+            "trellis_client_cert_lifetime_seconds",
+            "Total lifetime of the installed certificate.",
+        )?;
+        let last_success = gauge(
+            "trellis_client_last_success_timestamp_seconds",
+            "When the last certificate was installed, Unix seconds.",
+        )?;
+        let renewals = IntCounter::with_opts(Opts::new(
+            "trellis_client_renewals_total",
+            "Certificates obtained and installed.",
+        ))?;
+        registry.register(Box::new(renewals.clone()))?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "trellis_client_renewal_failures_total",
+                "Failed renewal attempts, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(failures.clone()))?;
+        let reload_failures = IntCounterVec::new(
+            Opts::new(
+                "trellis_client_reload_failures_total",
+                "Failed reload actions, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(reload_failures.clone()))?;
+        let bundle_failures = IntCounter::with_opts(Opts::new(
+            "trellis_client_bundle_refresh_failures_total",
+            "Failed trust bundle refreshes.",
+        ))?;
+        registry.register(Box::new(bundle_failures.clone()))?;
+        Ok(Metrics {
+            registry,
+            expiry,
+            not_after,
+            lifetime,
+            renewals,
+            failures,
+            last_success,
+            reload_failures,
+            bundle_failures,
+            cert: Mutex::new(None),
+        })
+    }
+
+    fn cert_slot(&self) -> std::sync::MutexGuard<'_, Option<(i64, i64)>> {
+        // A poisoned lock only means a panic elsewhere; the value is plain data.
+        self.cert.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the certificate now installed (or none).
+    pub fn set_certificate(&self, validity: Option<(i64, i64)>) {
+        *self.cert_slot() = validity;
+        if let Some((nb, na)) = validity {
+            self.not_after.set(na as f64);
+            self.lifetime.set((na - nb).max(0) as f64);
+        }
+    }
+
+    /// A certificate was installed at `now`.
+    pub fn renewal_succeeded(&self, now: i64) {
+        self.renewals.inc();
+        self.last_success.set(now as f64);
+    }
+
+    /// A renewal attempt failed.
+    pub fn renewal_failed(&self, reason: &str) {
+        self.failures.with_label_values(&[reason]).inc();
+    }
+
+    /// A reload action failed.
+    pub fn reload_failed(&self, reason: &str) {
+        self.reload_failures.with_label_values(&[reason]).inc();
+    }
+
+    /// A trust bundle refresh failed.
+    pub fn bundle_refresh_failed(&self) {
+        self.bundle_failures.inc();
+    }
+
+    /// Health at `now`.
+    pub fn health(&self, now: i64) -> Result<(), String> {
+        match *self.cert_slot() {
+            None => Err("no usable certificate installed".into()),
+            Some((nb, na)) => crate::renew::health(now, nb, na),
+        }
+    }
+
+    /// The text exposition at `now`.
+    pub fn render(&self, now: i64) -> String {
+        match *self.cert_slot() {
+            Some((_, na)) => self.expiry.set((na - now) as f64),
+            None => self.expiry.set(0.0),
+        }
+        let mut buf = Vec::new();
+        if TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .is_err()
+        {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+fn respond(metrics: &Metrics, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let now = crate::unix_now();
+    let (status, ctype, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(now),
+        ),
+        (&Method::GET, "/healthz") => match metrics.health(now) {
+            Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("unhealthy: {why}\n"),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// Binds `addr` and serves `/metrics` and `/healthz` until the task is
+/// dropped. Returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let resp = respond(&metrics, &req);
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+            });
+        }
+    });
+    Ok((local, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn render_and_health() {
+        let m = Metrics::new().expect("metrics");
+        assert!(m.health(100).is_err());
+        m.set_certificate(Some((1_000, 2_000)));
+        m.renewal_succeeded(1_000);
+        m.renewal_failed("connect");
+        m.renewal_failed("connect");
+        m.renewal_failed("policy_denied");
+        let text = m.render(1_500);
+        assert!(
+            text.contains("trellis_client_cert_expiry_seconds 500"),
+            "{text}"
+        );
+        assert!(text.contains("trellis_client_renewals_total 1"), "{text}");
+        assert!(
+            text.contains("trellis_client_renewal_failures_total{reason=\"connect\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("trellis_client_last_success_timestamp_seconds 1000"));
+        assert!(m.health(1_500).is_ok());
+        assert!(m.health(1_950).unwrap_err().contains("10%"));
+        assert!(m.health(2_001).unwrap_err().contains("expired"));
+        assert!(m
+            .render(2_100)
+            .contains("trellis_client_cert_expiry_seconds -100"));
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_healthz() {
+        let m = Arc::new(Metrics::new().expect("metrics"));
+        let (addr, task) = serve("127.0.0.1:0".parse().expect("addr"), m.clone())
+            .await
+            .expect("serve");
+        let h = get(addr, "/healthz").await;
+        assert!(h.starts_with("HTTP/1.1 503"), "{h}");
+        let now = crate::unix_now();
+        m.set_certificate(Some((now - 10, now + 3600)));
+        let h = get(addr, "/healthz").await;
+        assert!(h.starts_with("HTTP/1.1 200") && h.ends_with("ok\n"), "{h}");
+        let text = get(addr, "/metrics").await;
+        assert!(
+            text.contains("trellis_client_cert_expiry_seconds 36"),
+            "{text}"
+        );
+        assert!(get(addr, "/nope").await.starts_with("HTTP/1.1 404"));
+        task.abort();
+    }
+}

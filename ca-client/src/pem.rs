@@ -1,0 +1,284 @@
+//! PEM/DER helpers and the certificate facts the client needs: validity,
+//! serial, public key, SHA-256 fingerprint, and "was this signed by that".
+//!
+//! PEM parsing uses `rustls_pki_types::pem::PemObject` (rustls-pemfile is
+//! unmaintained); X.509 parsing and signature checks use x509-parser with
+//! its ring-backed `verify` feature.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Why PEM or DER input was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PemError {
+    /// The text holds no `CERTIFICATE` block.
+    #[error("no certificate found in PEM")]
+    NoCertificate,
+    /// A PEM block is malformed.
+    #[error("malformed PEM: {0}")]
+    Malformed(String),
+    /// A certificate does not parse as X.509.
+    #[error("malformed certificate: {0}")]
+    BadCertificate(String),
+}
+
+/// Every `CERTIFICATE` block of `pem`, in order (other block types are
+/// skipped). At least one is required.
+pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let mut out = Vec::new();
+    for item in CertificateDer::pem_slice_iter(pem) {
+        let der = item.map_err(|e| PemError::Malformed(e.to_string()))?;
+        facts(&der)?;
+        out.push(der);
+    }
+    if out.is_empty() {
+        return Err(PemError::NoCertificate);
+    }
+    Ok(out)
+}
+
+/// PEM encoding of one DER object with the given label, 64-column lines.
+pub fn encode(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 64);
+    out.push_str("-----BEGIN ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        // base64 output is ASCII, so every chunk is valid UTF-8.
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    out
+}
+
+/// PEM of a list of certificates, concatenated.
+pub fn encode_certs<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> String {
+    certs
+        .into_iter()
+        .map(|c| encode("CERTIFICATE", c.as_ref()))
+        .collect()
+}
+
+/// Lowercase hex SHA-256 of a DER object.
+pub fn sha256_hex(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+/// What the client needs to know about a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFacts {
+    /// Start of validity, Unix seconds.
+    pub not_before: i64,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+    /// Serial number, lowercase hex, without a leading zero byte.
+    pub serial: String,
+    /// The subject public key bits (EC point, Ed25519 key, PKCS#1 RSA key).
+    pub public_key: Vec<u8>,
+    /// Subject DN, RFC 4514-ish text (for logs).
+    pub subject: String,
+    /// Issuer DN (for logs).
+    pub issuer: String,
+}
+
+impl CertFacts {
+    /// Lifetime in seconds (0 if notAfter is before notBefore).
+    pub fn lifetime(&self) -> i64 {
+        (self.not_after - self.not_before).max(0)
+    }
+}
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, PemError> {
+    match X509Certificate::from_der(der) {
+        Ok(([], cert)) => Ok(cert),
+        Ok(_) => Err(PemError::BadCertificate(
+            "trailing bytes after certificate".into(),
+        )),
+        Err(e) => Err(PemError::BadCertificate(e.to_string())),
+    }
+}
+
+/// Facts about one DER certificate.
+pub fn facts(der: &[u8]) -> Result<CertFacts, PemError> {
+    let cert = parse(der)?;
+    let raw = cert.raw_serial();
+    let serial = match raw {
+        [0, rest @ ..] if !rest.is_empty() => hex::encode(rest),
+        _ => hex::encode(raw),
+    };
+    Ok(CertFacts {
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        serial,
+        public_key: cert.public_key().subject_public_key.data.to_vec(),
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+    })
+}
+
+/// Whether `child` names `issuer`'s subject as its issuer and its signature
+/// verifies with `issuer`'s public key. Unparseable input is `false`.
+pub fn issued_by(child: &[u8], issuer: &[u8]) -> bool {
+    let (Ok(child), Ok(issuer)) = (parse(child), parse(issuer)) else {
+        return false;
+    };
+    child.issuer().as_raw() == issuer.subject().as_raw()
+        && child.verify_signature(Some(issuer.public_key())).is_ok()
+}
+
+/// Whether `leaf` chains to one of `roots`, directly or through one of
+/// `intermediates` (at most one intermediate: Trellis hierarchies are
+/// root → intermediate → leaf).
+pub fn chains_to(
+    leaf: &[u8],
+    intermediates: &[CertificateDer<'_>],
+    roots: &[CertificateDer<'_>],
+) -> bool {
+    if roots.iter().any(|r| issued_by(leaf, r)) {
+        return true;
+    }
+    intermediates
+        .iter()
+        .any(|i| issued_by(leaf, i) && roots.iter().any(|r| issued_by(i, r)))
+}
+
+#[cfg(test)]
+pub(crate) mod testca {
+    //! A throwaway CA hierarchy for unit tests (root → intermediate → leaf),
+    //! built with rcgen in memory.
+
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    use rustls_pki_types::CertificateDer;
+
+    pub struct TestCa {
+        pub root_der: CertificateDer<'static>,
+        pub int_der: CertificateDer<'static>,
+        int_issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl TestCa {
+        pub fn new(name: &str) -> TestCa {
+            let root_key = KeyPair::generate().expect("root key");
+            let mut root = CertificateParams::new(Vec::<String>::new()).expect("params");
+            root.distinguished_name
+                .push(DnType::CommonName, format!("{name} root"));
+            root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            root.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let root_cert = root.self_signed(&root_key).expect("root");
+            let root_issuer = Issuer::new(root, root_key);
+
+            let int_key = KeyPair::generate().expect("int key");
+            let mut int = CertificateParams::new(Vec::<String>::new()).expect("params");
+            int.distinguished_name
+                .push(DnType::CommonName, format!("{name} intermediate"));
+            int.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            int.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            int.use_authority_key_identifier_extension = true;
+            let int_cert = int.signed_by(&int_key, &root_issuer).expect("int");
+            TestCa {
+                root_der: root_cert.der().clone(),
+                int_der: int_cert.der().clone(),
+                int_issuer: Issuer::new(int, int_key),
+            }
+        }
+
+        /// A leaf for `key` valid from `not_before` to `not_after` (Unix s).
+        pub fn leaf(
+            &self,
+            key: &KeyPair,
+            names: &[&str],
+            not_before: i64,
+            not_after: i64,
+        ) -> CertificateDer<'static> {
+            let mut p =
+                CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                    .expect("params");
+            p.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).expect("nb");
+            p.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).expect("na");
+            p.use_authority_key_identifier_extension = true;
+            let mut serial = [0u8; 16];
+            getrandom::getrandom(&mut serial).expect("rand");
+            serial[0] = (serial[0] & 0x7f) | 1;
+            p.serial_number = Some(serial.to_vec().into());
+            p.extended_key_usages = vec![
+                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+                rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            p.signed_by(key, &self.int_issuer)
+                .expect("leaf")
+                .der()
+                .clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testca::TestCa;
+    use super::*;
+
+    #[test]
+    fn pem_round_trip_and_facts() {
+        let ca = TestCa::new("t");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = ca.leaf(&key, &["a.db.internal"], 1_700_000_000, 1_700_086_400);
+        let text = encode_certs([&leaf, &ca.int_der]);
+        let back = parse_certs(text.as_bytes()).expect("parse");
+        assert_eq!(back, vec![leaf.clone(), ca.int_der.clone()]);
+        let f = facts(&leaf).expect("facts");
+        assert_eq!(f.not_before, 1_700_000_000);
+        assert_eq!(f.not_after, 1_700_086_400);
+        assert_eq!(f.lifetime(), 86_400);
+        assert_eq!(f.serial.len(), 32);
+        assert_eq!(f.public_key, rcgen::PublicKeyData::der_bytes(&key));
+    }
+
+    #[test]
+    fn parse_rejects_garbage() {
+        assert_eq!(parse_certs(b""), Err(PemError::NoCertificate));
+        assert_eq!(
+            parse_certs(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
+            Err(PemError::NoCertificate)
+        );
+        let bad = encode("CERTIFICATE", b"not der");
+        assert!(matches!(
+            parse_certs(bad.as_bytes()),
+            Err(PemError::BadCertificate(_))
+        ));
+    }
+
+    #[test]
+    fn chain_checks() {
+        let ca = TestCa::new("a");
+        let other = TestCa::new("b");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = ca.leaf(&key, &["x.db.internal"], 1_700_000_000, 1_700_086_400);
+        assert!(issued_by(&leaf, &ca.int_der));
+        assert!(issued_by(&ca.int_der, &ca.root_der));
+        assert!(!issued_by(&leaf, &other.int_der));
+        let ints = [ca.int_der.clone()];
+        assert!(chains_to(&leaf, &ints, std::slice::from_ref(&ca.root_der)));
+        assert!(!chains_to(
+            &leaf,
+            &ints,
+            std::slice::from_ref(&other.root_der)
+        ));
+        assert!(!chains_to(&leaf, &[], std::slice::from_ref(&ca.root_der)));
+        assert!(chains_to(
+            &leaf,
+            &ints,
+            &[other.root_der.clone(), ca.root_der.clone()]
+        ));
+    }
+}

@@ -1,0 +1,350 @@
+//! When to renew and when to retry: pure functions of times and random
+//! numbers (the caller supplies both), so the schedule can be tested.
+//!
+//! - **Renewal point**: `start + fraction × lifetime − jitter`, with
+//!   `lifetime = not_after − start`, `fraction` 2/3 by default and `jitter`
+//!   uniform in `[0, 5 % of lifetime)`, drawn once per certificate so that
+//!   replicas spread out but one client's schedule stays put. `start` is
+//!   the later of notBefore and the time the certificate was installed
+//!   (see `inspect::Installed::start`): the CA backdates notBefore by a few
+//!   minutes, which would otherwise dominate short lifetimes.
+//! - **Retry after a transient failure** (network, TLS, 5xx, 429): capped
+//!   exponential backoff with full jitter: the n-th consecutive failure
+//!   waits `uniform(0, min(cap, base × 2ⁿ))`, base 1 s, cap 5 min, never
+//!   less than [`MIN_RETRY`] so that a zero draw cannot make a tight loop.
+//!   A server's `Retry-After` is honoured as a lower bound.
+//! - **Retry after a permanent failure** (401/403: authentication, scope,
+//!   policy; also 400/404/413, which the same request will meet again):
+//!   every [`PERMANENT_RETRY`] ± 10 %, loud in the logs, not hammered; the
+//!   operator may fix the key or the policy without restarting the client.
+//! - **`--once --if-needed`** ([`if_needed`]): no request while the present
+//!   certificate is valid and before its (jitter-free) renewal point.
+
+use std::time::Duration;
+
+/// Default fraction of the lifetime at which to renew.
+pub const DEFAULT_FRACTION: f64 = 2.0 / 3.0;
+/// Largest jitter, as a fraction of the lifetime.
+pub const JITTER_FRACTION: f64 = 0.05;
+/// First backoff step.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Largest backoff step.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Smallest retry delay after a transient failure.
+pub const MIN_RETRY: Duration = Duration::from_millis(250);
+/// Retry interval after a permanent failure.
+pub const PERMANENT_RETRY: Duration = Duration::from_secs(300);
+
+/// The renewal point of a certificate, Unix seconds.
+///
+/// `jitter_unit` is a random number in `[0, 1)`; the point moves earlier by
+/// `jitter_unit × 5 %` of the lifetime. Never before `not_before`.
+pub fn renewal_point(not_before: i64, not_after: i64, fraction: f64, jitter_unit: f64) -> i64 {
+    let lifetime = (not_after - not_before).max(0) as f64;
+    let fraction = fraction.clamp(0.0, 1.0);
+    let jitter = jitter_unit.clamp(0.0, 1.0) * JITTER_FRACTION * lifetime;
+    let offset = (lifetime * fraction - jitter).max(0.0);
+    not_before.saturating_add(offset as i64)
+}
+
+/// How a failure should be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Network, TLS, 5xx, 429, a bad response: back off and retry.
+    Transient,
+    /// The server said no in a way that repeats (401/403/400/404/413):
+    /// retry slowly.
+    Permanent,
+}
+
+/// Capped exponential backoff with full jitter.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new(BACKOFF_BASE, BACKOFF_CAP)
+    }
+}
+
+impl Backoff {
+    /// A backoff from `base` doubling up to `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            base,
+            cap,
+            failures: 0,
+        }
+    }
+
+    /// Consecutive failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The upper bound of the next delay: `min(cap, base × 2^failures)`.
+    pub fn ceiling(&self) -> Duration {
+        let factor = 2u32.saturating_pow(self.failures.min(31));
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    /// Records a failure and returns the delay before the next attempt:
+    /// `unit × ceiling` (full jitter), at least [`MIN_RETRY`] (or the
+    /// ceiling, if smaller).
+    pub fn next_delay(&mut self, unit: f64) -> Duration {
+        let ceiling = self.ceiling();
+        self.failures = self.failures.saturating_add(1);
+        ceiling
+            .mul_f64(unit.clamp(0.0, 1.0))
+            .max(MIN_RETRY.min(ceiling))
+    }
+
+    /// Forgets past failures (after a success).
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// The delay before retrying after a failure of `kind`. `retry_after` is a
+/// server's `Retry-After`, honoured as a lower bound (up to the cap).
+pub fn retry_delay(
+    kind: FailureKind,
+    backoff: &mut Backoff,
+    unit: f64,
+    retry_after: Option<Duration>,
+) -> Duration {
+    match kind {
+        FailureKind::Permanent => {
+            // Keep counting, so that a later transient failure does not
+            // start again at 1 s right after a permanent one.
+            let _ = backoff.next_delay(unit);
+            PERMANENT_RETRY.mul_f64(0.9 + 0.2 * unit.clamp(0.0, 1.0))
+        }
+        FailureKind::Transient => {
+            let d = backoff.next_delay(unit);
+            match retry_after {
+                Some(ra) => d.max(ra.min(BACKOFF_CAP)),
+                None => d,
+            }
+        }
+    }
+}
+
+/// The state of the files on disk, as far as the decisions need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Present {
+    /// A usable certificate with this validity (key matches, chain fine).
+    Valid {
+        /// notBefore, Unix seconds.
+        not_before: i64,
+        /// notAfter, Unix seconds.
+        not_after: i64,
+    },
+    /// Missing, unreadable, mismatched, untrusted, expired: with why.
+    Unusable(String),
+}
+
+/// What `--once --if-needed` (and the daemon at start) should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The present certificate is good until the renewal point: no request.
+    Keep {
+        /// The renewal point (jitter-free), Unix seconds.
+        renew_at: i64,
+    },
+    /// Request a new certificate, for this reason.
+    Renew(String),
+}
+
+/// Decides whether a request is needed now.
+pub fn if_needed(present: &Present, now: i64, fraction: f64) -> Decision {
+    match present {
+        Present::Unusable(why) => Decision::Renew(why.clone()),
+        Present::Valid {
+            not_before,
+            not_after,
+        } => {
+            if now >= *not_after {
+                return Decision::Renew("certificate expired".into());
+            }
+            if now < *not_before {
+                return Decision::Renew("certificate not yet valid".into());
+            }
+            let renew_at = renewal_point(*not_before, *not_after, fraction, 0.0);
+            if now >= renew_at {
+                Decision::Renew("certificate past its renewal point".into())
+            } else {
+                Decision::Keep { renew_at }
+            }
+        }
+    }
+}
+
+/// Health of a certificate: unhealthy when expired, not yet valid, or
+/// within 10 % of its lifetime of expiry.
+pub fn health(now: i64, not_before: i64, not_after: i64) -> Result<(), String> {
+    let lifetime = (not_after - not_before).max(0);
+    if now >= not_after {
+        return Err(format!("certificate expired {} s ago", now - not_after));
+    }
+    if now < not_before {
+        return Err("certificate not yet valid".into());
+    }
+    let margin = lifetime / 10;
+    if not_after - now <= margin {
+        return Err(format!(
+            "certificate expires in {} s (within 10% of its lifetime)",
+            not_after - now
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_point_fraction_and_jitter_bounds() {
+        let nb = 1_000_000;
+        let na = nb + 3_000;
+        assert_eq!(renewal_point(nb, na, DEFAULT_FRACTION, 0.0), nb + 2_000);
+        assert_eq!(renewal_point(nb, na, 0.5, 0.0), nb + 1_500);
+        // Jitter moves the point earlier by at most 5 % of the lifetime.
+        for i in 0..=1000 {
+            let u = f64::from(i) / 1000.0;
+            let p = renewal_point(nb, na, DEFAULT_FRACTION, u);
+            assert!(p <= nb + 2_000, "{u}: {p}");
+            assert!(p >= nb + 2_000 - 150, "{u}: {p}");
+        }
+        assert_eq!(
+            renewal_point(nb, na, DEFAULT_FRACTION, 0.999_999),
+            nb + 1_850
+        );
+        // 24 h certificate: renew at 16 h minus up to 72 min.
+        let day = 86_400;
+        assert_eq!(renewal_point(0, day, DEFAULT_FRACTION, 0.0), 57_600);
+        assert_eq!(renewal_point(0, day, DEFAULT_FRACTION, 1.0), 57_600 - 4_320);
+        // Degenerate inputs stay sane.
+        assert_eq!(renewal_point(nb, nb - 10, DEFAULT_FRACTION, 0.5), nb);
+        assert_eq!(renewal_point(nb, na, 7.0, -3.0), na);
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_full_jitter() {
+        let mut b = Backoff::default();
+        let expected = [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300];
+        for (i, secs) in expected.iter().enumerate() {
+            assert_eq!(b.ceiling(), Duration::from_secs(*secs), "step {i}");
+            let top = b.clone().next_delay(0.999_999);
+            assert!(top <= Duration::from_secs(*secs));
+            assert!(top > Duration::from_secs(*secs).mul_f64(0.99));
+            let low = b.clone().next_delay(0.0);
+            assert_eq!(low, MIN_RETRY);
+            let _ = b.next_delay(0.5);
+        }
+        for _ in 0..100 {
+            let _ = b.next_delay(1.0);
+        }
+        assert_eq!(b.ceiling(), BACKOFF_CAP);
+        assert!(b.next_delay(1.0) <= BACKOFF_CAP);
+        b.reset();
+        assert_eq!(b.failures(), 0);
+        assert_eq!(b.ceiling(), BACKOFF_BASE);
+    }
+
+    #[test]
+    fn full_jitter_spreads_over_the_whole_range() {
+        let mut lo = Duration::MAX;
+        let mut hi = Duration::ZERO;
+        for i in 0..1000 {
+            let mut b = Backoff::default();
+            for _ in 0..5 {
+                let _ = b.next_delay(0.5);
+            }
+            // ceiling is now 32 s
+            let d = b.next_delay(crate::random_unit());
+            lo = lo.min(d);
+            hi = hi.max(d);
+            assert!(d <= Duration::from_secs(32), "{i}: {d:?}");
+        }
+        assert!(lo < Duration::from_secs(4), "{lo:?}");
+        assert!(hi > Duration::from_secs(28), "{hi:?}");
+    }
+
+    #[test]
+    fn permanent_failures_retry_slowly_and_retry_after_is_a_floor() {
+        let mut b = Backoff::default();
+        for u in [0.0, 0.5, 1.0] {
+            let d = retry_delay(FailureKind::Permanent, &mut b, u, None);
+            assert!(
+                d >= Duration::from_secs(270) && d <= Duration::from_secs(330),
+                "{d:?}"
+            );
+        }
+        let mut b = Backoff::default();
+        let d = retry_delay(
+            FailureKind::Transient,
+            &mut b,
+            0.0,
+            Some(Duration::from_secs(20)),
+        );
+        assert_eq!(d, Duration::from_secs(20));
+        let d = retry_delay(
+            FailureKind::Transient,
+            &mut b,
+            0.0,
+            Some(Duration::from_secs(100_000)),
+        );
+        assert_eq!(d, BACKOFF_CAP);
+    }
+
+    #[test]
+    fn if_needed_decisions() {
+        let valid = Present::Valid {
+            not_before: 1_000,
+            not_after: 4_000,
+        };
+        assert_eq!(
+            if_needed(&valid, 1_500, DEFAULT_FRACTION),
+            Decision::Keep { renew_at: 3_000 }
+        );
+        assert_eq!(
+            if_needed(&valid, 2_999, DEFAULT_FRACTION),
+            Decision::Keep { renew_at: 3_000 }
+        );
+        assert!(matches!(
+            if_needed(&valid, 3_000, DEFAULT_FRACTION),
+            Decision::Renew(r) if r.contains("renewal point")
+        ));
+        assert!(matches!(
+            if_needed(&valid, 4_000, DEFAULT_FRACTION),
+            Decision::Renew(r) if r.contains("expired")
+        ));
+        assert!(matches!(
+            if_needed(&valid, 999, DEFAULT_FRACTION),
+            Decision::Renew(r) if r.contains("not yet valid")
+        ));
+        assert_eq!(
+            if_needed(
+                &Present::Unusable("cert.pem missing".into()),
+                1_500,
+                DEFAULT_FRACTION
+            ),
+            Decision::Renew("cert.pem missing".into())
+        );
+    }
+
+    #[test]
+    fn health_margin() {
+        assert!(health(1_500, 1_000, 2_000).is_ok());
+        assert!(health(1_899, 1_000, 2_000).is_ok());
+        assert!(health(1_900, 1_000, 2_000).is_err());
+        assert!(health(2_000, 1_000, 2_000).is_err());
+        assert!(health(500, 1_000, 2_000).is_err());
+    }
+}
