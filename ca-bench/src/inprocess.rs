@@ -1,0 +1,149 @@
+//! The in-process limit, on the same machine in the same run: a
+//! development deployment built by the same library calls as `ca-server
+//! dev` (SoftHSM2 tokens, every class), then every CSR submitted to
+//! `Authority::submit`, which runs decode + verify + decide + build + lint +
+//! HSM sign on the signing pool (one thread and session per core) — no HTTP,
+//! no TLS, no auth. Also the raw HSM signing rate with the `db`
+//! intermediate's key, on one and on two threads (own session each).
+//!
+//! Loads the PKCS#11 module into this process (and sets `SOFTHSM2_CONF`),
+//! so it is set up once per process.
+
+use anyhow::{anyhow, bail, Context, Result};
+use ca_server::config::Config;
+use ca_server::issue::{Authority, IssueRequest};
+use ca_server::{admin, dev};
+use hsm::{KeyInfo, PoolSession, Token};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use crate::csrs::Csr;
+
+pub struct InProcess {
+    authority: Arc<Authority>,
+    token: Token,
+    key: KeyInfo,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Measured {
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+    pub threads: usize,
+}
+
+impl Measured {
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+impl InProcess {
+    pub fn setup() -> Result<InProcess> {
+        let dir = tempfile::Builder::new()
+            .prefix("trellis-inprocess-")
+            .tempdir()?;
+        let paths = dev::prepare(dir.path(), "127.0.0.1:0")?;
+        let config = Config::load(&paths.config)?;
+        let module = admin::open_module(&config)?;
+        dev::ensure_tokens(&paths, &module)?;
+        let policies = admin::load_policies(&config)?;
+        admin::init_classes(&config, &module, &policies)?;
+        let authority = admin::open_authority(&config, &module, policies)?;
+        let token = admin::online_token(&config, &module)?;
+        let key = authority
+            .class("db")
+            .context("no class 'db'")?
+            .active
+            .key
+            .clone();
+        Ok(InProcess {
+            authority,
+            token,
+            key,
+            _dir: dir,
+        })
+    }
+
+    fn request(csr: &Csr) -> IssueRequest {
+        IssueRequest {
+            class: "db".into(),
+            profile: Some("server".into()),
+            csr: csr.pem.as_bytes().to_vec(),
+            hosts: None,
+            ttl: None,
+        }
+    }
+
+    /// Submit every CSR at once and wait for every reply.
+    pub fn issue_all(&self, csrs: &[Csr]) -> Result<Measured> {
+        let threads = self.authority.pool().size();
+        // Warm up: open every pool session.
+        for csr in csrs.iter().take(threads * 4) {
+            self.authority
+                .issue_blocking(Self::request(csr))
+                .map_err(|e| anyhow!("in-process issuance fails: {e}"))?;
+        }
+        let requests: Vec<IssueRequest> = csrs.iter().map(Self::request).collect();
+        let (tx, rx) = mpsc::channel();
+        let started = Instant::now();
+        for request in requests {
+            let tx = tx.clone();
+            self.authority.submit(request, move |r| {
+                let _ = tx.send(r.map(|_| ()).map_err(|e| e.to_string()));
+            });
+        }
+        drop(tx);
+        let mut measured = Measured {
+            ok: 0,
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::ZERO,
+            threads,
+        };
+        let deadline = started + Duration::from_secs(600);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Ok(())) => measured.ok += 1,
+                Ok(Err(e)) => {
+                    measured.errors += 1;
+                    measured.first_error.get_or_insert(e);
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("in-process run took over 10 minutes")
+                }
+            }
+        }
+        measured.elapsed = started.elapsed();
+        Ok(measured)
+    }
+
+    /// Raw signatures per second with `threads` sessions for `seconds`.
+    pub fn hsm_rate(&self, threads: usize, seconds: f64) -> Result<f64> {
+        let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let started = Instant::now();
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (token, key) = (self.token.clone(), self.key.clone());
+                std::thread::spawn(move || {
+                    let mut session = PoolSession::new(token);
+                    let mut count = 0u64;
+                    while Instant::now() < deadline {
+                        session.sign(&key, b"trellis ca-bench raw signature")?;
+                        count += 1;
+                    }
+                    Ok::<u64, hsm::HsmError>(count)
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for w in workers {
+            total += w.join().map_err(|_| anyhow!("HSM thread panicked"))??;
+        }
+        Ok(total as f64 / started.elapsed().as_secs_f64())
+    }
+}

@@ -1,0 +1,413 @@
+//! The load generator. C workers (tokio tasks), each with its own keep-alive
+//! HTTP/1.1 connection (plain or TLS), send sign requests for the CSR set in
+//! turn for a warm-up and then D measured seconds, either closed-loop (next
+//! request as soon as the last one answered: peak throughput) or open-loop at
+//! a fixed total rate (latency under a given load: send slots are due at
+//! fixed times, a free worker takes the next one, and latency is measured
+//! from the slot's due time so that queueing is not hidden).
+//!
+//! Each worker keeps its own latency vector and counters (no locks in the
+//! hot path; the open loop shares one atomic slot counter); they are merged
+//! after the run. About 1% of successful
+//! responses are kept for validation after the run.
+
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use ca_proto::auth::{new_nonce, sign_request, Credentials};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{handshake, SendRequest};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::csrs::Csr;
+
+/// Keep one response in this many for validation.
+const SAMPLE_EVERY: u64 = 100;
+/// At most this many kept responses per worker.
+const SAMPLE_CAP: usize = 400;
+/// A request (or connect) that takes longer than this is an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which API the requests speak.
+#[derive(Clone)]
+pub enum Protocol {
+    /// Trellis `POST /v1/sign` with a `TRELLIS-HMAC-SHA256` header.
+    Native {
+        creds: Credentials,
+        class: String,
+        profile: String,
+    },
+    /// CFSSL `POST /api/v1/cfssl/authsign` (HMAC token over the inner request).
+    Cfssl {
+        secret: Vec<u8>,
+        label: String,
+        profile: String,
+    },
+}
+
+impl Protocol {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Native { .. } => "native /v1/sign",
+            Protocol::Cfssl { .. } => "cfssl authsign",
+        }
+    }
+
+    /// The part of each request that does not depend on time: the native
+    /// JSON body, or the CFSSL inner request that the token covers.
+    fn prepare(&self, csr: &Csr) -> Bytes {
+        let value = match self {
+            Protocol::Native { class, profile, .. } => serde_json::json!({
+                "class": class, "profile": profile, "csr": csr.pem,
+            }),
+            Protocol::Cfssl { label, profile, .. } => serde_json::json!({
+                "certificate_request": csr.pem, "label": label,
+                "profile": profile, "hosts": [csr.name],
+            }),
+        };
+        Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+    }
+
+    fn request(&self, prepared: &Bytes) -> Result<Request<Full<Bytes>>> {
+        let now = unix_now();
+        let builder = Request::post(match self {
+            Protocol::Native { .. } => ca_proto::native::PATH_SIGN,
+            Protocol::Cfssl { .. } => ca_proto::cfssl::PATH_AUTHSIGN,
+        })
+        .header(HOST, "localhost")
+        .header(CONTENT_TYPE, "application/json");
+        let request = match self {
+            Protocol::Native { creds, .. } => {
+                let auth = sign_request(
+                    creds,
+                    "POST",
+                    ca_proto::native::PATH_SIGN,
+                    prepared,
+                    now,
+                    &new_nonce(),
+                );
+                builder
+                    .header(AUTHORIZATION, auth)
+                    .body(Full::new(prepared.clone()))?
+            }
+            Protocol::Cfssl { secret, .. } => {
+                let body = ca_proto::cfssl::make_authsign(secret, prepared, now);
+                builder.body(Full::new(Bytes::from(body)))?
+            }
+        };
+        Ok(request)
+    }
+
+    /// Whether a 200 response body reports success (CFSSL can say
+    /// `"success":false` in a 200; Go and serde both emit no spaces).
+    fn succeeded(&self, body: &[u8]) -> bool {
+        match self {
+            Protocol::Native { .. } => true,
+            Protocol::Cfssl { .. } => {
+                const NEEDLE: &[u8] = b"\"success\":true";
+                body.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+            }
+        }
+    }
+
+    /// The leaf certificate PEM from a successful response body.
+    pub fn certificate(&self, body: &[u8]) -> Result<String> {
+        let value: serde_json::Value = serde_json::from_slice(body)?;
+        let cert = match self {
+            Protocol::Native { .. } => &value["certificate"],
+            Protocol::Cfssl { .. } => &value["result"]["certificate"],
+        };
+        cert.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no certificate in the response"))
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Where to send the requests.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// TLS with this client configuration (server name `localhost`), or
+    /// plain HTTP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// Each worker sends its next request when the last one answered.
+    Closed,
+    /// This many requests per second in total, evenly spread.
+    Open { rate: f64 },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    pub clients: usize,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub pace: Pace,
+    /// Worker threads of the generator's runtime.
+    pub threads: usize,
+}
+
+/// A kept response: the CSR it was for and the body.
+pub struct Sample {
+    pub csr: usize,
+    pub body: Bytes,
+}
+
+pub struct Outcome {
+    /// Successful requests that started and finished in the window.
+    pub ok: u64,
+    /// Failed requests that started in the window.
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub window: Duration,
+    /// Sorted, microseconds.
+    pub latencies_us: Vec<u32>,
+    pub samples: Vec<Sample>,
+}
+
+impl Outcome {
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.window.as_secs_f64()
+    }
+}
+
+#[derive(Default)]
+struct WorkerOut {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    latencies_us: Vec<u32>,
+    samples: Vec<Sample>,
+}
+
+enum Failure {
+    /// The connection is unusable; open a new one.
+    Connection(String),
+    /// The server answered, but not with a certificate.
+    Answer(String),
+}
+
+/// Drive `endpoint` with `csrs` as `spec` says. Blocks; builds its own runtime.
+pub fn run(endpoint: &Endpoint, csrs: &[Csr], spec: Spec) -> Result<Outcome> {
+    if csrs.is_empty() || spec.clients == 0 {
+        return Err(anyhow!("need at least one CSR and one client"));
+    }
+    let prepared: Arc<Vec<Bytes>> =
+        Arc::new(csrs.iter().map(|c| endpoint.protocol.prepare(c)).collect());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(spec.threads.max(1))
+        .enable_all()
+        .build()?;
+    let outs = runtime.block_on(async {
+        let t0 = Instant::now();
+        let next_slot = Arc::new(AtomicU64::new(0));
+        let tasks: Vec<_> = (0..spec.clients)
+            .map(|id| {
+                let (endpoint, prepared) = (endpoint.clone(), prepared.clone());
+                let next_slot = next_slot.clone();
+                tokio::spawn(
+                    async move { worker(id, &endpoint, &prepared, spec, t0, &next_slot).await },
+                )
+            })
+            .collect();
+        let mut outs = Vec::new();
+        for task in tasks {
+            outs.push(task.await.context("load worker panicked")?);
+        }
+        Ok::<_, anyhow::Error>(outs)
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let mut outcome = Outcome {
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        window: spec.measure,
+        latencies_us: Vec::new(),
+        samples: Vec::new(),
+    };
+    for out in outs {
+        outcome.ok += out.ok;
+        outcome.errors += out.errors;
+        if outcome.first_error.is_none() {
+            outcome.first_error = out.first_error;
+        }
+        outcome.latencies_us.extend(out.latencies_us);
+        outcome.samples.extend(out.samples);
+    }
+    outcome.latencies_us.sort_unstable();
+    Ok(outcome)
+}
+
+/// One request to check that a target works before it is measured.
+pub fn probe(endpoint: &Endpoint, csr: &Csr) -> Result<Bytes> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut sender = connect(endpoint).await?;
+        let prepared = endpoint.protocol.prepare(csr);
+        match send(&mut sender, &endpoint.protocol, &prepared).await {
+            Ok(body) => Ok(body),
+            Err(Failure::Connection(e) | Failure::Answer(e)) => Err(anyhow!(e)),
+        }
+    })
+}
+
+async fn worker(
+    id: usize,
+    endpoint: &Endpoint,
+    prepared: &[Bytes],
+    spec: Spec,
+    t0: Instant,
+    next_slot: &AtomicU64,
+) -> WorkerOut {
+    let warm_end = t0 + spec.warmup;
+    let end = warm_end + spec.measure;
+    // Open loop: send slot k is due at t0 + k/rate; a free worker takes the
+    // next slot, so a slow answer on one connection does not hold back the
+    // schedule while other connections are idle.
+    let interval = match spec.pace {
+        Pace::Open { rate } => Some(Duration::from_secs_f64(1.0 / rate.max(0.001))),
+        Pace::Closed => None,
+    };
+    let mut out = WorkerOut {
+        latencies_us: Vec::with_capacity(1 << 14),
+        ..Default::default()
+    };
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    let mut k = 0usize;
+    loop {
+        let (start, index) = match interval {
+            None => {
+                k += 1;
+                (
+                    Instant::now(),
+                    (id + (k - 1) * spec.clients) % prepared.len(),
+                )
+            }
+            Some(interval) => {
+                let slot = next_slot.fetch_add(1, Ordering::Relaxed);
+                let due = t0 + interval.mul_f64(slot as f64);
+                if due >= end {
+                    break;
+                }
+                tokio::time::sleep_until(due).await;
+                (due, slot as usize % prepared.len())
+            }
+        };
+        if start >= end {
+            break;
+        }
+        let in_window = start >= warm_end;
+        let result = match &mut sender {
+            Some(s) => send(s, &endpoint.protocol, &prepared[index]).await,
+            None => match connect(endpoint).await {
+                Ok(s) => send(sender.insert(s), &endpoint.protocol, &prepared[index]).await,
+                Err(e) => Err(Failure::Connection(format!("connect: {e:#}"))),
+            },
+        };
+        let done = Instant::now();
+        match result {
+            Ok(body) => {
+                if in_window && done <= end {
+                    out.ok += 1;
+                    let us = done.saturating_duration_since(start).as_micros();
+                    out.latencies_us.push(us.min(u32::MAX as u128) as u32);
+                    if out.ok % SAMPLE_EVERY == 1 && out.samples.len() < SAMPLE_CAP {
+                        out.samples.push(Sample { csr: index, body });
+                    }
+                }
+            }
+            Err(failure) => {
+                let message = match failure {
+                    Failure::Connection(m) => {
+                        sender = None;
+                        // Do not spin on a refused connection.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        m
+                    }
+                    Failure::Answer(m) => m,
+                };
+                if in_window {
+                    out.errors += 1;
+                    out.first_error.get_or_insert(message);
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn connect(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>> {
+    tokio::time::timeout(REQUEST_TIMEOUT, async {
+        let tcp = TcpStream::connect(endpoint.addr).await?;
+        tcp.set_nodelay(true)?;
+        let sender = match &endpoint.tls {
+            Some(config) => {
+                let name = rustls_pki_types::ServerName::try_from("localhost")?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await?;
+                let (sender, conn) = handshake(TokioIo::new(tls)).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+            None => {
+                let (sender, conn) = handshake(TokioIo::new(tcp)).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+        };
+        Ok(sender)
+    })
+    .await
+    .map_err(|_| anyhow!("connect timed out"))?
+}
+
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    protocol: &Protocol,
+    prepared: &Bytes,
+) -> Result<Bytes, Failure> {
+    let request = protocol
+        .request(prepared)
+        .map_err(|e| Failure::Answer(format!("building the request: {e}")))?;
+    let exchange = async {
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok::<_, hyper::Error>((status, body))
+    };
+    let (status, body) = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        Err(_) => return Err(Failure::Connection("request timed out".into())),
+        Ok(Err(e)) => return Err(Failure::Connection(format!("HTTP: {e}"))),
+        Ok(Ok(answer)) => answer,
+    };
+    if status != StatusCode::OK || !protocol.succeeded(&body) {
+        let text = String::from_utf8_lossy(&body[..body.len().min(300)]).to_string();
+        return Err(Failure::Answer(format!("HTTP {}: {text}", status.as_u16())));
+    }
+    Ok(body)
+}

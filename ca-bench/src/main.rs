@@ -1,0 +1,556 @@
+//! `ca-bench`: Trellis measured side by side with CFSSL on the same machine,
+//! CSR set and load generator, plus the in-process limit and the raw HSM
+//! rate; one markdown report with the ratios DESIGN.md sets targets for.
+//! This file is the command line and the order of the runs; the parts are
+//! `csrs` (the CSR set), `load` (the load generator), `targets` (the
+//! servers), `inprocess` (no-HTTP limit, HSM rate), `validate` (checking
+//! returned certificates) and `report` (the table).
+
+mod csrs;
+mod inprocess;
+mod load;
+mod report;
+mod targets;
+mod validate;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use csrs::Csr;
+use load::{Endpoint, Pace, Sample, Spec};
+use report::{Facts, Latency, Ratio, Report, Row};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use targets::cfssl::CfsslCa;
+use targets::trellis::Deployment;
+use targets::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "ca-bench",
+    version,
+    about = "Benchmark Trellis against CFSSL (cfssl serve, multirootca), the in-process limit and the raw HSM rate"
+)]
+struct Cli {
+    /// The ca-server binary to run (default: next to this executable).
+    #[arg(long, global = true)]
+    ca_server: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Opts {
+    /// Measured seconds per configuration (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Concurrent clients, each with its own keep-alive connection.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Connections for the open-loop run at half of peak (enough that free
+    /// connections are always there for the next due request).
+    #[arg(long, default_value_t = 64)]
+    open_clients: usize,
+    /// Distinct CSRs generated up front (used in turn, not timed).
+    #[arg(long, default_value_t = 20000)]
+    csrs: usize,
+    /// Warm-up seconds before each measurement (not counted).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Threads of the load generator's runtime (it shares the machine with
+    /// the server under test).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Also write the report (markdown) to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every configuration, the ratios, and the report (`make bench`).
+    All(Opts),
+    /// Trellis only: native and CFSSL-compatible API, p99 at half of peak,
+    /// and log off when `ca-server dev` can turn it off.
+    Trellis {
+        #[command(flatten)]
+        opts: Opts,
+        /// Serve plain HTTP instead of HTTPS.
+        #[arg(long)]
+        insecure_http: bool,
+    },
+    /// CFSSL's `cfssl serve` only.
+    CfsslServe(Opts),
+    /// CFSSL's `multirootca` only.
+    Multirootca(Opts),
+    /// The in-process limit only (no HTTP).
+    Inprocess(Opts),
+    /// The raw HSM signing rate only.
+    Hsm(Opts),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("ca-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let ca_server = match cli.ca_server {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory for the executable")?
+            .join("ca-server"),
+    };
+    let opts = match &cli.command {
+        Command::All(o)
+        | Command::Trellis { opts: o, .. }
+        | Command::CfsslServe(o)
+        | Command::Multirootca(o)
+        | Command::Inprocess(o)
+        | Command::Hsm(o) => o.clone(),
+    };
+    check(&opts)?;
+    let settings = format!(
+        "{} s measured after {} s warm-up per configuration; {} clients closed loop, {} open loop; {} distinct P-256 CSRs; load generator on {} runtime thread(s)",
+        opts.seconds, opts.warmup, opts.clients, opts.open_clients, opts.csrs, opts.client_threads
+    );
+    let mut facts = Facts::gather(settings);
+    let started = Instant::now();
+    let needs_csrs = !matches!(cli.command, Command::Hsm(_));
+    let csrs = if needs_csrs {
+        eprintln!("generating {} CSRs ...", opts.csrs);
+        let t = Instant::now();
+        let csrs = csrs::generate(opts.csrs)?;
+        eprintln!("  done in {:.1} s", t.elapsed().as_secs_f64());
+        csrs
+    } else {
+        Vec::new()
+    };
+    let mut bench = Bench {
+        opts: opts.clone(),
+        csrs,
+        ca_server,
+        report: Report::default(),
+    };
+    match cli.command {
+        Command::All(_) => bench.all(),
+        Command::Trellis { insecure_http, .. } => {
+            let deployment = bench.deployment()?;
+            bench.trellis_both_logs(&deployment, insecure_http, true);
+        }
+        Command::CfsslServe(_) => {
+            let ca = CfsslCa::create()?;
+            bench.served("cfssl-serve", ca.serve());
+        }
+        Command::Multirootca(_) => {
+            let ca = CfsslCa::create()?;
+            bench.served("multirootca", ca.multirootca());
+        }
+        Command::Inprocess(_) => bench.inprocess(false),
+        Command::Hsm(_) => bench.inprocess(true),
+    }
+    bench.report.notes.push(format!(
+        "The load generator runs on the same {} cores as the server under test, so every \
+         HTTP row includes its cost (HMAC, JSON, TLS on the client side); total run time {:.0} s.",
+        facts.nproc,
+        started.elapsed().as_secs_f64()
+    ));
+    facts.finish();
+    let text = bench.report.markdown(&facts);
+    println!("{text}");
+    if let Some(out) = &opts.out {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    if bench.report.rows.is_empty() {
+        bail!("nothing was measured");
+    }
+    Ok(())
+}
+
+/// Every loop is bounded by these.
+fn check(o: &Opts) -> Result<()> {
+    if !(o.seconds > 0.0 && o.seconds <= 600.0) {
+        bail!("--seconds must be in (0, 600]");
+    }
+    if !(o.warmup >= 0.0 && o.warmup <= 60.0) {
+        bail!("--warmup must be in [0, 60]");
+    }
+    if !(1..=1024).contains(&o.clients) || !(1..=1024).contains(&o.open_clients) {
+        bail!("--clients and --open-clients must be 1..=1024");
+    }
+    if !(1..=1_000_000).contains(&o.csrs) {
+        bail!("--csrs must be 1..=1000000");
+    }
+    if !(1..=64).contains(&o.client_threads) {
+        bail!("--client-threads must be 1..=64");
+    }
+    Ok(())
+}
+
+struct Bench {
+    opts: Opts,
+    csrs: Vec<Csr>,
+    ca_server: PathBuf,
+    report: Report,
+}
+
+impl Bench {
+    fn all(&mut self) {
+        self.inprocess(true);
+        match self.deployment() {
+            Ok(deployment) => {
+                self.trellis_both_logs(&deployment, false, true);
+                self.trellis_both_logs(&deployment, true, false);
+            }
+            Err(e) => self.fail(format!("Trellis: {e:#}")),
+        }
+        match CfsslCa::create() {
+            Ok(ca) => {
+                self.served("cfssl-serve", ca.serve());
+                self.served("multirootca", ca.multirootca());
+            }
+            Err(e) => self.fail(format!("CFSSL: {e:#}")),
+        }
+        self.ratios();
+    }
+
+    fn fail(&mut self, what: String) {
+        eprintln!("  FAILED: {what}");
+        self.report.failures.push(what);
+    }
+
+    fn spec(&self, pace: Pace) -> Spec {
+        Spec {
+            clients: match pace {
+                Pace::Closed => self.opts.clients,
+                Pace::Open { .. } => self.opts.open_clients,
+            },
+            warmup: Duration::from_secs_f64(self.opts.warmup),
+            measure: Duration::from_secs_f64(self.opts.seconds),
+            pace,
+            threads: self.opts.client_threads,
+        }
+    }
+
+    fn deployment(&mut self) -> Result<Deployment> {
+        eprintln!("creating the Trellis deployment ...");
+        let deployment = Deployment::create(&self.ca_server)?;
+        self.report.notes.push(format!(
+            "Trellis: `ca-server dev` deployment (SoftHSM2), key `db`, class `db`, profile \
+             `server`; {}.",
+            targets::trellis::RATE_NOTE
+        ));
+        Ok(deployment)
+    }
+
+    /// Probe, drive, validate, and add a row (or a failure). Returns the rate.
+    fn drive(&mut self, server: &Server, protocol: usize, id: &str, pace: Pace) -> Option<f64> {
+        let endpoint = Endpoint {
+            addr: server.addr,
+            tls: server.tls.clone(),
+            protocol: server.protocols[protocol].clone(),
+        };
+        let name = format!("{} ({})", server.label, endpoint.protocol.name());
+        eprintln!("{name}: {pace:?} ...");
+        let probed = load::probe(&endpoint, &self.csrs[0]).and_then(|body| {
+            let sample = [Sample { csr: 0, body }];
+            let c = validate::check(&sample, &self.csrs, &endpoint.protocol, &server.trust);
+            match c.first_failure {
+                Some(f) => bail!("the certificate it issued is wrong: {f}"),
+                None => Ok(()),
+            }
+        });
+        if let Err(e) = probed {
+            self.fail(format!(
+                "{name}: does not issue: {e:#} (server log ends: {})",
+                targets::log_tail(&server.log, 3)
+            ));
+            return None;
+        }
+        let outcome = match load::run(&endpoint, &self.csrs, self.spec(pace)) {
+            Ok(o) => o,
+            Err(e) => {
+                self.fail(format!("{name}: {e:#}"));
+                return None;
+            }
+        };
+        let checked = validate::check(
+            &outcome.samples,
+            &self.csrs,
+            &endpoint.protocol,
+            &server.trust,
+        );
+        if let Some(f) = &checked.first_failure {
+            self.fail(format!("{name}: invalid certificate in the sample: {f}"));
+        }
+        if let Some(e) = &outcome.first_error {
+            self.report.notes.push(format!(
+                "{name}, {pace:?}: {} errors; first: {e}",
+                outcome.errors
+            ));
+        }
+        let rate = outcome.rate();
+        eprintln!(
+            "  {rate:.0} certs/s, {} errors, sample {}",
+            outcome.errors,
+            checked.summary()
+        );
+        self.report.rows.push(Row {
+            id: id.into(),
+            target: server.label.clone(),
+            protocol: endpoint.protocol.name().into(),
+            tls: if server.tls.is_some() { "yes" } else { "no" },
+            clients: self.spec(pace).clients.to_string(),
+            load: match pace {
+                Pace::Closed => "closed loop".into(),
+                Pace::Open { rate } => format!("open loop, {rate:.0}/s"),
+            },
+            rate,
+            latency: Latency::from_sorted_us(&outcome.latencies_us),
+            errors: outcome.errors,
+            validated: checked.summary(),
+        });
+        Some(rate)
+    }
+
+    /// Trellis with the issuance log on and, when this build can turn it
+    /// off, off; a note when it cannot.
+    fn trellis_both_logs(&mut self, deployment: &Deployment, insecure_http: bool, half_load: bool) {
+        let flag = deployment.log_off_flag();
+        self.trellis(deployment, insecure_http, None, half_load, flag.is_some());
+        match flag {
+            Some(flag) => self.trellis(deployment, insecure_http, Some(&flag), false, true),
+            None => {
+                let note = "Issuance log: not yet implemented — `ca-server dev --help` offers no \
+                            option to turn it off, so no log-off row was measured and log-on / \
+                            log-off is not reported.";
+                if !self.report.notes.iter().any(|n| n == note) {
+                    self.report.notes.push(note.into());
+                }
+            }
+        }
+    }
+
+    /// Trellis over HTTPS (or HTTP), with the log (or `log_off` passed to
+    /// `ca-server dev`): native, CFSSL-compatible, and with `half_load` the
+    /// native API open-loop at half its measured peak.
+    fn trellis(
+        &mut self,
+        deployment: &Deployment,
+        insecure_http: bool,
+        log_off: Option<&str>,
+        half_load: bool,
+        log_can_be_off: bool,
+    ) {
+        let extra: Vec<String> = log_off.iter().map(|f| f.to_string()).collect();
+        let scheme = if insecure_http { "http" } else { "https" };
+        let mut server = match deployment.start(insecure_http, &extra) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(format!(
+                    "Trellis ({scheme} {}) does not start: {e:#}",
+                    extra.join(" ")
+                ));
+                return;
+            }
+        };
+        server.label = match log_off {
+            Some(flag) => format!("Trellis, {flag}"),
+            None if log_can_be_off => "Trellis, log on".into(),
+            None => "Trellis".into(),
+        };
+        let suffix = if log_off.is_some() { "-nolog" } else { "" };
+        let native = format!("trellis-native-{scheme}{suffix}");
+        let peak = self.drive(&server, 0, &native, Pace::Closed);
+        self.drive(
+            &server,
+            1,
+            &format!("trellis-cfssl-{scheme}{suffix}"),
+            Pace::Closed,
+        );
+        if !half_load {
+            return;
+        }
+        let Some(peak) = peak.filter(|p| *p > 0.0) else {
+            return;
+        };
+        let rate = peak / 2.0;
+        let half = format!("{native}-half");
+        self.drive(&server, 0, &half, Pace::Open { rate });
+        let value = match self.report.row(&half) {
+            Some(Row {
+                latency: Some(l),
+                rate: achieved,
+                ..
+            }) => format!(
+                "{:.2} ms (offered {rate:.0}/s, achieved {achieved:.0}/s)",
+                l.p99
+            ),
+            _ => "not measured".into(),
+        };
+        self.report.ratios.push(Ratio {
+            name: format!(
+                "p99 at 50% of peak load ({}, native, {scheme}, open loop)",
+                server.label
+            ),
+            value,
+            target: "< 10 ms".into(),
+        });
+        self.report.notes.push(
+            "Open-loop latency is measured from each request's scheduled send time \
+             (so queueing behind a slow request counts; includes ≤ 1 ms of timer slack)."
+                .into(),
+        );
+    }
+
+    /// A CFSSL server: its one (authsign) protocol, closed loop.
+    fn served(&mut self, id: &str, server: Result<Server>) {
+        match server {
+            Ok(server) => {
+                self.drive(&server, 0, id, Pace::Closed);
+            }
+            Err(e) => self.fail(format!("{id} does not start: {e:#}")),
+        }
+    }
+
+    /// The in-process limit (when there are CSRs) and, `with_hsm`, the raw HSM rate.
+    fn inprocess(&mut self, with_hsm: bool) {
+        eprintln!("in-process deployment ...");
+        let inp = match inprocess::InProcess::setup() {
+            Ok(i) => i,
+            Err(e) => {
+                self.fail(format!("in-process setup: {e:#}"));
+                return;
+            }
+        };
+        if !self.csrs.is_empty() {
+            match inp.issue_all(&self.csrs) {
+                Ok(m) => {
+                    eprintln!("  in-process: {:.0} certs/s", m.rate());
+                    if let Some(e) = &m.first_error {
+                        self.report
+                            .notes
+                            .push(format!("in-process: {} errors; first: {e}", m.errors));
+                    }
+                    self.report.rows.push(Row {
+                        id: "inprocess".into(),
+                        target: "Trellis in-process limit".into(),
+                        protocol: "Authority::submit, no HTTP".into(),
+                        tls: "–",
+                        clients: format!("{} pool threads", m.threads),
+                        load: format!("{} CSRs at once", self.csrs.len()),
+                        rate: m.rate(),
+                        latency: None,
+                        errors: m.errors,
+                        validated: "–".into(),
+                    });
+                }
+                Err(e) => self.fail(format!("in-process: {e:#}")),
+            }
+        }
+        if !with_hsm {
+            return;
+        }
+        let seconds = self.opts.seconds.min(3.0);
+        for (threads, id) in [(1usize, "hsm-1"), (2, "hsm-2")] {
+            match inp.hsm_rate(threads, seconds) {
+                Ok(rate) => {
+                    eprintln!("  HSM, {threads} thread(s): {rate:.0} signatures/s");
+                    self.report.rows.push(Row {
+                        id: id.into(),
+                        target: "SoftHSM2 raw P-256 sign (signatures/s)".into(),
+                        protocol: "PoolSession::sign".into(),
+                        tls: "–",
+                        clients: format!("{threads} thread(s)"),
+                        load: format!("closed loop, {seconds} s"),
+                        rate,
+                        latency: None,
+                        errors: 0,
+                        validated: "–".into(),
+                    })
+                }
+                Err(e) => self.fail(format!("HSM rate: {e:#}")),
+            }
+        }
+    }
+
+    fn ratios(&mut self) {
+        let r = &mut self.report;
+        r.ratio(
+            "Trellis native HTTPS / multirootca (HTTP)",
+            "trellis-native-https",
+            "multirootca",
+            "≥ 2 (HSM-backed, fsync-logged server)",
+        );
+        r.ratio(
+            "Trellis native HTTPS / cfssl serve (HTTP)",
+            "trellis-native-https",
+            "cfssl-serve",
+            "≥ 2",
+        );
+        r.ratio(
+            "Trellis native HTTP / multirootca (both plain HTTP)",
+            "trellis-native-http",
+            "multirootca",
+            "(equal terms)",
+        );
+        r.ratio(
+            "Trellis native HTTP / cfssl serve (both plain HTTP)",
+            "trellis-native-http",
+            "cfssl-serve",
+            "(equal terms)",
+        );
+        r.ratio(
+            "Trellis CFSSL-compatible HTTP / multirootca (same API, plain HTTP)",
+            "trellis-cfssl-http",
+            "multirootca",
+            "(equal terms)",
+        );
+        r.ratio(
+            "Trellis native HTTPS / in-process limit",
+            "trellis-native-https",
+            "inprocess",
+            "≥ 0.80",
+        );
+        if r.rate("trellis-native-https-nolog").is_some() {
+            for (name, on) in [
+                (
+                    "log on / log off (Trellis native, HTTPS)",
+                    "trellis-native-https",
+                ),
+                (
+                    "log on / log off (Trellis CFSSL-compatible, HTTPS)",
+                    "trellis-cfssl-https",
+                ),
+                (
+                    "log on / log off (Trellis native, HTTP)",
+                    "trellis-native-http",
+                ),
+                (
+                    "log on / log off (Trellis CFSSL-compatible, HTTP)",
+                    "trellis-cfssl-http",
+                ),
+            ] {
+                r.ratio(name, on, &format!("{on}-nolog"), "(cost of the log)");
+            }
+        } else {
+            r.ratios.push(Ratio {
+                name: "log on / log off".into(),
+                value: "log: not yet implemented".into(),
+                target: "(cost of the log)".into(),
+            });
+        }
+        // Put the p99 line (added while measuring) last.
+        if let Some(i) = r.ratios.iter().position(|x| x.name.starts_with("p99")) {
+            let p99 = r.ratios.remove(i);
+            r.ratios.push(p99);
+        }
+    }
+}
