@@ -135,6 +135,8 @@ pub struct Agent {
     class_roots: Option<Vec<CertificateDer<'static>>>,
     jitter: Option<(String, f64)>,
     backoff: Backoff,
+    /// Issuance-log keys by log id (pinned, or fetched once).
+    log_keys: std::collections::HashMap<String, ca_proto::sth::LogPublicKey>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -160,6 +162,7 @@ impl Agent {
             class_roots: None,
             jitter: None,
             backoff: Backoff::default(),
+            log_keys: std::collections::HashMap::new(),
         }
     }
 
@@ -364,6 +367,48 @@ impl Agent {
     }
 
     /// One renewal attempt (see the module documentation).
+    /// The issuance-log evidence of `response` must prove that `leaf` was
+    /// logged (see [`crate::inclusion`]).
+    async fn check_inclusion(
+        &mut self,
+        response: &ca_proto::native::SignResponse,
+        leaf: &[u8],
+    ) -> Result<(), Failure> {
+        use crate::inclusion;
+        let refused = |e: inclusion::InclusionError| {
+            Failure::new(FailureKind::Permanent, "inclusion_proof", e.to_string())
+        };
+        let Some(evidence) = inclusion::evidence(response).map_err(refused)? else {
+            return inclusion::missing(self.settings.require_inclusion_proof).map_err(refused);
+        };
+        let key = match self.log_keys.get(&evidence.log_id) {
+            Some(key) => key.clone(),
+            None => {
+                let pem = match &self.settings.log_public_key {
+                    Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                        Failure::new(
+                            FailureKind::Permanent,
+                            "config",
+                            format!("log_public_key {}: {e}", path.display()),
+                        )
+                    })?,
+                    None => self.api().await?.log_key(&evidence.log_id).await?,
+                };
+                let key = ca_proto::sth::LogPublicKey::from_pem(&pem).map_err(|e| {
+                    refused(inclusion::InclusionError::Malformed(format!(
+                        "log key of '{}': {e}",
+                        evidence.log_id
+                    )))
+                })?;
+                self.log_keys.insert(evidence.log_id.clone(), key.clone());
+                key
+            }
+        };
+        let index = inclusion::verify(&evidence, &key, leaf, &response.serial).map_err(refused)?;
+        tracing::debug!(log_id = %evidence.log_id, index, tree_size = evidence.sth.tree_size, "inclusion proof verified");
+        Ok(())
+    }
+
     pub async fn renew(&mut self) -> Result<Renewed, Failure> {
         let api = self.api().await?;
         let bundle_error = self.refresh_for_renewal().await?;
@@ -399,8 +444,7 @@ impl Agent {
             intermediates.remove(0);
         }
         let facts = self.check_issued(&key, &leaf, &intermediates)?;
-        crate::inclusion::verify_inclusion(&response, &leaf, self.settings.require_inclusion_proof)
-            .map_err(|e| Failure::new(FailureKind::Permanent, "inclusion_proof", e.to_string()))?;
+        self.check_inclusion(&response, &leaf).await?;
 
         let material = Material {
             key_pem: key.pem().to_owned(),

@@ -537,12 +537,42 @@ impl ApiClient {
         .await
     }
 
+    /// The public key of issuance log `log_id` (served by its replica).
+    pub async fn log_key(&self, log_id: &str) -> Result<String, ApiError> {
+        if !ca_proto::auth::valid_key_id(log_id) {
+            return Err(ApiError::BadResponse {
+                url: String::new(),
+                detail: "log id in the evidence is not a valid name".into(),
+            });
+        }
+        let tls = self.tls.clone();
+        self.with_failover(|server| get_log_key(tls.clone(), server, log_id.to_owned()))
+            .await
+    }
+
     /// `GET /v1/classes/{class}/bundle`: the class root(s).
     pub async fn bundle(&self, class: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
         let tls = self.tls.clone();
         self.with_failover(|server| get_bundle(tls.clone(), server, class.to_owned()))
             .await
     }
+}
+
+/// `GET /v1/log/{log_id}/key`: the issuance log's public key, PEM.
+async fn get_log_key(
+    tls: Arc<ClientConfig>,
+    server: ServerUrl,
+    log_id: String,
+) -> Result<String, ApiError> {
+    let path = format!("/v1/log/{log_id}/key");
+    let answer = exchange(&tls, &server, Method::GET, &path, None, Vec::new()).await?;
+    if answer.status != 200 {
+        return Err(status_error(&server.url, &answer));
+    }
+    String::from_utf8(answer.body.to_vec()).map_err(|_| ApiError::BadResponse {
+        url: server.url.clone(),
+        detail: format!("log key of '{log_id}' is not text"),
+    })
 }
 
 async fn get_bundle(

@@ -34,7 +34,8 @@
 //! reload_pidfile = "/run/svc.pid"         #   … to the PID in this file
 //! reload_timeout = "30s"
 //! metrics_listen = "127.0.0.1:9901"
-//! require_inclusion_proof = false         # pending: see `inclusion`
+//! require_inclusion_proof = true          # default: refuse certificates without verified log evidence
+//! log_public_key = "/etc/trellis/log-key.pem"  # optional pin; else fetched from the CA over TLS
 //! ```
 //!
 //! With `ca_root_sha256` and no readable `ca_root`, the client fetches
@@ -152,6 +153,7 @@ pub struct RawConfig {
     pub reload_timeout: Option<String>,
     pub metrics_listen: Option<String>,
     pub require_inclusion_proof: Option<bool>,
+    pub log_public_key: Option<PathBuf>,
 }
 
 impl RawConfig {
@@ -190,6 +192,7 @@ impl RawConfig {
             &mut self.combined_file,
             &mut self.trust_dir,
             &mut self.reload_pidfile,
+            &mut self.log_public_key,
         ] {
             fix(p);
         }
@@ -237,6 +240,7 @@ impl RawConfig {
             reload_timeout,
             metrics_listen,
             require_inclusion_proof,
+            log_public_key,
         )
     }
 }
@@ -298,6 +302,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// Whether an issuance-log inclusion proof must verify before install.
     pub require_inclusion_proof: bool,
+    /// A pinned issuance-log public key (PEM); else fetched from the CA.
+    pub log_public_key: Option<PathBuf>,
 }
 
 /// Class names as the server spells them: `[a-z0-9][a-z0-9_-]{0,62}`.
@@ -588,7 +594,8 @@ impl Settings {
             renew_fraction,
             reload,
             metrics_listen,
-            require_inclusion_proof: raw.require_inclusion_proof.unwrap_or(false),
+            require_inclusion_proof: raw.require_inclusion_proof.unwrap_or(true),
+            log_public_key: raw.log_public_key,
         })
     }
 }
@@ -650,7 +657,7 @@ out = "{}"
         assert_eq!(s.layout.cert_attrs.mode, 0o644);
         assert_eq!(s.layout.trust_dir, f.dir.join("out/trust"));
         assert!(s.reload.is_none());
-        assert!(!s.require_inclusion_proof);
+        assert!(s.require_inclusion_proof, "proofs are required by default");
     }
 
     #[test]

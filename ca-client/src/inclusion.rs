@@ -1,22 +1,17 @@
-//! The issuance-log inclusion proof hook (pending).
+//! Checking the issuance-log evidence of a new certificate before it is
+//! installed: the signed tree head verifies with the log's public key, the
+//! inclusion proof places the entry in that tree, and the entry is the one
+//! for *this* certificate (issued, same DER, same serial). A CA that signed
+//! without logging — or logged something else — is caught here.
 //!
-//! The server will return, in `SignResponse.log`, evidence that the
-//! certificate was appended to its Merkle-tree issuance log (entry index,
-//! signed tree head, audit path). Verifying it needs the log's public key
-//! and the proof format, which arrive with the issuance-log issue.
-//!
-//! Until then this hook does **not** pretend to verify anything:
-//! - with `require_inclusion_proof = false` (today's default) it passes
-//!   every response through (and says at debug level whether evidence was
-//!   present);
-//! - with `require_inclusion_proof = true` it refuses every certificate
-//!   ([`InclusionError::NotImplemented`], or [`InclusionError::Missing`]
-//!   when the server sent no evidence), so that a deployment that demands
-//!   proofs fails closed rather than trusting an unchecked one.
-//!
-//! The default becomes `true` once verification is implemented.
+//! The log key comes from `log_public_key` in the configuration (pinned, the
+//! strongest choice) or, failing that, from `GET /v1/log/{log_id}/key` over
+//! the CA's authenticated TLS channel on first use, then kept for the life of
+//! the process.
 
+use ca_proto::logentry::{LogDecision, LogEntry};
 use ca_proto::native::SignResponse;
+use ca_proto::sth::{LogEvidence, LogPublicKey};
 use thiserror::Error;
 
 /// Why a certificate was not accepted for lack of a verified proof.
@@ -25,61 +20,150 @@ pub enum InclusionError {
     /// A proof is required and the response carries none.
     #[error("inclusion proof required but the server sent none")]
     Missing,
-    /// A proof is required and cannot be verified by this version.
-    #[error("inclusion proof required but verification is not implemented yet (set require_inclusion_proof = false)")]
-    NotImplemented,
+    /// The evidence is not in the expected shape.
+    #[error("issuance-log evidence is malformed: {0}")]
+    Malformed(String),
+    /// Signature, proof or index did not verify.
+    #[error("issuance-log evidence does not verify: {0}")]
+    Invalid(String),
+    /// The logged entry is not the certificate that was returned.
+    #[error("the logged entry is not this certificate: {0}")]
+    WrongEntry(&'static str),
 }
 
-/// Checks the issuance-log evidence of `response` for the certificate
-/// `leaf_der` (see the module documentation: a pass-through for now).
-pub fn verify_inclusion(
-    response: &SignResponse,
+/// The evidence of `response`, if any (parsed, not yet verified).
+pub fn evidence(response: &SignResponse) -> Result<Option<LogEvidence>, InclusionError> {
+    response
+        .log
+        .clone()
+        .map(|v| serde_json::from_value(v).map_err(|e| InclusionError::Malformed(e.to_string())))
+        .transpose()
+}
+
+/// Verify `evidence` for the certificate `leaf_der` with serial `serial_hex`.
+pub fn verify(
+    evidence: &LogEvidence,
+    key: &LogPublicKey,
     leaf_der: &[u8],
-    required: bool,
-) -> Result<(), InclusionError> {
-    let _ = leaf_der;
-    match (&response.log, required) {
-        (_, false) => {
-            tracing::debug!(
-                evidence = response.log.is_some(),
-                "inclusion proof not verified (not required)"
-            );
-            Ok(())
-        }
-        (None, true) => Err(InclusionError::Missing),
-        (Some(_), true) => Err(InclusionError::NotImplemented),
+    serial_hex: &str,
+) -> Result<u64, InclusionError> {
+    let entry_bytes = evidence
+        .verify(key)
+        .map_err(|e| InclusionError::Invalid(e.to_string()))?;
+    let entry = LogEntry::from_bytes(&entry_bytes)
+        .map_err(|e| InclusionError::Malformed(format!("entry: {e}")))?;
+    if entry.decision != LogDecision::Issued {
+        return Err(InclusionError::WrongEntry("the entry is a denial"));
+    }
+    if entry.certificate_der().as_deref() != Some(leaf_der) {
+        return Err(InclusionError::WrongEntry("certificate differs"));
+    }
+    if entry.serial.as_deref() != Some(serial_hex) {
+        return Err(InclusionError::WrongEntry("serial differs"));
+    }
+    Ok(evidence.index)
+}
+
+/// What to do when a response has no evidence.
+pub fn missing(required: bool) -> Result<(), InclusionError> {
+    if required {
+        Err(InclusionError::Missing)
+    } else {
+        tracing::warn!("the CA sent no issuance-log evidence (require_inclusion_proof = false)");
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ca_proto::merkle::{inclusion_proof, leaf_hash, CompactRange, MemoryNodeStore};
+    use ca_proto::sth::SignedTreeHead;
+    use ring::rand::SystemRandom;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 
-    fn response(log: Option<serde_json::Value>) -> SignResponse {
-        SignResponse {
-            certificate: String::new(),
-            chain: String::new(),
-            serial: "01".into(),
-            not_before: String::new(),
-            not_after: String::new(),
-            log,
+    fn entry(serial: &str, cert: &[u8], decision: LogDecision) -> LogEntry {
+        use base64::Engine;
+        LogEntry {
+            seq: 0,
+            time: "2026-11-28T00:00:00Z".into(),
+            log_id: "t".into(),
+            class: "db".into(),
+            profile: "server".into(),
+            key_id: "db".into(),
+            decision,
+            serial: Some(serial.into()),
+            subject: None,
+            dns: vec![],
+            ips: vec![],
+            uris: vec![],
+            not_before: None,
+            not_after: None,
+            spki_sha256: None,
+            issuer: None,
+            certificate: Some(base64::engine::general_purpose::STANDARD.encode(cert)),
+            reasons: vec![],
         }
     }
 
+    /// A signed log of `entries`, and evidence for entry `index`.
+    fn evidence_for(entries: &[LogEntry], index: u64) -> (LogEvidence, LogPublicKey) {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let key = LogPublicKey::from_point(pair.public_key().as_ref().to_vec()).unwrap();
+        let mut range = CompactRange::new();
+        let mut store = MemoryNodeStore::new();
+        for e in entries {
+            store.add(&range.append(leaf_hash(&e.to_bytes()))).unwrap();
+        }
+        let root = range.root();
+        let message = SignedTreeHead::signed_bytes("t", range.size(), &root, 1);
+        let sig = pair.sign(&rng, &message).unwrap();
+        let sth = SignedTreeHead::new("t", range.size(), &root, 1, sig.as_ref());
+        let proof = inclusion_proof(&store, index, range.size()).unwrap();
+        (
+            LogEvidence::new(index, &entries[index as usize].to_bytes(), sth, &proof),
+            key,
+        )
+    }
+
     #[test]
-    fn pass_through_unless_required_and_never_fake() {
-        assert_eq!(verify_inclusion(&response(None), b"", false), Ok(()));
-        assert_eq!(
-            verify_inclusion(&response(Some(serde_json::json!({"index": 1}))), b"", false),
-            Ok(())
-        );
-        assert_eq!(
-            verify_inclusion(&response(None), b"", true),
-            Err(InclusionError::Missing)
-        );
-        assert_eq!(
-            verify_inclusion(&response(Some(serde_json::json!({"index": 1}))), b"", true),
-            Err(InclusionError::NotImplemented)
-        );
+    fn accepts_its_own_entry_and_nothing_else() {
+        let entries = vec![
+            entry("01", b"cert-one", LogDecision::Issued),
+            entry("02", b"cert-two", LogDecision::Issued),
+            entry("03", b"cert-three", LogDecision::Denied),
+        ];
+        let (ev, key) = evidence_for(&entries, 1);
+        assert_eq!(verify(&ev, &key, b"cert-two", "02"), Ok(1));
+        assert!(matches!(
+            verify(&ev, &key, b"cert-one", "02"),
+            Err(InclusionError::WrongEntry(_))
+        ));
+        assert!(matches!(
+            verify(&ev, &key, b"cert-two", "01"),
+            Err(InclusionError::WrongEntry(_))
+        ));
+        let (other, other_key) = evidence_for(&entries, 1);
+        assert!(matches!(
+            verify(&other, &key, b"cert-two", "02"),
+            Err(InclusionError::Invalid(_))
+        ));
+        assert!(verify(&other, &other_key, b"cert-two", "02").is_ok());
+        let (denial, key) = evidence_for(&entries, 2);
+        assert!(matches!(
+            verify(&denial, &key, b"cert-three", "03"),
+            Err(InclusionError::WrongEntry(_))
+        ));
+        let mut moved = ev.clone();
+        moved.index = 0;
+        assert!(matches!(
+            verify(&moved, &key, b"cert-two", "02"),
+            Err(InclusionError::Invalid(_))
+        ));
+        assert_eq!(missing(true), Err(InclusionError::Missing));
+        assert_eq!(missing(false), Ok(()));
     }
 }

@@ -125,9 +125,13 @@ struct Cli {
     /// Serve /metrics and /healthz on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
-    /// Refuse certificates without a verified inclusion proof (pending: fails closed).
+    /// Accept certificates without verified issuance-log evidence (default:
+    /// refuse them).
     #[arg(long)]
-    require_inclusion_proof: bool,
+    no_require_inclusion_proof: bool,
+    /// Pinned issuance-log public key (PEM); default: fetched from the CA.
+    #[arg(long, value_name = "FILE")]
+    log_public_key: Option<PathBuf>,
     /// Get the files once and exit (init containers).
     #[arg(long)]
     once: bool,
@@ -176,7 +180,8 @@ impl Cli {
             reload_pidfile: self.reload_pidfile.clone(),
             reload_timeout: self.reload_timeout.clone(),
             metrics_listen: self.metrics_listen.clone(),
-            require_inclusion_proof: self.require_inclusion_proof.then_some(true),
+            require_inclusion_proof: self.no_require_inclusion_proof.then_some(false),
+            log_public_key: self.log_public_key.clone(),
         }
     }
 }

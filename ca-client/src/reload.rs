@@ -251,11 +251,12 @@ async fn run_command(
     }
 }
 
-/// Reads a PID (> 1) from `pidfile`.
+/// Reads a PID (> 1) from the first line of `pidfile` (PostgreSQL's
+/// `postmaster.pid`, for one, has more lines after it).
 pub fn read_pidfile(pidfile: &Path) -> Result<i32, ReloadError> {
     let text =
         std::fs::read_to_string(pidfile).map_err(|e| ReloadError::Pidfile(pidfile.into(), e))?;
-    match text.trim().parse::<i32>() {
+    match text.lines().next().unwrap_or("").trim().parse::<i32>() {
         // 0, 1 and negative values would signal our own group, init, or
         // every process: never.
         Ok(pid) if pid > 1 => Ok(pid),
@@ -401,6 +402,9 @@ mod tests {
         }
         std::fs::write(&p, " 4242\n").expect("write");
         assert_eq!(read_pidfile(&p).expect("pid"), 4242);
+        // PostgreSQL's postmaster.pid: the PID, then data dir, start time, port…
+        std::fs::write(&p, "4243\n/var/lib/postgresql/15/main\n1764320000\n5432\n").expect("write");
+        assert_eq!(read_pidfile(&p).expect("pid"), 4243);
         assert!(matches!(
             read_pidfile(&tmp.path().join("none")),
             Err(ReloadError::Pidfile(..))

@@ -747,3 +747,48 @@ fn sigkill_during_renewals_never_leaves_a_broken_pair() {
         .count();
     assert!(generations <= 2, "{generations} generations kept");
 }
+
+/// The sidecar installs a certificate only with issuance-log evidence that
+/// verifies: a CA that does not log (here `--no-log`) or a wrong pinned log
+/// key gets nothing installed, unless the operator opts out explicitly.
+#[test]
+fn certificates_without_verified_log_evidence_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // a logging server: the default (proof required) installs, also with the pinned key
+    let server = TestServer::start();
+    let pinned = tmp.path().join("log-key.pem");
+    std::fs::copy(server.dir.join("log/dev-1/log-key.pem"), &pinned).unwrap();
+    let ok = run(client(&server, &tmp.path().join("a"))
+        .arg("--once")
+        .arg("--log-public-key")
+        .arg(&pinned));
+    assert!(ok.status.success(), "{}", text(&ok));
+    // a wrong pinned key: refused, nothing installed
+    let other = TestServer::start();
+    let wrong = tmp.path().join("wrong-key.pem");
+    std::fs::copy(other.dir.join("log/dev-1/log-key.pem"), &wrong).unwrap();
+    let out = tmp.path().join("b");
+    let refused = run(client(&server, &out)
+        .arg("--once")
+        .arg("--log-public-key")
+        .arg(&wrong));
+    let err = one_line_failure(&refused);
+    assert!(
+        err.contains("inclusion_proof") || err.contains("does not verify"),
+        "{err}"
+    );
+    assert!(!out.join("cert.pem").exists());
+    drop(other);
+    drop(server);
+
+    // a server that keeps no log
+    let dir = tmp.path().join("nolog");
+    let server = TestServer::start_in(&dir, &["--no-log"]);
+    let out = tmp.path().join("c");
+    let refused = run(client(&server, &out).arg("--once"));
+    let err = one_line_failure(&refused);
+    assert!(err.contains("inclusion proof required"), "{err}");
+    assert!(!out.join("cert.pem").exists());
+    let accepted = run(client(&server, &out).args(["--once", "--no-require-inclusion-proof"]));
+    assert!(accepted.status.success(), "{}", text(&accepted));
+}
