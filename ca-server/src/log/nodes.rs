@@ -1,8 +1,10 @@
 //! Complete Merkle subtree hashes on disk, one append-only file per level
 //! (`level-00` holds the leaf hashes), 32 bytes per node at offset
-//! `32 × index`. Proofs read O(log² n) nodes with positioned reads; memory
-//! holds only the compact range. These files are derived data: recovery
-//! rebuilds them from the entries, so they are never fsynced.
+//! `32 × index`. Proofs read O(log² n) nodes; the newest nodes of every
+//! level (what proofs for fresh entries mostly touch) are also kept in a
+//! bounded in-memory tail, so answering a batch costs no system calls.
+//! These files are derived data: recovery rebuilds them from the entries,
+//! so they are never fsynced.
 
 use ca_proto::merkle::{Hash, NodeStore};
 use std::fs::{File, OpenOptions};
@@ -12,10 +14,20 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 const LEVELS: usize = 64;
+/// Nodes kept in memory per level: 64 KiB per level at most.
+const TAIL: usize = 2048;
+
+/// The newest nodes of one level: `nodes[i]` is node `first + i`.
+#[derive(Default, Clone)]
+struct Tail {
+    first: u64,
+    nodes: std::collections::VecDeque<Hash>,
+}
 
 pub struct NodeFiles {
     dir: PathBuf,
     files: RwLock<Vec<Option<File>>>,
+    tails: RwLock<Vec<Tail>>,
 }
 
 impl NodeFiles {
@@ -32,6 +44,7 @@ impl NodeFiles {
         Ok(NodeFiles {
             dir: dir.to_path_buf(),
             files: RwLock::new((0..LEVELS).map(|_| None).collect()),
+            tails: RwLock::new(vec![Tail::default(); LEVELS]),
         })
     }
 
@@ -65,11 +78,34 @@ impl NodeFiles {
                 file.write_all(buf)?;
             }
         }
+        drop(files);
+        let mut tails = self.tails.write().unwrap_or_else(|p| p.into_inner());
+        for (level, index, hash) in nodes {
+            let Some(tail) = tails.get_mut(*level as usize) else {
+                continue;
+            };
+            if tail.first + tail.nodes.len() as u64 != *index {
+                // Not contiguous (first append after a rebuild): start over here.
+                tail.first = *index;
+                tail.nodes.clear();
+            }
+            tail.nodes.push_back(*hash);
+            if tail.nodes.len() > TAIL {
+                tail.nodes.pop_front();
+                tail.first += 1;
+            }
+        }
         Ok(())
     }
 
     /// Cut every level back to a tree of `size` leaves (after a failed batch).
     pub fn truncate_to(&self, size: u64) -> std::io::Result<()> {
+        let mut tails = self.tails.write().unwrap_or_else(|p| p.into_inner());
+        for (level, tail) in tails.iter_mut().enumerate() {
+            let keep = (size >> level).saturating_sub(tail.first) as usize;
+            tail.nodes.truncate(keep);
+        }
+        drop(tails);
         let files = self.files.read().unwrap_or_else(|p| p.into_inner());
         for (level, file) in files.iter().enumerate() {
             if let Some(file) = file {
@@ -84,6 +120,16 @@ impl NodeStore for NodeFiles {
     type Error = std::io::Error;
 
     fn node(&self, level: u32, index: u64) -> Result<Hash, std::io::Error> {
+        {
+            let tails = self.tails.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(tail) = tails.get(level as usize) {
+                if index >= tail.first {
+                    if let Some(hash) = tail.nodes.get((index - tail.first) as usize) {
+                        return Ok(*hash);
+                    }
+                }
+            }
+        }
         let files = self.files.read().unwrap_or_else(|p| p.into_inner());
         let file = files
             .get(level as usize)
@@ -97,5 +143,40 @@ impl NodeStore for NodeFiles {
         let mut hash = [0u8; 32];
         file.read_exact_at(&mut hash, index * 32)?;
         Ok(hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ca_proto::merkle::{inclusion_proof, leaf_hash, CompactRange, MemoryNodeStore};
+
+    #[test]
+    fn proofs_from_files_and_tail_match_memory_and_survive_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = NodeFiles::create_empty(dir.path()).unwrap();
+        let mut memory = MemoryNodeStore::new();
+        let mut range = CompactRange::new();
+        // more leaves than the tail holds, so old nodes come from disk
+        for i in 0..(TAIL as u64 * 2 + 37) {
+            let completed = range.append(leaf_hash(&i.to_be_bytes()));
+            files.append(&completed).unwrap();
+            memory.add(&completed).unwrap();
+        }
+        let size = range.size();
+        for index in [0, 1, 700, size / 2, size - 40, size - 1] {
+            assert_eq!(
+                inclusion_proof(&files, index, size).unwrap(),
+                inclusion_proof(&memory, index, size).unwrap(),
+                "index {index}"
+            );
+        }
+        // a failed batch is cut away: the tail forgets it too
+        files.truncate_to(size - 5).unwrap();
+        assert!(files.node(0, size - 1).is_err());
+        assert_eq!(
+            files.node(0, size - 6).unwrap(),
+            memory.node(0, size - 6).unwrap()
+        );
     }
 }
