@@ -1,0 +1,497 @@
+//! The per-class trust model with a real PostgreSQL: the database presents a
+//! `db` certificate from a `ca-client` sidecar and trusts only the `api` root;
+//! the API tier (psql, libpq with sslmode=verify-full) presents an `api`
+//! certificate and trusts only the `db` root. Other classes are refused by
+//! the TLS handshake itself, and both intermediates rotate under a loop of
+//! new connections with 60-second certificates renewing underneath.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use trellis_e2e::{bin, run, text, TestServer};
+
+fn pg_bin(name: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin").join(name))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("PostgreSQL's {name} is not installed (make test installs it)"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// Run a PostgreSQL server tool as the `postgres` user when we are root
+/// (PostgreSQL refuses to run as root).
+fn as_pg(tool: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(tool);
+        cmd
+    } else {
+        Command::new(tool)
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Sidecar(Child);
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+struct Postgres {
+    data: PathBuf,
+    ctl: PathBuf,
+}
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_pg(&self.ctl)
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .output();
+    }
+}
+
+/// `ca-client` for `class`/`profile`/`dns` into `out`, trusting `trust`.
+fn sidecar(
+    server: &TestServer,
+    key: &str,
+    class: &str,
+    profile: &str,
+    dns: &str,
+    trust: &str,
+    out: &Path,
+) -> Command {
+    let mut cmd = Command::new(bin("ca-client"));
+    cmd.arg("--ca")
+        .arg(server.url())
+        .arg("--ca-root")
+        .arg(server.dir.join("classes/ca/root.pem"))
+        .args(["--class", class, "--profile", profile, "--key-id", key])
+        .arg("--key-secret-file")
+        .arg(server.dir.join(format!("secrets/auth-{key}.hex")))
+        .args(["--dns", dns, "--trust", trust, "--ttl", "60s", "--out"])
+        .arg(out)
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// psql as the API tier: verify-full against `root`, presenting `identity`.
+fn query(port: u16, host: &str, root: &Path, identity: Option<&Path>) -> std::process::Output {
+    let mut conn = format!(
+        "host={host} hostaddr=127.0.0.1 port={port} user=api dbname=postgres sslmode=verify-full sslrootcert={} connect_timeout=10",
+        root.display()
+    );
+    if let Some(id) = identity {
+        conn.push_str(&format!(" sslcert={0} sslkey={0}", id.display()));
+    } else {
+        conn.push_str(" sslcert=/nonexistent sslkey=/nonexistent");
+    }
+    run(Command::new(pg_bin("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT 'ok:' || current_user",
+            &conn,
+        ])
+        .env_remove("PGSSLCERT")
+        .env_remove("PGSSLKEY"))
+}
+
+fn presented_chain_issuer(port: u16) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-starttls",
+            "postgres",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("i:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn subject_of(pem_file: &Path) -> String {
+    let out = run(Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+        .arg(pem_file));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("subject=")
+        .to_string()
+}
+
+fn issuer_of(pem_file: &Path) -> String {
+    let out = run(Command::new("openssl")
+        .args(["x509", "-noout", "-issuer", "-nameopt", "RFC2253", "-in"])
+        .arg(pem_file));
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("issuer=")
+        .to_string()
+}
+
+#[test]
+fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
+    let server = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // PostgreSQL runs as `postgres`: it must be able to reach its files.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let owner: &[&str] = if is_root() {
+        &["--owner", "postgres"]
+    } else {
+        &[]
+    };
+
+    // 1. certificates: the database (db, server), the API tier (api, client),
+    //    and two of the wrong class (web).
+    let pgtls = t.join("pgtls");
+    std::fs::create_dir(&pgtls).unwrap();
+    std::fs::set_permissions(&pgtls, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(sidecar(
+        &server,
+        "db",
+        "db",
+        "server",
+        "pg.db.internal",
+        "api",
+        &pgtls,
+    )
+    .arg("--once")
+    .args(owner));
+    assert!(out.status.success(), "db sidecar: {}", text(&out));
+    let apitls = t.join("apitls");
+    let out = run(sidecar(
+        &server,
+        "api",
+        "api",
+        "client",
+        "api-1.api.internal",
+        "db",
+        &apitls,
+    )
+    .arg("--once"));
+    assert!(out.status.success(), "api sidecar: {}", text(&out));
+    let webtls = t.join("webtls");
+    let out = run(sidecar(
+        &server,
+        "web",
+        "web",
+        "client",
+        "w.web.internal",
+        "db",
+        &webtls,
+    )
+    .arg("--once"));
+    assert!(out.status.success(), "{}", text(&out));
+    let webserver = t.join("webserver");
+    let out = run(sidecar(
+        &server,
+        "web",
+        "web",
+        "server",
+        "pg.web.internal",
+        "api",
+        &webserver,
+    )
+    .arg("--once")
+    .args(owner));
+    assert!(out.status.success(), "{}", text(&out));
+
+    // 2. a throwaway cluster on a loopback port
+    let data = t.join("pgdata");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if is_root() {
+        assert!(
+            run(Command::new("chown").arg("postgres:postgres").arg(&data))
+                .status
+                .success()
+        );
+    }
+    let init = run(as_pg(&pg_bin("initdb"))
+        .args(["-A", "trust", "-U", "postgres", "-D"])
+        .arg(&data));
+    assert!(init.status.success(), "initdb: {}", text(&init));
+    let port = free_port();
+    let conf = format!(
+        "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{sock}'\nssl = on\n\
+         ssl_cert_file = '{tls}/combined.pem'\nssl_key_file = '{tls}/combined.pem'\nssl_ca_file = '{tls}/trust/api.pem'\n\
+         ssl_min_protocol_version = 'TLSv1.2'\nlog_connections = on\n",
+        sock = data.display(),
+        tls = pgtls.display()
+    );
+    let mut pg_conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .unwrap();
+    std::io::Write::write_all(&mut pg_conf, conf.as_bytes()).unwrap();
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all postgres trust\nhostssl all api 127.0.0.1/32 cert map=apitier\nhost all all 0.0.0.0/0 reject\n",
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("pg_ident.conf"),
+        "apitier /^[a-z0-9-]+\\.api\\.internal$ api\n",
+    )
+    .unwrap();
+    let ctl = pg_bin("pg_ctl");
+    let start = run(as_pg(&ctl)
+        .args(["start", "-w", "-l"])
+        .arg(data.join("pg.log"))
+        .arg("-D")
+        .arg(&data));
+    let pg = Postgres {
+        data: data.clone(),
+        ctl: ctl.clone(),
+    };
+    assert!(
+        start.status.success(),
+        "pg_ctl start: {}\n{}",
+        text(&start),
+        std::fs::read_to_string(data.join("pg.log")).unwrap_or_default()
+    );
+    let role = run(as_pg(&pg_bin("psql")).args(["-X", "-h"]).arg(&data).args([
+        "-p",
+        &port.to_string(),
+        "-U",
+        "postgres",
+        "-c",
+        "CREATE ROLE api LOGIN",
+    ]));
+    assert!(role.status.success(), "{}", text(&role));
+
+    let db_root = apitls.join("trust/db.pem");
+    let api_identity = apitls.join("combined.pem");
+    // the API tier gets in
+    let ok = query(port, "pg.db.internal", &db_root, Some(&api_identity));
+    assert!(
+        ok.status.success() && text(&ok).contains("ok:api"),
+        "api → db: {}",
+        text(&ok)
+    );
+    // a web certificate is refused by PostgreSQL
+    let web = query(
+        port,
+        "pg.db.internal",
+        &db_root,
+        Some(&webtls.join("combined.pem")),
+    );
+    assert!(
+        !web.status.success(),
+        "a web certificate got in: {}",
+        text(&web)
+    );
+    // no certificate is refused
+    let none = query(port, "pg.db.internal", &db_root, None);
+    assert!(
+        !none.status.success(),
+        "no certificate got in: {}",
+        text(&none)
+    );
+    // a server presenting a web certificate is refused by the API tier
+    let conf_path = data.join("postgresql.conf");
+    let original = std::fs::read_to_string(&conf_path).unwrap();
+    std::fs::write(
+        &conf_path,
+        original.replace(
+            &format!("{}/combined.pem", pgtls.display()),
+            &format!("{}/combined.pem", webserver.display()),
+        ),
+    )
+    .unwrap();
+    assert!(run(as_pg(&ctl).args(["reload", "-D"]).arg(&data))
+        .status
+        .success());
+    std::thread::sleep(Duration::from_millis(500));
+    let fake = query(port, "pg.web.internal", &db_root, Some(&api_identity));
+    assert!(
+        !fake.status.success(),
+        "the API tier trusted a web server: {}",
+        text(&fake)
+    );
+    assert!(
+        text(&fake).contains("certificate verify failed"),
+        "{}",
+        text(&fake)
+    );
+    std::fs::write(&conf_path, &original).unwrap();
+    assert!(run(as_pg(&ctl).args(["reload", "-D"]).arg(&data))
+        .status
+        .success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(query(port, "pg.db.internal", &db_root, Some(&api_identity))
+        .status
+        .success());
+
+    // 3. sidecars as daemons: 60 s certificates; the database reloads on each renewal
+    let _db_sidecar = Sidecar(
+        sidecar(
+            &server,
+            "db",
+            "db",
+            "server",
+            "pg.db.internal",
+            "api",
+            &pgtls,
+        )
+        .args(owner)
+        .args(["--reload-signal", "HUP", "--reload-pidfile"])
+        .arg(data.join("postmaster.pid"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(t.join("db-sidecar.log")).unwrap())
+        .spawn()
+        .unwrap(),
+    );
+    let _api_sidecar = Sidecar(
+        sidecar(
+            &server,
+            "api",
+            "api",
+            "client",
+            "api-1.api.internal",
+            "db",
+            &apitls,
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(t.join("api-sidecar.log")).unwrap())
+        .spawn()
+        .unwrap(),
+    );
+
+    // 4. a loop of new connections and queries across both rotations
+    let stop = AtomicBool::new(false);
+    let (ok_count, failures) = (AtomicUsize::new(0), std::sync::Mutex::new(Vec::new()));
+    let admin = |args: &[&str]| {
+        let out = run(Command::new(bin("ca-server"))
+            .args(args)
+            .arg("--dir")
+            .arg(&server.dir));
+        assert!(out.status.success(), "ca-server {args:?}: {}", text(&out));
+    };
+    let new_db_int = t.join("new-db-int.pem");
+    let new_api_int = t.join("new-api-int.pem");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(240);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let out = query(port, "pg.db.internal", &db_root, Some(&api_identity));
+                if out.status.success() && text(&out).contains("ok:api") {
+                    ok_count.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.lock().unwrap().push(text(&out));
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        admin(&["rotate", "prepare", "--class", "db"]);
+        admin(&["rotate", "prepare", "--class", "api"]);
+        std::thread::sleep(Duration::from_secs(2));
+        admin(&["rotate", "activate", "--class", "db"]);
+        admin(&["rotate", "activate", "--class", "api"]);
+        std::fs::copy(server.dir.join("classes/db/intermediate.pem"), &new_db_int).unwrap();
+        std::fs::copy(
+            server.dir.join("classes/api/intermediate.pem"),
+            &new_api_int,
+        )
+        .unwrap();
+        // wait for both sides to renew from the new intermediates (≤ one 60 s lifetime)
+        let deadline = Instant::now() + Duration::from_secs(150);
+        let renewed = |dir: &Path, int: &Path| issuer_of(&dir.join("cert.pem")) == subject_of(int);
+        while Instant::now() < deadline
+            && !(renewed(&pgtls, &new_db_int) && renewed(&apitls, &new_api_int))
+        {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        std::thread::sleep(Duration::from_secs(3)); // connections after the switch, too
+        stop.store(true, Ordering::Relaxed);
+    });
+    let failures = failures.into_inner().unwrap();
+    let ok_count = ok_count.into_inner();
+    assert!(
+        failures.is_empty(),
+        "{} of {} connections failed across the rotation: {:?}",
+        failures.len(),
+        failures.len() + ok_count,
+        failures.first()
+    );
+    assert!(ok_count > 20, "only {ok_count} connections were made");
+    assert_eq!(
+        issuer_of(&pgtls.join("cert.pem")),
+        subject_of(&new_db_int),
+        "the database did not renew under the new db intermediate"
+    );
+    assert_eq!(
+        issuer_of(&apitls.join("cert.pem")),
+        subject_of(&new_api_int),
+        "the API tier did not renew under the new api intermediate"
+    );
+    // what PostgreSQL actually presents on the wire
+    let wire = presented_chain_issuer(port);
+    let new_db_cn = subject_of(&new_db_int);
+    let cn = new_db_cn
+        .split(',')
+        .find(|p| p.starts_with("CN="))
+        .unwrap_or_default()
+        .trim_start_matches("CN=")
+        .to_string();
+    assert!(
+        wire.contains(&cn),
+        "PostgreSQL presents {wire}, expected the issuer {cn}\n--- pg.log\n{}\n--- db sidecar\n{}",
+        std::fs::read_to_string(data.join("pg.log"))
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        std::fs::read_to_string(t.join("db-sidecar.log")).unwrap_or_default()
+    );
+    drop(pg);
+
+    // 5. the log verifies and the monitor finds nothing wrong
+    let mut server = server;
+    server.stop();
+    for tool in [&["log", "verify"][..], &["log", "monitor"]] {
+        let out = run(Command::new(bin("ca-server"))
+            .args(tool)
+            .arg("--dir")
+            .arg(&server.dir));
+        assert!(out.status.success(), "ca-server {tool:?}: {}", text(&out));
+    }
+}
