@@ -9,7 +9,7 @@ LISTEN ?= 127.0.0.1:8443
 .PHONY: run test deps-run deps-test build-release lint bench hsm-bench fuzz
 
 run: deps-run build-release
-	./target/release/ca-server dev --dir $(DIR) --listen $(LISTEN)
+	$${CARGO_TARGET_DIR:-target}/release/ca-server dev --dir $(DIR) --listen $(LISTEN)
 
 test: deps-test
 	$(CARGO) build --workspace --bins
