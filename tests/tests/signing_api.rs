@@ -635,3 +635,56 @@ fn der_to_pem(der: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(der)
     )
 }
+
+#[test]
+fn a_key_over_its_rate_limit_gets_429() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("var");
+    let init = run(Command::new(bin("ca-server"))
+        .args(["dev", "--init-only", "--dir"])
+        .arg(&dir));
+    assert!(init.status.success(), "{}", text(&init));
+    // the `web` key: 2 requests of burst, refilled at one per minute
+    let keys = dir.join("auth-keys.toml");
+    let text_before = std::fs::read_to_string(&keys).unwrap();
+    let limited = text_before.replace(
+        "id = \"web\"\nsecret = \"file:secrets/auth-web.hex\"",
+        "id = \"web\"\nrate_per_second = 0.016\nburst = 2\nsecret = \"file:secrets/auth-web.hex\"",
+    );
+    assert_ne!(limited, text_before);
+    std::fs::write(&keys, limited).unwrap();
+    let server = TestServer::start_in(&dir, &[]);
+    let csr = openssl_csr(
+        tmp.path(),
+        "w",
+        P256,
+        "/CN=w.web.internal",
+        &["-addext", "subjectAltName=DNS:w.web.internal"],
+    );
+    let statuses: Vec<(u16, String)> = (0..3)
+        .map(|_| {
+            let (status, body) = server.native_sign("web", &json!({"class": "web", "csr": csr}));
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(statuses[0].0, 200);
+    assert_eq!(statuses[1].0, 200);
+    assert_eq!(statuses[2], (429, "rate_limited".to_string()));
+    // other keys are not affected
+    let csr = openssl_csr(
+        tmp.path(),
+        "d",
+        P256,
+        "/CN=d.db.internal",
+        &["-addext", "subjectAltName=DNS:d.db.internal"],
+    );
+    assert_eq!(
+        server
+            .native_sign("db", &json!({"class": "db", "csr": csr}))
+            .0,
+        200
+    );
+}
