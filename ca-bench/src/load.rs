@@ -10,6 +10,11 @@
 //! hot path; the open loop shares one atomic slot counter); they are merged
 //! after the run. About 1% of successful
 //! responses are kept for validation after the run.
+//!
+//! [`soak`] is the long open loop: the same slots and connections, but each
+//! answer is counted in the fixed-length window in which it completed
+//! (shared counters; a lock per answer is nothing at soak rates), and at
+//! every window boundary a caller's probe runs (the server's resident set).
 
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
@@ -20,8 +25,8 @@ use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -410,4 +415,269 @@ async fn send(
         return Err(Failure::Answer(format!("HTTP {}: {text}", status.as_u16())));
     }
     Ok(body)
+}
+
+/// A soak: open loop at `rate` for `warmup` and then `windows` windows of
+/// `window` each, sending at most `max_requests` requests in all.
+#[derive(Clone, Copy, Debug)]
+pub struct SoakSpec {
+    pub clients: usize,
+    pub rate: f64,
+    pub warmup: Duration,
+    pub window: Duration,
+    pub windows: usize,
+    pub max_requests: u64,
+    pub threads: usize,
+}
+
+/// One window of a soak: answers that completed in it.
+pub struct Window {
+    pub ok: u64,
+    pub errors: u64,
+    /// Sorted, microseconds (from each request's due time).
+    pub latencies_us: Vec<u32>,
+    /// What the boundary probe returned at the window's end.
+    pub probe: u64,
+}
+
+pub struct SoakOutcome {
+    pub warmup_ok: u64,
+    pub warmup_errors: u64,
+    /// The probe at the end of the warm-up.
+    pub start_probe: u64,
+    /// Complete windows (fewer than asked when the run was stopped).
+    pub windows: Vec<Window>,
+    /// Requests sent (slots taken), warm-up included.
+    pub sent: u64,
+    pub first_error: Option<String>,
+    /// Why the run stopped early (the probe failed), if it did.
+    pub stopped: Option<String>,
+    pub samples: Vec<Sample>,
+}
+
+/// Keep one soak answer in this many for validation, at most this many.
+const SOAK_SAMPLE_EVERY: u64 = 1000;
+const SOAK_SAMPLE_CAP: usize = 200;
+
+#[derive(Default)]
+struct Acc {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+}
+
+impl Acc {
+    fn take(&self) -> (u64, u64, Vec<u32>) {
+        let mut latencies = lock(&self.latencies_us).clone();
+        latencies.sort_unstable();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            latencies,
+        )
+    }
+}
+
+struct Shared {
+    measure_start: Instant,
+    end: Instant,
+    interval: Duration,
+    spec: SoakSpec,
+    warm: Acc,
+    windows: Vec<Acc>,
+    next_slot: AtomicU64,
+    stop: AtomicBool,
+    answered: AtomicU64,
+    first_error: Mutex<Option<String>>,
+    samples: Mutex<Vec<Sample>>,
+}
+
+impl Shared {
+    /// The accumulator for an answer that completed at `done` (answers to
+    /// requests due before the end but completing after it count in the
+    /// last window).
+    fn acc(&self, done: Instant) -> &Acc {
+        if done < self.measure_start {
+            return &self.warm;
+        }
+        let since = done.duration_since(self.measure_start).as_nanos();
+        let index = (since / self.spec.window.as_nanos().max(1)) as usize;
+        &self.windows[index.min(self.windows.len() - 1)]
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run a soak. `probe` runs at the end of the warm-up and of every window
+/// (its value is kept; an error stops the run, e.g. the server is gone);
+/// `progress` is told about each finished window. Blocks; builds its own
+/// runtime.
+pub fn soak(
+    endpoint: &Endpoint,
+    csrs: &[Csr],
+    spec: SoakSpec,
+    mut probe: impl FnMut() -> Result<u64>,
+    mut progress: impl FnMut(usize, &Window),
+) -> Result<SoakOutcome> {
+    if csrs.is_empty()
+        || spec.clients == 0
+        || spec.windows == 0
+        || spec.rate.is_nan()
+        || spec.rate <= 0.0
+    {
+        return Err(anyhow!(
+            "need a CSR, a client, a window and a positive rate"
+        ));
+    }
+    let prepared: Arc<Vec<Bytes>> =
+        Arc::new(csrs.iter().map(|c| endpoint.protocol.prepare(c)).collect());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(spec.threads.max(1))
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(async {
+        let t0 = Instant::now();
+        let measure_start = t0 + spec.warmup;
+        let shared = Arc::new(Shared {
+            measure_start,
+            end: measure_start + spec.window * spec.windows as u32,
+            interval: Duration::from_secs_f64(1.0 / spec.rate),
+            spec,
+            warm: Acc::default(),
+            windows: (0..spec.windows).map(|_| Acc::default()).collect(),
+            next_slot: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            answered: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            samples: Mutex::new(Vec::new()),
+        });
+        let tasks: Vec<_> = (0..spec.clients)
+            .map(|_| {
+                let (endpoint, prepared, shared) =
+                    (endpoint.clone(), prepared.clone(), shared.clone());
+                tokio::spawn(async move { soak_worker(&endpoint, &prepared, t0, &shared).await })
+            })
+            .collect();
+        let mut start_probe = 0;
+        let mut windows = Vec::new();
+        let mut stopped = None;
+        for i in 0..=spec.windows {
+            tokio::time::sleep_until(measure_start + spec.window * i as u32).await;
+            let value = match probe() {
+                Ok(v) => v,
+                Err(e) => {
+                    stopped = Some(format!("{e:#}"));
+                    shared.stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            };
+            if i == 0 {
+                start_probe = value;
+                continue;
+            }
+            // `progress` sees the window as it is at its boundary; the
+            // outcome re-reads every window after the run.
+            let (ok, errors, latencies_us) = shared.windows[i - 1].take();
+            let window = Window {
+                ok,
+                errors,
+                latencies_us,
+                probe: value,
+            };
+            progress(i - 1, &window);
+            windows.push(window);
+        }
+        for task in tasks {
+            task.await.context("soak worker panicked")?;
+        }
+        for (window, acc) in windows.iter_mut().zip(&shared.windows) {
+            let (ok, errors, latencies_us) = acc.take();
+            (window.ok, window.errors, window.latencies_us) = (ok, errors, latencies_us);
+        }
+        // Errors after an early stop (in windows never reported) still count.
+        let unreported: u64 = shared.windows[windows.len()..]
+            .iter()
+            .map(|a| a.errors.load(Ordering::Relaxed))
+            .sum();
+        if let Some(last) = windows.last_mut() {
+            last.errors += unreported;
+        }
+        let (warmup_ok, mut warmup_errors, _) = shared.warm.take();
+        if windows.is_empty() {
+            warmup_errors += unreported;
+        }
+        let first_error = lock(&shared.first_error).take();
+        let samples = std::mem::take(&mut *lock(&shared.samples));
+        Ok::<_, anyhow::Error>(SoakOutcome {
+            warmup_ok,
+            warmup_errors,
+            start_probe,
+            windows,
+            sent: shared
+                .next_slot
+                .load(Ordering::Relaxed)
+                .min(spec.max_requests),
+            first_error,
+            stopped,
+            samples,
+        })
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    Ok(outcome)
+}
+
+async fn soak_worker(endpoint: &Endpoint, prepared: &[Bytes], t0: Instant, shared: &Shared) {
+    let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+        if slot >= shared.spec.max_requests {
+            break;
+        }
+        let due = t0 + shared.interval.mul_f64(slot as f64);
+        if due >= shared.end {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let index = slot as usize % prepared.len();
+        let result = match &mut sender {
+            Some(s) => send(s, &endpoint.protocol, &prepared[index]).await,
+            None => match connect(endpoint).await {
+                Ok(s) => send(sender.insert(s), &endpoint.protocol, &prepared[index]).await,
+                Err(e) => Err(Failure::Connection(format!("connect: {e:#}"))),
+            },
+        };
+        let done = Instant::now();
+        let acc = shared.acc(done);
+        match result {
+            Ok(body) => {
+                acc.ok.fetch_add(1, Ordering::Relaxed);
+                let us = done.saturating_duration_since(due).as_micros();
+                lock(&acc.latencies_us).push(us.min(u32::MAX as u128) as u32);
+                let n = shared.answered.fetch_add(1, Ordering::Relaxed);
+                if n % SOAK_SAMPLE_EVERY == 0 {
+                    let mut samples = lock(&shared.samples);
+                    if samples.len() < SOAK_SAMPLE_CAP {
+                        samples.push(Sample { csr: index, body });
+                    }
+                }
+            }
+            Err(failure) => {
+                let message = match failure {
+                    Failure::Connection(m) => {
+                        sender = None;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        m
+                    }
+                    Failure::Answer(m) => m,
+                };
+                acc.errors.fetch_add(1, Ordering::Relaxed);
+                lock(&shared.first_error).get_or_insert(message);
+            }
+        }
+    }
 }

@@ -4,12 +4,16 @@
 //! This file is the command line and the order of the runs; the parts are
 //! `csrs` (the CSR set), `load` (the load generator), `targets` (the
 //! servers), `inprocess` (no-HTTP limit, HSM rate), `validate` (checking
-//! returned certificates) and `report` (the table).
+//! returned certificates) and `report` (the table); `soak` (the bounded
+//! soak, `docs/soak.md`) and `sidecar` (the idle `ca-client`'s resident
+//! set) are commands of their own.
 
 mod csrs;
 mod inprocess;
 mod load;
 mod report;
+mod sidecar;
+mod soak;
 mod targets;
 mod validate;
 
@@ -34,6 +38,9 @@ struct Cli {
     /// The ca-server binary to run (default: next to this executable).
     #[arg(long, global = true)]
     ca_server: Option<PathBuf>,
+    /// The ca-client binary to run (default: next to this executable).
+    #[arg(long, global = true)]
+    ca_client: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,6 +95,51 @@ enum Command {
     Inprocess(Opts),
     /// The raw HSM signing rate only.
     Hsm(Opts),
+    /// A bounded soak of Trellis at half of its native peak: throughput,
+    /// p99, errors and the server's resident set every 10 s, then
+    /// `ca-server log verify`. Exits non-zero when a criterion fails.
+    Soak(SoakOpts),
+    /// The resident set of an idle `ca-client` daemon (target < 20 MiB).
+    SidecarRss {
+        /// Also write the report (markdown) to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct SoakOpts {
+    /// Measured minutes (after the warm-up), in 10 s windows.
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// Offered requests/s; default: half of the peak measured first.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds at the soak rate before the first window (the resident set
+    /// at its end is the start figure). Default: the server's replay window
+    /// (`max_skew_secs`, 300 s in a dev deployment) + 30 s, so that the
+    /// replay cache, which grows for that long, is level when the
+    /// resident set is first taken.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Measured seconds of the closed-loop peak run (without --rate).
+    #[arg(long, default_value_t = 5.0)]
+    peak_seconds: f64,
+    /// Concurrent clients of the peak run.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Connections of the open loop.
+    #[arg(long, default_value_t = 64)]
+    open_clients: usize,
+    /// Distinct CSRs generated up front (used in turn).
+    #[arg(long, default_value_t = 20000)]
+    csrs: usize,
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Also write the report (markdown) to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 fn main() {
@@ -98,13 +150,35 @@ fn main() {
     }
 }
 
+/// `name` next to this executable.
+fn sibling(name: &str) -> Result<PathBuf> {
+    Ok(std::env::current_exe()?
+        .parent()
+        .context("no directory for the executable")?
+        .join(name))
+}
+
+/// Print a report and write it to `out`, if given.
+fn publish(text: &str, out: Option<&PathBuf>) -> Result<()> {
+    println!("{text}");
+    if let Some(out) = out {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let ca_server = match cli.ca_server {
         Some(path) => path,
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory for the executable")?
-            .join("ca-server"),
+        None => sibling("ca-server")?,
+    };
+    let ca_client = match cli.ca_client {
+        Some(path) => path,
+        None => sibling("ca-client")?,
     };
     let opts = match &cli.command {
         Command::All(o)
@@ -113,6 +187,22 @@ fn run(cli: Cli) -> Result<()> {
         | Command::Multirootca(o)
         | Command::Inprocess(o)
         | Command::Hsm(o) => o.clone(),
+        Command::Soak(o) => return run_soak(&ca_server, o),
+        Command::SidecarRss { out } => {
+            eprintln!("creating the Trellis deployment ...");
+            let deployment = Deployment::create(&ca_server)?;
+            eprintln!("running ca-client against it ...");
+            let rss = sidecar::measure(&ca_client, &deployment)?;
+            publish(&rss.markdown(), out.as_ref())?;
+            if !rss.passed() {
+                bail!(
+                    "idle ca-client resident set {:.1} MiB is not below {} MiB",
+                    targets::mib(rss.max_kib()),
+                    sidecar::TARGET_KIB / 1024
+                );
+            }
+            return Ok(());
+        }
     };
     check(&opts)?;
     let settings = format!(
@@ -135,6 +225,7 @@ fn run(cli: Cli) -> Result<()> {
         opts: opts.clone(),
         csrs,
         ca_server,
+        ca_client,
         report: Report::default(),
     };
     match cli.command {
@@ -153,6 +244,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Inprocess(_) => bench.inprocess(false),
         Command::Hsm(_) => bench.inprocess(true),
+        Command::Soak(_) | Command::SidecarRss { .. } => unreachable!("handled above"),
     }
     bench.report.notes.push(format!(
         "The load generator runs on the same {} cores as the server under test, so every \
@@ -161,17 +253,71 @@ fn run(cli: Cli) -> Result<()> {
         started.elapsed().as_secs_f64()
     ));
     facts.finish();
-    let text = bench.report.markdown(&facts);
-    println!("{text}");
-    if let Some(out) = &opts.out {
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(out, &text).with_context(|| format!("writing {}", out.display()))?;
-        eprintln!("wrote {}", out.display());
-    }
+    publish(&bench.report.markdown(&facts), opts.out.as_ref())?;
     if bench.report.rows.is_empty() {
         bail!("nothing was measured");
+    }
+    Ok(())
+}
+
+fn run_soak(ca_server: &std::path::Path, o: &SoakOpts) -> Result<()> {
+    if !(o.minutes > 0.0 && o.minutes <= 24.0 * 60.0) {
+        bail!("--minutes must be in (0, 1440]");
+    }
+    if let Some(rate) = o.rate {
+        if !(1.0..=100_000.0).contains(&rate) {
+            bail!("--rate must be in [1, 100000]");
+        }
+    }
+    if let Some(w) = o.warmup {
+        if !(0.0..=3600.0).contains(&w) {
+            bail!("--warmup must be in [0, 3600]");
+        }
+    }
+    if !(o.peak_seconds > 0.0 && o.peak_seconds <= 600.0) {
+        bail!("--peak-seconds must be in (0, 600]");
+    }
+    if !(1..=1024).contains(&o.clients) || !(1..=1024).contains(&o.open_clients) {
+        bail!("--clients and --open-clients must be 1..=1024");
+    }
+    if !(1..=1_000_000).contains(&o.csrs) {
+        bail!("--csrs must be 1..=1000000");
+    }
+    if !(1..=64).contains(&o.client_threads) {
+        bail!("--client-threads must be 1..=64");
+    }
+    let settings = format!(
+        "{} min in 10 s windows after a warm-up of {}; {}; {} clients for the peak, {} open loop; {} distinct P-256 CSRs; load generator on {} runtime thread(s)",
+        o.minutes,
+        match o.warmup {
+            Some(w) => format!("{w} s"),
+            None => "the replay window + 30 s".into(),
+        },
+        match o.rate {
+            Some(r) => format!("offered {r}/s (--rate)"),
+            None => format!("offered half of the peak measured over {} s", o.peak_seconds),
+        },
+        o.clients,
+        o.open_clients,
+        o.csrs,
+        o.client_threads
+    );
+    let mut facts = Facts::gather(settings);
+    eprintln!("generating {} CSRs ...", o.csrs);
+    let csrs = csrs::generate(o.csrs)?;
+    let params = soak::Params {
+        minutes: o.minutes,
+        rate: o.rate,
+        warmup: o.warmup.map(Duration::from_secs_f64),
+        peak_seconds: o.peak_seconds,
+        clients: o.clients,
+        open_clients: o.open_clients,
+        client_threads: o.client_threads,
+    };
+    let (text, passed) = soak::run(ca_server, &csrs, &params, &mut facts)?;
+    publish(&text, o.out.as_ref())?;
+    if !passed {
+        bail!("the soak failed a criterion (see the summary)");
     }
     Ok(())
 }
@@ -200,6 +346,7 @@ struct Bench {
     opts: Opts,
     csrs: Vec<Csr>,
     ca_server: PathBuf,
+    ca_client: PathBuf,
     report: Report,
 }
 
@@ -210,6 +357,7 @@ impl Bench {
             Ok(deployment) => {
                 self.trellis_both_logs(&deployment, false, true);
                 self.trellis_both_logs(&deployment, true, false);
+                self.sidecar_rss(&deployment);
             }
             Err(e) => self.fail(format!("Trellis: {e:#}")),
         }
@@ -221,6 +369,30 @@ impl Bench {
             Err(e) => self.fail(format!("CFSSL: {e:#}")),
         }
         self.ratios();
+    }
+
+    /// The idle sidecar's resident set, as a line of the ratios table.
+    fn sidecar_rss(&mut self, deployment: &Deployment) {
+        eprintln!("idle ca-client resident set ...");
+        let value = match sidecar::measure(&self.ca_client, deployment) {
+            Ok(rss) => {
+                eprintln!("  {}", rss.summary());
+                rss.summary()
+            }
+            Err(e) => {
+                self.fail(format!("ca-client resident set: {e:#}"));
+                "not measured".into()
+            }
+        };
+        self.report.ratios.push(Ratio {
+            name: "idle sidecar resident set (`ca-client` daemon, VmRSS)".into(),
+            value,
+            target: format!("< {} MiB", sidecar::TARGET_KIB / 1024),
+        });
+        self.report.notes.push(
+            "Sidecar memory: `ca-client` as a daemon (class `db`, one DNS name, 24 h              certificate, `--metrics-listen` on) against the Trellis deployment; VmRSS from              `/proc/<pid>/status` sampled 5 times over 10 s, starting 5 s after `cert.pem`              was installed (also `ca-bench sidecar-rss`)."
+                .into(),
+        );
     }
 
     fn fail(&mut self, what: String) {
@@ -549,10 +721,12 @@ impl Bench {
                 target: "(cost of the log)".into(),
             });
         }
-        // Put the p99 line (added while measuring) last.
-        if let Some(i) = r.ratios.iter().position(|x| x.name.starts_with("p99")) {
-            let p99 = r.ratios.remove(i);
-            r.ratios.push(p99);
+        // Put the lines added while measuring (p99, sidecar memory) last.
+        for prefix in ["p99", "idle sidecar"] {
+            if let Some(i) = r.ratios.iter().position(|x| x.name.starts_with(prefix)) {
+                let line = r.ratios.remove(i);
+                r.ratios.push(line);
+            }
         }
     }
 }

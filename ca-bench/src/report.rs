@@ -120,11 +120,7 @@ impl Report {
              described here, on one machine, with the same CSR set and load generator for \
              every target. Do not edit by hand: re-run `make bench`.\n\n",
         );
-        let _ = writeln!(s, "Command: `{}`\n", facts.command);
-        s.push_str("| fact | value |\n|---|---|\n");
-        for (k, v) in facts.rows() {
-            let _ = writeln!(s, "| {k} | {v} |");
-        }
+        s.push_str(&facts.markdown());
         s.push_str("\n## Results\n\n");
         s.push_str(&self.table());
         s.push_str("\n## Ratios\n\n| ratio | value | design target |\n|---|---:|---|\n");
@@ -208,6 +204,16 @@ impl Facts {
 
     pub fn finish(&mut self) {
         self.load_after = loadavg();
+    }
+
+    /// The command line and the table of facts.
+    pub fn markdown(&self) -> String {
+        let mut s = format!("Command: `{}`\n\n", self.command);
+        s.push_str("| fact | value |\n|---|---|\n");
+        for (k, v) in self.rows() {
+            let _ = writeln!(s, "| {k} | {v} |");
+        }
+        s
     }
 
     fn rows(&self) -> Vec<(&'static str, String)> {

@@ -11,7 +11,7 @@ use crate::load::Protocol;
 use crate::validate::Trust;
 use anyhow::{bail, Context, Result};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Child;
+use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,44 @@ impl ChildGuard {
             bail!("{} exited early ({status})", self.name);
         }
         Ok(())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the child exited, without waiting.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    /// SIGTERM (with `kill(1)`, as the end-to-end tests do), then wait up to
+    /// `timeout` for the child to exit. Ok(status) when it exited by
+    /// itself; an error (after SIGKILL) when it did not.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} had already exited ({status})", self.name);
+        }
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        if !sent.success() {
+            bail!("kill -TERM {} failed ({sent})", self.child.id());
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        bail!(
+            "{} did not exit within {timeout:?} of SIGTERM (killed)",
+            self.name
+        )
     }
 }
 
@@ -77,6 +115,21 @@ pub fn wait_for_port(addr: SocketAddr, guard: &mut ChildGuard, timeout: Duration
         std::thread::sleep(Duration::from_millis(100));
     }
     bail!("nothing listens on {addr} after {timeout:?}")
+}
+
+/// A `kB` field (`VmRSS`, `VmHWM`, …) of `/proc/<pid>/status`, in KiB;
+/// None when the process is gone or the field is missing.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(field)?.strip_prefix(':')?;
+        value.trim().strip_suffix("kB")?.trim().parse().ok()
+    })
+}
+
+/// KiB as MiB, for reports.
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 /// A file for a child's stderr.
