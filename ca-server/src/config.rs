@@ -108,6 +108,12 @@ pub struct ServerConfig {
     /// Accepted clock difference for signed native requests.
     #[serde(default = "default_skew")]
     pub max_skew_secs: i64,
+    /// Nonces remembered for replay protection (each until its timestamp
+    /// leaves the skew window). Sustained signed requests per second this
+    /// replica can take are about replay_cache_entries / max_skew_secs;
+    /// beyond, requests are refused (fail closed). About 100 bytes per entry.
+    #[serde(default = "default_replay_entries")]
+    pub replay_cache_entries: usize,
 }
 
 impl Default for ServerConfig {
@@ -120,6 +126,7 @@ impl Default for ServerConfig {
             max_connections: default_max_connections(),
             header_read_timeout_secs: default_header_timeout(),
             max_skew_secs: default_skew(),
+            replay_cache_entries: default_replay_entries(),
         }
     }
 }
@@ -135,6 +142,9 @@ fn default_max_connections() -> usize {
 }
 fn default_header_timeout() -> u64 {
     10
+}
+fn default_replay_entries() -> usize {
+    ca_proto::replay::DEFAULT_CAPACITY
 }
 fn default_skew() -> i64 {
     300

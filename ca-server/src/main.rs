@@ -594,6 +594,7 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
         log,
         config.server.max_body_bytes,
         config.server.max_skew_secs,
+        config.server.replay_cache_entries,
     ));
     let options = ca_server::server::ServeOptions {
         max_connections: config.server.max_connections,

@@ -85,9 +85,13 @@ pub fn key_label(log_id: &str) -> String {
 /// What readers may see: the last durable, signed state.
 pub(crate) struct Published {
     pub sth: SignedTreeHead,
-    /// File offset of each entry record.
-    pub offsets: Vec<u64>,
+    /// File offset of every `CHECKPOINT_STRIDE`th entry record: a sparse
+    /// index (8 bytes per 1024 entries) from which reads walk forward.
+    pub checkpoints: Vec<u64>,
 }
+
+/// Entries between two remembered file offsets.
+pub(crate) const CHECKPOINT_STRIDE: u64 = 1024;
 
 pub(crate) struct Shared {
     pub log_id: String,
@@ -214,7 +218,7 @@ impl IssuanceLog {
 
     /// Raw entry bytes for `start..end` (bounded by the signed tree size).
     pub fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        let offsets: Vec<u64> = {
+        let (end, from_seq, from_offset) = {
             let published = self
                 .shared
                 .published
@@ -224,20 +228,43 @@ impl IssuanceLog {
             if start >= end {
                 return Ok(Vec::new());
             }
-            published.offsets[start as usize..end as usize].to_vec()
+            let checkpoint = (start / CHECKPOINT_STRIDE) as usize;
+            match published.checkpoints.get(checkpoint) {
+                Some(offset) => (end, checkpoint as u64 * CHECKPOINT_STRIDE, *offset),
+                None => return Err(LogError::Corrupt(format!("no index for entry {start}"))),
+            }
         };
-        let file =
-            std::fs::File::open(self.shared.paths.data()).map_err(|source| LogError::Io {
-                path: self.shared.paths.data().display().to_string(),
-                source,
-            })?;
-        let mut out = Vec::with_capacity(offsets.len());
-        for (i, offset) in offsets.into_iter().enumerate() {
-            out.push((
-                start + i as u64,
-                writer::read_entry_at(&file, offset, &self.shared.paths)?,
-            ));
+        let path = self.shared.paths.data();
+        let io = |source| LogError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        use std::io::Seek;
+        let mut file = std::fs::File::open(&path).map_err(io)?;
+        file.seek(std::io::SeekFrom::Start(from_offset))
+            .map_err(io)?;
+        let mut out = Vec::with_capacity((end - start) as usize);
+        let mut seq = from_seq;
+        // Stop as soon as `end` is reached: what follows may be a batch that
+        // is still being written.
+        let walked = record::for_each(std::io::BufReader::new(file), |kind, _, payload| {
+            if kind == record::KIND_ENTRY {
+                if seq >= start {
+                    out.push((seq, payload.to_vec()));
+                }
+                seq += 1;
+                if seq >= end {
+                    return Err(());
+                }
+            }
+            Ok(())
+        });
+        match walked {
+            Err(record::WalkError::Visit(())) => Ok(out),
+            Err(record::WalkError::Io(e)) => Err(io(e)),
+            Ok(_) => Err(LogError::Corrupt(format!(
+                "entries {start}..{end} end early in the file"
+            ))),
         }
-        Ok(out)
     }
 }

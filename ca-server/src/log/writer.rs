@@ -2,7 +2,7 @@
 
 use super::nodes::NodeFiles;
 use super::record::{self, KIND_ENTRY, KIND_TREE_HEAD};
-use super::{LogError, LogPaths, Published, Shared};
+use super::{LogError, LogPaths, Published, Shared, CHECKPOINT_STRIDE};
 use ca_proto::logentry::LogEntry;
 use ca_proto::merkle::{inclusion_proof, leaf_hash, CompactRange};
 use ca_proto::sth::{LogEvidence, LogPublicKey, SignedTreeHead};
@@ -53,54 +53,58 @@ pub(crate) fn recover(
         .truncate(false)
         .open(&data_path)
         .map_err(io(&data_path))?;
-    let bytes = std::fs::read(&data_path).map_err(io(&data_path))?;
-    let scan = record::scan(&bytes);
-    if let Some(why) = scan.torn {
-        let cut = bytes.len() as u64 - scan.valid_len;
+    let nodes = NodeFiles::create_empty(&paths.nodes()).map_err(io(&paths.nodes()))?;
+    let mut range = CompactRange::new();
+    let mut checkpoints = Vec::new();
+    let mut last_sth: Option<SignedTreeHead> = None;
+    // Stream the file: recovery memory does not grow with the log.
+    let reader =
+        std::io::BufReader::with_capacity(1 << 20, file.try_clone().map_err(io(&data_path))?);
+    let walked = record::for_each(reader, |kind, offset, payload| {
+        if kind != KIND_ENTRY {
+            last_sth = serde_json::from_slice(payload).ok();
+            return Ok(());
+        }
+        let entry = LogEntry::from_bytes(payload)
+            .map_err(|e| LogError::Corrupt(format!("entry at offset {offset}: {e}")))?;
+        if entry.seq != range.size() {
+            return Err(LogError::Corrupt(format!(
+                "entry at offset {offset} has seq {} where {} was expected",
+                entry.seq,
+                range.size()
+            )));
+        }
+        if range.size() % CHECKPOINT_STRIDE == 0 {
+            checkpoints.push(offset);
+        }
+        let completed = range.append(leaf_hash(payload));
+        nodes.append(&completed).map_err(io(&paths.nodes()))
+    })
+    .map_err(|e| match e {
+        record::WalkError::Io(source) => LogError::Io {
+            path: data_path.display().to_string(),
+            source,
+        },
+        record::WalkError::Visit(e) => e,
+    })?;
+    if let Some(why) = walked.torn {
+        let file_len = file.metadata().map_err(io(&data_path))?.len();
         tracing::warn!(
             event = "log_torn_tail",
             log_id,
-            kept_records = scan.records.len(),
-            cut_bytes = cut,
+            kept_records = walked.records,
+            cut_bytes = file_len - walked.valid_len,
             reason = why,
             "cutting a torn tail from the issuance log"
         );
-        file.set_len(scan.valid_len).map_err(io(&data_path))?;
+        file.set_len(walked.valid_len).map_err(io(&data_path))?;
         file.sync_all().map_err(io(&data_path))?;
-    }
-    let nodes = NodeFiles::create_empty(&paths.nodes()).map_err(io(&paths.nodes()))?;
-    let mut range = CompactRange::new();
-    let mut offsets = Vec::new();
-    let mut last_sth: Option<SignedTreeHead> = None;
-    for located in &scan.records {
-        let payload = record::payload(&bytes, located);
-        match located.kind {
-            KIND_ENTRY => {
-                let entry = LogEntry::from_bytes(payload).map_err(|e| {
-                    LogError::Corrupt(format!("entry at offset {}: {e}", located.offset))
-                })?;
-                if entry.seq != range.size() {
-                    return Err(LogError::Corrupt(format!(
-                        "entry at offset {} has seq {} where {} was expected",
-                        located.offset,
-                        entry.seq,
-                        range.size()
-                    )));
-                }
-                offsets.push(located.offset);
-                let completed = range.append(leaf_hash(payload));
-                nodes.append(&completed).map_err(io(&paths.nodes()))?;
-            }
-            _ => {
-                last_sth = serde_json::from_slice(payload).ok();
-            }
-        }
     }
     let public_key = LogPublicKey::from_point(key.public_key.clone())
         .map_err(|e| LogError::Corrupt(format!("log key '{}': {e:?}", key.label)))?;
     let mut state = WriterState {
         file,
-        len: scan.valid_len,
+        len: walked.valid_len,
         range,
     };
     let sth = match last_sth {
@@ -138,7 +142,7 @@ pub(crate) fn recover(
         log_id: log_id.to_string(),
         paths,
         nodes,
-        published: std::sync::RwLock::new(Published { sth, offsets }),
+        published: std::sync::RwLock::new(Published { sth, checkpoints }),
         healthy: std::sync::atomic::AtomicBool::new(true),
         public_key,
     };
@@ -209,7 +213,11 @@ fn run(
             Ok((sth, first_seq, new_offsets)) => {
                 {
                     let mut published = shared.published.write().unwrap_or_else(|p| p.into_inner());
-                    published.offsets.extend(new_offsets);
+                    for (i, offset) in new_offsets.into_iter().enumerate() {
+                        if (first_seq + i as u64) % CHECKPOINT_STRIDE == 0 {
+                            published.checkpoints.push(offset);
+                        }
+                    }
                     published.sth = sth.clone();
                 }
                 shared.healthy.store(true, Ordering::Relaxed);
@@ -295,25 +303,4 @@ fn evidence(
         sth: sth.clone(),
         inclusion_proof: proof.iter().map(hex::encode).collect(),
     })
-}
-
-/// Read the entry record at `offset` of the data file.
-pub(crate) fn read_entry_at(
-    file: &File,
-    offset: u64,
-    paths: &LogPaths,
-) -> Result<Vec<u8>, LogError> {
-    let mut header = [0u8; 5];
-    file.read_exact_at(&mut header, offset)
-        .map_err(io(&paths.data()))?;
-    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-    if header[0] != KIND_ENTRY || len > record::MAX_PAYLOAD {
-        return Err(LogError::Corrupt(format!(
-            "no entry record at offset {offset}"
-        )));
-    }
-    let mut payload = vec![0u8; len];
-    file.read_exact_at(&mut payload, offset + 5)
-        .map_err(io(&paths.data()))?;
-    Ok(payload)
 }

@@ -38,15 +38,13 @@ impl App {
         log: Option<IssuanceLog>,
         max_body_bytes: usize,
         max_skew_secs: i64,
+        replay_cache_entries: usize,
     ) -> App {
         App {
             authority,
             keys,
             log,
-            replay: Mutex::new(ReplayCache::new(
-                ca_proto::replay::DEFAULT_CAPACITY,
-                max_skew_secs,
-            )),
+            replay: Mutex::new(ReplayCache::new(replay_cache_entries, max_skew_secs)),
             limiter: RateLimiter::default(),
             max_body_bytes,
             max_skew_secs,
