@@ -48,7 +48,10 @@
 //! reader should read `combined.pem` (private key followed by the full
 //! chain, one file, so always consistent), or react to the reload action,
 //! which runs only after the switch. The library's `tls::Identity` reads
-//! `combined.pem` for that reason.
+//! `combined.pem` for that reason. A reader that must open files more than
+//! once — libpq opens `sslcert` and `sslkey` separately even when both name
+//! `combined.pem` — should resolve the path first (`realpath`): the resolved
+//! `.gen-…` directory stays put until two switches later.
 //!
 //! Peer trust bundles (`DIR/trust/<class>.pem`) are single files and use
 //! [`write_atomic`] directly.

@@ -101,7 +101,13 @@ fn sidecar(
 }
 
 /// psql as the API tier: verify-full against `root`, presenting `identity`.
+/// libpq opens the key and the certificate separately, so it is handed the
+/// resolved generation path (see ca-client's `store`): both opens then read
+/// the same generation even if the sidecar switches in between.
 fn query(port: u16, host: &str, root: &Path, identity: Option<&Path>) -> std::process::Output {
+    let resolved =
+        identity.map(|id| std::fs::canonicalize(id).unwrap_or_else(|_| id.to_path_buf()));
+    let identity = resolved.as_deref();
     let mut conn = format!(
         "host={host} hostaddr=127.0.0.1 port={port} user=api dbname=postgres sslmode=verify-full sslrootcert={} connect_timeout=10",
         root.display()
