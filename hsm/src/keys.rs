@@ -99,12 +99,19 @@ pub struct PrivateKeyAttributes {
 
 /// Generate a key pair inside the token. The private key is a token object,
 /// private, sensitive, not extractable, and may only sign.
+/// Key generation and destruction are rare admin steps; SoftHSM2's file
+/// object store answers CKR_GENERAL_ERROR now and then when a process
+/// creates token objects from several threads at once, so a process does
+/// them one at a time.
+static OBJECT_CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn generate(
     session: &Session,
     token_label: &str,
     label: &str,
     algorithm: KeyAlgorithm,
 ) -> HsmResult<KeyInfo> {
+    let _one_at_a_time = OBJECT_CHANGES.lock().unwrap_or_else(|p| p.into_inner());
     if find_private(session, label)?.is_some() {
         return Err(HsmError::KeyExists {
             label: label.into(),
@@ -313,6 +320,7 @@ pub fn private_key_attributes(
 
 /// Destroy both halves of the pair labelled `label`.
 pub fn destroy(session: &Session, token_label: &str, label: &str) -> HsmResult<()> {
+    let _one_at_a_time = OBJECT_CHANGES.lock().unwrap_or_else(|p| p.into_inner());
     for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
         if let Some(handle) = find(session, class, label)? {
             session.destroy_object(handle).map_err(|e| {

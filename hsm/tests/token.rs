@@ -45,8 +45,25 @@ fn fixture() -> &'static Fixture {
             &user_pin()
         )
         .unwrap());
+        // Every token the tests use exists before they run in parallel:
+        // initialising a token re-enumerates SoftHSM2's slots, which upsets
+        // key generation running at the same moment.
+        for (label, so) in [("trellis-lonely", "so-1"), ("trellis-relogin", "so-2")] {
+            softhsm::ensure_token(&module, label, &Pin::from_secret(so.into()), &user_pin())
+                .unwrap();
+        }
         Fixture { module, _dir: dir }
     })
+}
+
+/// The tests take turns: SoftHSM2 intermittently answers CKR_GENERAL_ERROR
+/// or CKR_TEMPLATE_INCONSISTENT to key generation while other threads of the
+/// process log in or search the same token. Key generation is an admin step
+/// (one at a time per process in `hsm` as well); concurrency that matters in
+/// service — signing from several sessions — is tested inside one test.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn user_pin() -> Pin {
@@ -76,6 +93,7 @@ fn verify(key: &KeyInfo, message: &[u8], signature: &[u8]) -> bool {
 
 #[test]
 fn generated_keys_are_sensitive_and_never_extractable() {
+    let _serial = serial();
     let token = token();
     for alg in [
         KeyAlgorithm::EcP256,
@@ -104,6 +122,7 @@ fn generated_keys_are_sensitive_and_never_extractable() {
 
 #[test]
 fn a_label_cannot_be_generated_twice() {
+    let _serial = serial();
     let token = token();
     let label = unique("twice");
     token.generate_key(&label, KeyAlgorithm::EcP256).unwrap();
@@ -115,6 +134,7 @@ fn a_label_cannot_be_generated_twice() {
 
 #[test]
 fn token_signatures_verify_independently() {
+    let _serial = serial();
     let token = token();
     let mut session = PoolSession::new(token.clone());
     for alg in [
@@ -140,6 +160,7 @@ fn token_signatures_verify_independently() {
 
 #[test]
 fn rcgen_signs_through_the_token() {
+    let _serial = serial();
     let token = token();
     let key = token
         .generate_key(&unique("rcgen"), KeyAlgorithm::EcP256)
@@ -159,6 +180,7 @@ fn rcgen_signs_through_the_token() {
 
 #[test]
 fn pool_signs_from_two_threads_and_every_signature_verifies() {
+    let _serial = serial();
     let token = token();
     let key = token
         .generate_key(&unique("pool"), KeyAlgorithm::EcP256)
@@ -204,7 +226,18 @@ fn pool_signs_from_two_threads_and_every_signature_verifies() {
 
 #[test]
 fn a_session_that_lost_its_login_is_reopened() {
-    let token = token();
+    let _serial = serial();
+    // Its own token: logging out affects every session of the process on a
+    // token, and the other tests run in parallel on `trellis-test`.
+    let module = &fixture().module;
+    softhsm::ensure_token(
+        module,
+        "trellis-relogin",
+        &Pin::from_secret("so-2".into()),
+        &user_pin(),
+    )
+    .unwrap();
+    let token = module.token("trellis-relogin", user_pin()).unwrap();
     let key = token
         .generate_key(&unique("relogin"), KeyAlgorithm::EcP256)
         .unwrap();
@@ -219,6 +252,7 @@ fn a_session_that_lost_its_login_is_reopened() {
 
 #[test]
 fn errors_name_the_return_value_and_the_operation() {
+    let _serial = serial();
     let module = &fixture().module;
     // A token nobody in this process is logged in to: once logged in, PKCS#11
     // answers any login with CKR_USER_ALREADY_LOGGED_IN, PIN right or wrong.
