@@ -35,6 +35,11 @@ fn fixture() -> &'static Fixture {
         assert!(admin::init_classes(&config, &module, &policies)
             .unwrap()
             .is_empty());
+        // Keys for the log test are made here, before tests run in parallel
+        // (SoftHSM2 dislikes key generation next to concurrent signing).
+        let mut log_config = config.clone();
+        log_config.log.log_id = "index-test".into();
+        admin::ensure_log_key(&log_config, &module).unwrap();
         let authority = admin::open_authority(&config, &module, policies).unwrap();
         Fixture {
             dir: paths.dir,
@@ -252,10 +257,8 @@ fn log_entries_are_read_back_through_the_sparse_index_before_and_after_recovery(
     let f = fixture();
     let config = Config::load(&f.dir.join("config.toml")).unwrap();
     let module = admin::open_module(&config).unwrap();
-    admin::ensure_log_key(&config, &module).unwrap();
     let mut config = config;
     config.log.log_id = "index-test".into();
-    admin::ensure_log_key(&config, &module).unwrap();
     let entry = |i: u64| LogEntry {
         seq: 0,
         time: "2026-11-28T00:00:00Z".into(),
