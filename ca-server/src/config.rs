@@ -111,7 +111,8 @@ pub struct ServerConfig {
     /// Nonces remembered for replay protection (each until its timestamp
     /// leaves the skew window). Sustained signed requests per second this
     /// replica can take are about replay_cache_entries / max_skew_secs;
-    /// beyond, requests are refused (fail closed). About 100 bytes per entry.
+    /// beyond, requests are refused (fail closed). About 70 bytes per entry,
+    /// reserved at start.
     #[serde(default = "default_replay_entries")]
     pub replay_cache_entries: usize,
 }

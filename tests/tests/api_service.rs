@@ -11,62 +11,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use trellis_e2e::pg::{owner_args, Postgres};
 use trellis_e2e::{bin, run, text, TestServer};
-
-fn pg_bin(name: &str) -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path().join("bin").join(name))
-                .filter(|p| p.exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
-        .pop()
-        .unwrap_or_else(|| panic!("PostgreSQL's {name} is not installed (make test installs it)"))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-/// Run a PostgreSQL server tool as the `postgres` user when we are root
-/// (PostgreSQL refuses to run as root).
-fn as_pg(tool: &Path) -> Command {
-    if is_root() {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(tool);
-        cmd
-    } else {
-        Command::new(tool)
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Postgres {
-    data: PathBuf,
-    ctl: PathBuf,
-}
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = as_pg(&self.ctl)
-            .args(["stop", "-m", "immediate", "-D"])
-            .arg(&self.data)
-            .output();
-    }
-}
 
 /// The running service; SIGTERM on drop if the test did not stop it.
 struct ApiService {
@@ -245,11 +191,7 @@ fn api_service_serves_web_callers_from_the_database_over_mtls() {
     // PostgreSQL runs as `postgres`: it must be able to reach its files.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let owner: &[&str] = if is_root() {
-        &["--owner", "postgres"]
-    } else {
-        &[]
-    };
+    let owner = owner_args();
 
     // 1. certificates: the database (db server, trusting api), the service
     //    (api, server and client, trusting db and web), a web caller and an
@@ -299,68 +241,9 @@ fn api_service_serves_web_callers_from_the_database_over_mtls() {
 
     // 2. a throwaway cluster on a loopback port: db certificate, api clients
     //    only, certificate CNs *.api.internal map to role `api`.
-    let data = t.join("pgdata");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
-    if is_root() {
-        assert!(
-            run(Command::new("chown").arg("postgres:postgres").arg(&data))
-                .status
-                .success()
-        );
-    }
-    let init = run(as_pg(&pg_bin("initdb"))
-        .args(["-A", "trust", "-U", "postgres", "-D"])
-        .arg(&data));
-    assert!(init.status.success(), "initdb: {}", text(&init));
-    let pg_port = free_port();
-    let conf = format!(
-        "listen_addresses = '127.0.0.1'\nport = {pg_port}\nunix_socket_directories = '{sock}'\nssl = on\n\
-         ssl_cert_file = '{tls}/combined.pem'\nssl_key_file = '{tls}/combined.pem'\nssl_ca_file = '{tls}/trust/api.pem'\n\
-         ssl_min_protocol_version = 'TLSv1.2'\nlog_connections = on\nfsync = off\n",
-        sock = data.display(),
-        tls = pgtls.display()
-    );
-    let mut pg_conf = std::fs::OpenOptions::new()
-        .append(true)
-        .open(data.join("postgresql.conf"))
-        .unwrap();
-    std::io::Write::write_all(&mut pg_conf, conf.as_bytes()).unwrap();
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        "local all postgres trust\nhostssl all api 127.0.0.1/32 cert map=apitier\nhost all all 0.0.0.0/0 reject\n",
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("pg_ident.conf"),
-        "apitier /^[a-z0-9-]+\\.api\\.internal$ api\n",
-    )
-    .unwrap();
-    let ctl = pg_bin("pg_ctl");
-    let start = run(as_pg(&ctl)
-        .args(["start", "-w", "-l"])
-        .arg(data.join("pg.log"))
-        .arg("-D")
-        .arg(&data));
-    let _pg = Postgres {
-        data: data.clone(),
-        ctl: ctl.clone(),
-    };
-    assert!(
-        start.status.success(),
-        "pg_ctl start: {}\n{}",
-        text(&start),
-        std::fs::read_to_string(data.join("pg.log")).unwrap_or_default()
-    );
-    let role = run(as_pg(&pg_bin("psql")).args(["-X", "-h"]).arg(&data).args([
-        "-p",
-        &pg_port.to_string(),
-        "-U",
-        "postgres",
-        "-c",
-        "CREATE ROLE api LOGIN",
-    ]));
-    assert!(role.status.success(), "{}", text(&role));
+    let _pg = Postgres::start(t, &pgtls);
+    let pg_port = _pg.port;
+    let data = _pg.data.clone();
 
     // 3. the service
     let mut service = ApiService::start(

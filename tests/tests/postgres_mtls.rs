@@ -5,53 +5,12 @@
 //! the TLS handshake itself, and both intermediates rotate under a loop of
 //! new connections with 60-second certificates renewing underneath.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use trellis_e2e::pg::{owner_args, pg_bin, Postgres};
 use trellis_e2e::{bin, run, text, TestServer};
-
-fn pg_bin(name: &str) -> PathBuf {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path().join("bin").join(name))
-                .filter(|p| p.exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    found
-        .pop()
-        .unwrap_or_else(|| panic!("PostgreSQL's {name} is not installed (make test installs it)"))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-/// Run a PostgreSQL server tool as the `postgres` user when we are root
-/// (PostgreSQL refuses to run as root).
-fn as_pg(tool: &Path) -> Command {
-    if is_root() {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", "postgres", "--"]).arg(tool);
-        cmd
-    } else {
-        Command::new(tool)
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Sidecar(Child);
 impl Drop for Sidecar {
@@ -60,19 +19,6 @@ impl Drop for Sidecar {
             .args(["-TERM", &self.0.id().to_string()])
             .status();
         let _ = self.0.wait();
-    }
-}
-
-struct Postgres {
-    data: PathBuf,
-    ctl: PathBuf,
-}
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = as_pg(&self.ctl)
-            .args(["stop", "-m", "immediate", "-D"])
-            .arg(&self.data)
-            .output();
     }
 }
 
@@ -177,11 +123,7 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
     // PostgreSQL runs as `postgres`: it must be able to reach its files.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let owner: &[&str] = if is_root() {
-        &["--owner", "postgres"]
-    } else {
-        &[]
-    };
+    let owner = owner_args();
 
     // 1. certificates: the database (db, server), the API tier (api, client),
     //    and two of the wrong class (web).
@@ -239,68 +181,9 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
     assert!(out.status.success(), "{}", text(&out));
 
     // 2. a throwaway cluster on a loopback port
-    let data = t.join("pgdata");
-    std::fs::create_dir(&data).unwrap();
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
-    if is_root() {
-        assert!(
-            run(Command::new("chown").arg("postgres:postgres").arg(&data))
-                .status
-                .success()
-        );
-    }
-    let init = run(as_pg(&pg_bin("initdb"))
-        .args(["-A", "trust", "-U", "postgres", "-D"])
-        .arg(&data));
-    assert!(init.status.success(), "initdb: {}", text(&init));
-    let port = free_port();
-    let conf = format!(
-        "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{sock}'\nssl = on\n\
-         ssl_cert_file = '{tls}/combined.pem'\nssl_key_file = '{tls}/combined.pem'\nssl_ca_file = '{tls}/trust/api.pem'\n\
-         ssl_min_protocol_version = 'TLSv1.2'\nlog_connections = on\n",
-        sock = data.display(),
-        tls = pgtls.display()
-    );
-    let mut pg_conf = std::fs::OpenOptions::new()
-        .append(true)
-        .open(data.join("postgresql.conf"))
-        .unwrap();
-    std::io::Write::write_all(&mut pg_conf, conf.as_bytes()).unwrap();
-    std::fs::write(
-        data.join("pg_hba.conf"),
-        "local all postgres trust\nhostssl all api 127.0.0.1/32 cert map=apitier\nhost all all 0.0.0.0/0 reject\n",
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("pg_ident.conf"),
-        "apitier /^[a-z0-9-]+\\.api\\.internal$ api\n",
-    )
-    .unwrap();
-    let ctl = pg_bin("pg_ctl");
-    let start = run(as_pg(&ctl)
-        .args(["start", "-w", "-l"])
-        .arg(data.join("pg.log"))
-        .arg("-D")
-        .arg(&data));
-    let pg = Postgres {
-        data: data.clone(),
-        ctl: ctl.clone(),
-    };
-    assert!(
-        start.status.success(),
-        "pg_ctl start: {}\n{}",
-        text(&start),
-        std::fs::read_to_string(data.join("pg.log")).unwrap_or_default()
-    );
-    let role = run(as_pg(&pg_bin("psql")).args(["-X", "-h"]).arg(&data).args([
-        "-p",
-        &port.to_string(),
-        "-U",
-        "postgres",
-        "-c",
-        "CREATE ROLE api LOGIN",
-    ]));
-    assert!(role.status.success(), "{}", text(&role));
+    let pg = Postgres::start(t, &pgtls);
+    let port = pg.port;
+    let data = pg.data.clone();
 
     let db_root = apitls.join("trust/db.pem");
     let api_identity = apitls.join("combined.pem");
@@ -341,9 +224,7 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
         ),
     )
     .unwrap();
-    assert!(run(as_pg(&ctl).args(["reload", "-D"]).arg(&data))
-        .status
-        .success());
+    pg.reload();
     std::thread::sleep(Duration::from_millis(500));
     let fake = query(port, "pg.web.internal", &db_root, Some(&api_identity));
     assert!(
@@ -357,9 +238,7 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
         text(&fake)
     );
     std::fs::write(&conf_path, &original).unwrap();
-    assert!(run(as_pg(&ctl).args(["reload", "-D"]).arg(&data))
-        .status
-        .success());
+    pg.reload();
     std::thread::sleep(Duration::from_millis(500));
     assert!(query(port, "pg.db.internal", &db_root, Some(&api_identity))
         .status
