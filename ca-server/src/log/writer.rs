@@ -210,7 +210,7 @@ fn run(
             .log_commit_seconds
             .observe(started.elapsed().as_secs_f64());
         match committed {
-            Ok((sth, first_seq, new_offsets)) => {
+            Ok((sth, first_seq, new_offsets, entry_bytes)) => {
                 {
                     let mut published = shared.published.write().unwrap_or_else(|p| p.into_inner());
                     for (i, offset) in new_offsets.into_iter().enumerate() {
@@ -221,9 +221,9 @@ fn run(
                     published.sth = sth.clone();
                 }
                 shared.healthy.store(true, Ordering::Relaxed);
-                for (i, job) in batch.into_iter().enumerate() {
+                for ((i, job), bytes) in batch.into_iter().enumerate().zip(&entry_bytes) {
                     let seq = first_seq + i as u64;
-                    let _ = job.reply.send(evidence(&shared, &sth, seq, &job.entry));
+                    let _ = job.reply.send(evidence(&shared, &sth, seq, bytes));
                 }
             }
             Err(e) => {
@@ -248,6 +248,10 @@ fn run(
     }
 }
 
+/// What a committed batch hands back: the signed head, the first entry's
+/// seq, each entry's file offset and its exact bytes (the Merkle leaves).
+type Committed = (SignedTreeHead, u64, Vec<u64>, Vec<Vec<u8>>);
+
 /// Write the batch, sign one head, fsync once.
 fn commit(
     shared: &Shared,
@@ -255,18 +259,20 @@ fn commit(
     session: &mut PoolSession,
     key: &KeyInfo,
     batch: &mut [Job],
-) -> Result<(SignedTreeHead, u64, Vec<u64>), LogError> {
+) -> Result<Committed, LogError> {
     let data_path = shared.paths.data();
     let first_seq = state.range.size();
     let mut buf = Vec::with_capacity(batch.len() * 1024);
     let mut offsets = Vec::with_capacity(batch.len());
     let mut completed = Vec::new();
+    let mut entry_bytes = Vec::with_capacity(batch.len());
     for job in batch.iter_mut() {
         job.entry.seq = state.range.size();
         let bytes = job.entry.to_bytes();
         offsets.push(state.len + buf.len() as u64);
         record::encode(KIND_ENTRY, &bytes, &mut buf);
         completed.extend(state.range.append(leaf_hash(&bytes)));
+        entry_bytes.push(bytes);
     }
     let sth = sign_head(session, key, &shared.log_id, &state.range)?;
     record::encode(
@@ -284,23 +290,18 @@ fn commit(
         .map_err(io(&shared.paths.nodes()))?;
     state.file.sync_data().map_err(io(&data_path))?;
     state.len += buf.len() as u64;
-    Ok((sth, first_seq, offsets))
+    Ok((sth, first_seq, offsets, entry_bytes))
 }
 
+/// The client's evidence for entry `seq`: its exact logged bytes (as
+/// serialised for the leaf, not again), the head, and the inclusion proof.
 fn evidence(
     shared: &Shared,
     sth: &SignedTreeHead,
     seq: u64,
-    entry: &LogEntry,
+    entry: &[u8],
 ) -> Result<LogEvidence, LogError> {
-    use base64::Engine;
     let proof = inclusion_proof(&shared.nodes, seq, sth.tree_size)
         .map_err(|e| LogError::Corrupt(format!("proof for {seq}: {e:?}")))?;
-    Ok(LogEvidence {
-        log_id: shared.log_id.clone(),
-        index: seq,
-        entry: base64::engine::general_purpose::STANDARD.encode(entry.to_bytes()),
-        sth: sth.clone(),
-        inclusion_proof: proof.iter().map(hex::encode).collect(),
-    })
+    Ok(LogEvidence::new(seq, entry, sth.clone(), &proof))
 }
