@@ -33,9 +33,11 @@
 //!
 //! # Verification
 //!
-//! [`verify`] checks the timestamp skew first (cheap, and a stale request is
-//! rejected whatever its MAC), then the MAC against each configured secret
-//! of the key (current, then previous) in constant time. Nonce replay is
+//! [`verify`] checks the MAC against each configured secret of the key
+//! (current, then previous) in constant time, and only then the timestamp
+//! skew: a caller without the secret always gets [`AuthError::BadSignature`],
+//! so a stale timestamp cannot tell a known key id from an unknown one (the
+//! server verifies unknown key ids against a dummy secret). Nonce replay is
 //! checked afterwards by the caller with [`crate::replay::ReplayCache`], so
 //! that unauthenticated requests cannot fill the cache.
 //!
@@ -377,10 +379,10 @@ pub fn parse_authorization(header: &str) -> Result<AuthHeader, AuthError> {
 /// Verifies a parsed header against the request and the key's secrets
 /// (current first, then previous; empty secrets are ignored).
 ///
-/// Checks `|now_unix - ts| <= max_skew_secs` first
-/// ([`AuthError::StaleTimestamp`]), then the MAC in constant time
-/// ([`AuthError::BadSignature`] when no secret matches). Does not check the
-/// nonce for replay.
+/// Checks the MAC in constant time against every secret
+/// ([`AuthError::BadSignature`] when none matches), then
+/// `|now_unix - ts| <= max_skew_secs` ([`AuthError::StaleTimestamp`], only
+/// for a caller that holds the secret). Does not check the nonce for replay.
 pub fn verify(
     header: &AuthHeader,
     secrets: &[&[u8]],
@@ -390,21 +392,28 @@ pub fn verify(
     now_unix: i64,
     max_skew_secs: i64,
 ) -> Result<(), AuthError> {
-    let skew = (i128::from(now_unix) - i128::from(header.ts)).abs();
-    if skew > i128::from(max_skew_secs.max(0)) {
-        return Err(AuthError::StaleTimestamp);
-    }
+    // The MAC first: only a caller holding the secret learns that its clock
+    // is off, so a stale timestamp under an unknown (or guessed) key id answers
+    // exactly like a bad signature.
     let sts = string_to_sign(method, path_and_query, header.ts, &header.nonce, body);
+    let mut matched = false;
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         let Some(mut mac) = mac_for(secret) else {
             continue;
         };
         mac.update(sts.as_bytes());
-        if mac.verify_slice(&header.sig).is_ok() {
-            return Ok(());
-        }
+        // Every secret is tried (no early exit), so the time taken does not
+        // say which one matched.
+        matched |= mac.verify_slice(&header.sig).is_ok();
     }
-    Err(AuthError::BadSignature)
+    if !matched {
+        return Err(AuthError::BadSignature);
+    }
+    let skew = (i128::from(now_unix) - i128::from(header.ts)).abs();
+    if skew > i128::from(max_skew_secs.max(0)) {
+        return Err(AuthError::StaleTimestamp);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -532,12 +541,13 @@ mod tests {
                 assert_eq!(r.unwrap_err().code(), ErrorCode::StaleTimestamp);
             }
         }
-        // Skew is checked before the MAC: a stale forged request is stale.
+        // The MAC is checked before the skew: a stale forged request says
+        // nothing about the clock (or about whether the key exists).
         let mut h = signed("POST", "/v1/sign", BODY, NOW - 1000, NONCE);
         h.sig = [0; 32];
         assert_eq!(
             check(&h, "POST", "/v1/sign", BODY),
-            Err(AuthError::StaleTimestamp)
+            Err(AuthError::BadSignature)
         );
         // Extreme timestamps do not overflow.
         for ts in [i64::MIN, i64::MAX] {

@@ -45,6 +45,12 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// Too many requests, or the replay cache is full; retry later (429).
     RateLimited,
+    /// The request body arrived too slowly (below the minimum rate, or not
+    /// whole within the body deadline) (408).
+    RequestTimeout,
+    /// A server-wide budget (buffered request bytes, queued response bytes,
+    /// concurrent log reads) is spent right now; retry shortly (503).
+    Busy,
     /// The HSM is not usable right now (503).
     HsmUnavailable,
     /// The issuance log cannot be written right now (503).
@@ -55,7 +61,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::MalformedRequest,
         ErrorCode::MalformedCsr,
         ErrorCode::BadCsrSignature,
@@ -70,6 +76,8 @@ impl ErrorCode {
         ErrorCode::BodyTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RateLimited,
+        ErrorCode::RequestTimeout,
+        ErrorCode::Busy,
         ErrorCode::HsmUnavailable,
         ErrorCode::LogUnavailable,
         ErrorCode::Internal,
@@ -92,6 +100,8 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => "body_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::Busy => "busy",
             ErrorCode::HsmUnavailable => "hsm_unavailable",
             ErrorCode::LogUnavailable => "log_unavailable",
             ErrorCode::Internal => "internal",
@@ -113,8 +123,9 @@ impl ErrorCode {
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited => 429,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::Internal => 500,
-            ErrorCode::HsmUnavailable | ErrorCode::LogUnavailable => 503,
+            ErrorCode::HsmUnavailable | ErrorCode::LogUnavailable | ErrorCode::Busy => 503,
         }
     }
 
@@ -226,6 +237,8 @@ mod tests {
             ("body_too_large", 413),
             ("unsupported_media_type", 415),
             ("rate_limited", 429),
+            ("request_timeout", 408),
+            ("busy", 503),
             ("hsm_unavailable", 503),
             ("log_unavailable", 503),
             ("internal", 500),

@@ -10,9 +10,13 @@
 //! - [`merkle`]: the issuance log's RFC 6962/9162 Merkle tree: hashing, the
 //!   compact range, inclusion and consistency proofs and their verification;
 //! - [`sth`]: signed tree heads, the log public key, and the check of the
-//!   log evidence a sign response carries.
+//!   log evidence a sign response carries;
+//! - [`secret`]: `file:`/`env:` secret references and the checked, capped
+//!   reading of secret files; parse errors that never echo a secret.
 //!
-//! The crate does no I/O and reads no clock: callers pass `now_unix`.
+//! The crate reads no clock (callers pass `now_unix`) and does no I/O,
+//! except [`secret`]: the one place ca-proto reads files (secret files, and
+//! configuration files that may hold secrets) and the environment.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,6 +29,7 @@ pub mod logentry;
 pub mod merkle;
 pub mod native;
 pub mod replay;
+pub mod secret;
 pub mod sth;
 
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, ReasonBody};

@@ -14,7 +14,8 @@
 //! never accepted (fail closed). Pairs are stored as truncated SHA-256
 //! fingerprints (2^-128 collision odds per pair, far below any concern).
 //!
-//! Not thread-safe by itself; the server wraps it in a `Mutex`. Check
+//! [`ReplayCache`] is not thread-safe by itself; [`KeyedReplayCache`] gives
+//! each auth key its own share behind its own lock (what the server uses). Check
 //! replays only after the request's MAC verified, so that unauthenticated
 //! traffic cannot fill the cache. The cache reads no clock: callers pass
 //! `now_unix`.
@@ -147,6 +148,73 @@ impl ReplayCache {
             self.by_expiry.pop();
             self.seen.remove(&fp);
         }
+    }
+}
+
+/// One [`ReplayCache`] per auth key, each with its own share of the total
+/// capacity, so that one key (however busy, or however hostile its holder)
+/// can fill or evict only its own nonces: when a key's share is full its own
+/// requests are refused (fail closed) and every other key is unaffected.
+///
+/// The set of keys is fixed at construction (the server's auth keys); a key
+/// id outside it is refused with [`ReplayError::CacheFull`], which the server
+/// never reaches because it checks nonces only after the MAC verified.
+#[derive(Debug)]
+pub struct KeyedReplayCache {
+    per_key: std::collections::HashMap<String, std::sync::Mutex<ReplayCache>>,
+    share: usize,
+}
+
+/// The smallest share a key gets, whatever the total.
+pub const MIN_SHARE: usize = 1024;
+
+impl KeyedReplayCache {
+    /// `total_capacity` split evenly over `key_ids` (at least [`MIN_SHARE`]
+    /// entries each), every share reserved up front.
+    pub fn new<'a>(
+        key_ids: impl IntoIterator<Item = &'a str>,
+        total_capacity: usize,
+        window_secs: i64,
+    ) -> Self {
+        let ids: Vec<&str> = key_ids.into_iter().collect();
+        let share = (total_capacity / ids.len().max(1)).max(MIN_SHARE);
+        let per_key = ids
+            .into_iter()
+            .map(|id| {
+                (
+                    id.to_string(),
+                    std::sync::Mutex::new(ReplayCache::new(share, window_secs)),
+                )
+            })
+            .collect();
+        KeyedReplayCache { per_key, share }
+    }
+
+    /// The capacity of each key's share.
+    pub fn share(&self) -> usize {
+        self.share
+    }
+
+    /// Entries held for `key_id` (0 for a key outside the set).
+    pub fn len_for(&self, key_id: &str) -> usize {
+        self.per_key.get(key_id).map_or(0, |c| {
+            c.lock().unwrap_or_else(|p| p.into_inner()).len()
+        })
+    }
+
+    /// [`ReplayCache::check_and_insert`] in `key_id`'s own share.
+    pub fn check_and_insert(
+        &self,
+        key_id: &str,
+        nonce: &str,
+        ts: i64,
+        now_unix: i64,
+    ) -> Result<(), ReplayError> {
+        let cache = self.per_key.get(key_id).ok_or(ReplayError::CacheFull)?;
+        cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check_and_insert(key_id, nonce, ts, now_unix)
     }
 }
 
@@ -306,5 +374,34 @@ mod tests {
         assert_eq!(c.window_secs(), 60);
         assert_eq!(c.capacity(), 10_000);
         assert_eq!(ReplayCache::with_window(300).capacity(), DEFAULT_CAPACITY);
+    }
+
+    #[test]
+    fn keyed_shares_are_independent() {
+        let c = KeyedReplayCache::new(["a", "b"], 2 * MIN_SHARE, 300);
+        assert_eq!(c.share(), MIN_SHARE);
+        for i in 0..MIN_SHARE {
+            assert_eq!(c.check_and_insert("a", &format!("n{i}"), NOW, NOW), Ok(()));
+        }
+        // a's share is full: a is refused, b is not.
+        assert_eq!(
+            c.check_and_insert("a", "one-more", NOW, NOW),
+            Err(ReplayError::CacheFull)
+        );
+        assert_eq!(c.check_and_insert("b", "n0", NOW, NOW), Ok(()));
+        assert_eq!(c.len_for("a"), MIN_SHARE);
+        assert_eq!(c.len_for("b"), 1);
+        // Replays are still per key and nonce.
+        assert_eq!(
+            c.check_and_insert("b", "n0", NOW, NOW),
+            Err(ReplayError::Replayed)
+        );
+        // A key outside the set has no share.
+        assert_eq!(
+            c.check_and_insert("zzz", "n0", NOW, NOW),
+            Err(ReplayError::CacheFull)
+        );
+        // Expiry frees a's share.
+        assert_eq!(c.check_and_insert("a", "later", NOW + 700, NOW + 700), Ok(()));
     }
 }

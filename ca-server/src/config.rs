@@ -3,19 +3,22 @@
 //! run, and how the CA certificates are shaped. Relative paths are resolved
 //! against the directory holding the file, so a deployment directory can move.
 
+use ca_proto::secret::{
+    describe_parse_error, read_regular_file, ResolveError, SecretFileMode, SecretRef,
+    MAX_CONFIG_BYTES,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
+    /// Not a readable regular file of at most `MAX_CONFIG_BYTES`.
+    #[error("config: {0}")]
+    Read(#[from] ResolveError),
+    /// Not TOML or not the schema: `path:line:column: what was expected`
+    /// (never the offending text).
+    #[error("{0}")]
+    Parse(String),
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -99,6 +102,11 @@ pub struct ServerConfig {
     /// Who may ask for what (see `deploy/config/auth-keys.toml`).
     #[serde(default = "default_auth_keys")]
     pub auth_keys: PathBuf,
+    /// How private secret files (PINs, auth secrets, `auth-keys.toml`)
+    /// must be: `strict` (owner only) or `group-readable` (0640/0440, for
+    /// secrets mounted group-readable in containers).
+    #[serde(default)]
+    pub secret_file_mode: SecretFileMode,
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
     #[serde(default = "default_max_connections")]
@@ -115,6 +123,128 @@ pub struct ServerConfig {
     /// reserved at start.
     #[serde(default = "default_replay_entries")]
     pub replay_cache_entries: usize,
+    /// Open connections from one source address at most; 0 = no limit.
+    #[serde(default)]
+    pub max_connections_per_ip: usize,
+    /// TCP accept → TLS handshake complete.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_secs: u64,
+    /// Handshake → the first request's headers (first byte, protocol
+    /// detection and headers).
+    #[serde(default = "default_first_request_timeout")]
+    pub first_request_timeout_secs: u64,
+    /// Keep-alive idle: a response produced → the next request's headers
+    /// (a response must also be read within it).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// A request body must be whole within this…
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// …and arrive at this many bytes per second at least, after 1 s.
+    #[serde(default = "default_body_min_rate")]
+    pub body_min_bytes_per_sec: u64,
+    /// Request body bytes buffered at once, server-wide.
+    #[serde(default = "default_buffered_body_bytes")]
+    pub max_buffered_body_bytes: usize,
+    /// Request body bytes buffered at once by one connection.
+    #[serde(default = "default_connection_body_bytes")]
+    pub max_connection_body_bytes: usize,
+    /// Response bytes queued for slow readers, server-wide.
+    #[serde(default = "default_queued_response_bytes")]
+    pub max_queued_response_bytes: usize,
+    /// Response bytes queued by one connection.
+    #[serde(default = "default_connection_response_bytes")]
+    pub max_connection_response_bytes: usize,
+}
+
+fn default_handshake_timeout() -> u64 {
+    10
+}
+fn default_first_request_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    30
+}
+fn default_body_timeout() -> u64 {
+    10
+}
+fn default_body_min_rate() -> u64 {
+    1024
+}
+fn default_buffered_body_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_connection_body_bytes() -> usize {
+    256 * 1024
+}
+fn default_queued_response_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_connection_response_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+impl ServerConfig {
+    /// The connection limits, deadlines and budgets are in range.
+    pub fn check_limits(&self) -> Result<(), String> {
+        let secs = [
+            ("handshake_timeout_secs", self.handshake_timeout_secs),
+            ("first_request_timeout_secs", self.first_request_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+        ];
+        for (name, v) in secs {
+            if !(1..=3600).contains(&v) {
+                return Err(format!("server.{name} must be between 1 and 3600"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err("server.max_connections must be at least 1".into());
+        }
+        if self.body_min_bytes_per_sec == 0 {
+            return Err("server.body_min_bytes_per_sec must be at least 1".into());
+        }
+        if self.max_connection_response_bytes < 64 * 1024
+            || self.max_queued_response_bytes < self.max_connection_response_bytes
+        {
+            return Err("server: 64 KiB <= max_connection_response_bytes <= max_queued_response_bytes is required".into());
+        }
+        Ok(())
+    }
+
+    /// The accept loop's options from this section.
+    pub fn serve_options(&self) -> crate::server::ServeOptions {
+        use crate::server::{budget::BudgetLimits, conn, ServeOptions};
+        use std::time::Duration;
+        ServeOptions {
+            admission: conn::Admission {
+                max_connections: self.max_connections,
+                max_connections_per_ip: self.max_connections_per_ip,
+            },
+            deadlines: conn::Deadlines {
+                handshake: Duration::from_secs(self.handshake_timeout_secs),
+                first_request: Duration::from_secs(self.first_request_timeout_secs),
+                idle: Duration::from_secs(self.idle_timeout_secs),
+                body_total: Duration::from_secs(self.body_timeout_secs),
+                body_min_bytes_per_sec: self.body_min_bytes_per_sec,
+            },
+            // A connection can always hold one largest body, and the server
+            // one connection's share.
+            budgets: BudgetLimits {
+                body_bytes: self
+                    .max_buffered_body_bytes
+                    .max(self.max_connection_body_bytes.max(self.max_body_bytes)),
+                connection_body_bytes: self.max_connection_body_bytes.max(self.max_body_bytes),
+                response_bytes: self.max_queued_response_bytes,
+                connection_response_bytes: self.max_connection_response_bytes,
+                ..BudgetLimits::default()
+            },
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            ..ServeOptions::default()
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -123,11 +253,22 @@ impl Default for ServerConfig {
             listen: default_listen(),
             tls_names: default_tls_names(),
             auth_keys: default_auth_keys(),
+            secret_file_mode: SecretFileMode::default(),
             max_body_bytes: default_max_body(),
             max_connections: default_max_connections(),
             header_read_timeout_secs: default_header_timeout(),
             max_skew_secs: default_skew(),
             replay_cache_entries: default_replay_entries(),
+            max_connections_per_ip: 0,
+            handshake_timeout_secs: default_handshake_timeout(),
+            first_request_timeout_secs: default_first_request_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            body_timeout_secs: default_body_timeout(),
+            body_min_bytes_per_sec: default_body_min_rate(),
+            max_buffered_body_bytes: default_buffered_body_bytes(),
+            max_connection_body_bytes: default_connection_body_bytes(),
+            max_queued_response_bytes: default_queued_response_bytes(),
+            max_connection_response_bytes: default_connection_response_bytes(),
         }
     }
 }
@@ -155,20 +296,67 @@ fn default_skew() -> i64 {
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// Names this replica's log; unique per replica (e.g. the host name).
+    /// One process writes a log (an exclusive lock on its directory), so
+    /// replicas sharing a state directory need distinct log ids.
     #[serde(default = "default_log_id")]
     pub log_id: String,
+    /// Serve `entries` and `proof` without authentication (`sth` and `key`
+    /// are always public). Default: any valid auth key.
+    #[serde(default)]
+    pub public_reads: bool,
+    /// Log reads (`entries`, `proof`) running at once, on their own
+    /// lowest-priority threads (1 ..= 64).
+    #[serde(default = "default_read_threads")]
+    pub read_threads: usize,
+    /// Log reads waiting for a thread; beyond this, 503 `busy` with
+    /// Retry-After (0 ..= 65536).
+    #[serde(default = "default_read_queue")]
+    pub read_queue: usize,
+    /// Entry bytes in one `entries` page (4 KiB ..= 16 MiB; a page holds at
+    /// most 1000 entries, and at least one).
+    #[serde(default = "default_page_bytes")]
+    pub page_bytes: usize,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             log_id: default_log_id(),
+            public_reads: false,
+            read_threads: default_read_threads(),
+            read_queue: default_read_queue(),
+            page_bytes: default_page_bytes(),
         }
+    }
+}
+
+impl LogConfig {
+    /// The read limits are in range.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=64).contains(&self.read_threads) {
+            return Err("log.read_threads must be between 1 and 64".into());
+        }
+        if self.read_queue > 65536 {
+            return Err("log.read_queue must be at most 65536".into());
+        }
+        if !(4096..=16 * 1024 * 1024).contains(&self.page_bytes) {
+            return Err("log.page_bytes must be between 4 KiB and 16 MiB".into());
+        }
+        Ok(())
     }
 }
 
 fn default_log_id() -> String {
     "trellis-1".into()
+}
+fn default_read_threads() -> usize {
+    2
+}
+fn default_read_queue() -> usize {
+    64
+}
+fn default_page_bytes() -> usize {
+    256 * 1024
 }
 
 fn default_state_dir() -> PathBuf {
@@ -205,13 +393,13 @@ fn default_tls_names() -> Vec<String> {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        let mut config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: shown.clone(),
-            message: e.to_string(),
+        // Capped and regular-file only: `--config /dev/zero` must not eat
+        // memory, and a secret file named by mistake is never echoed.
+        let bytes = read_regular_file(path, MAX_CONFIG_BYTES)?;
+        let text =
+            String::from_utf8(bytes).map_err(|_| ResolveError::NotText(shown.clone()))?;
+        let mut config: Config = toml::from_str(&text).map_err(|e| {
+            ConfigError::Parse(describe_parse_error(path, &text, e.span(), e.message()))
         })?;
         let base = path
             .parent()
@@ -224,8 +412,15 @@ impl Config {
         config.hsm.module = base.join(&config.hsm.module);
         config.server.auth_keys = clean(base.join(&config.server.auth_keys));
         config.hsm.softhsm2_conf = config.hsm.softhsm2_conf.map(|p| base.join(p));
-        config.hsm.online_pin = resolve_file_ref(&base, &config.hsm.online_pin);
-        config.hsm.root_pin = resolve_file_ref(&base, &config.hsm.root_pin);
+        for (field, pin) in [
+            ("hsm.online_pin", &mut config.hsm.online_pin),
+            ("hsm.root_pin", &mut config.hsm.root_pin),
+        ] {
+            *pin = pin_reference(&base, pin).map_err(|e| ConfigError::Invalid {
+                path: shown.clone(),
+                message: format!("{field}: {e}"),
+            })?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -241,6 +436,8 @@ impl Config {
                 "log.log_id must be 1-64 characters of [A-Za-z0-9._-]".into(),
             ));
         }
+        self.log.check().map_err(invalid)?;
+        self.server.check_limits().map_err(invalid)?;
         if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
             return Err(invalid(
                 "server.max_body_bytes must be between 1 KiB and 16 MiB".into(),
@@ -280,10 +477,87 @@ fn clean(path: PathBuf) -> PathBuf {
         .collect()
 }
 
-/// `file:relative/path` is relative to the config file's directory.
-fn resolve_file_ref(base: &Path, reference: &str) -> String {
-    match reference.strip_prefix("file:") {
-        Some(p) if !Path::new(p).is_absolute() => format!("file:{}", clean(base.join(p)).display()),
-        _ => reference.to_string(),
+/// A PIN reference (`file:`/`env:` only, never a value) with a relative
+/// `file:` path resolved against the config file's directory.
+fn pin_reference(base: &Path, reference: &str) -> Result<String, ResolveError> {
+    SecretRef::parse(reference, base).map(|r| r.to_string())
+}
+
+impl Config {
+    /// The online token's PIN, read with `[server] secret_file_mode`.
+    pub fn read_online_pin(&self) -> hsm::HsmResult<hsm::Pin> {
+        hsm::Pin::resolve_with(&self.hsm.online_pin, self.server.secret_file_mode)
+    }
+
+    /// The root token's PIN, read with `[server] secret_file_mode`.
+    pub fn read_root_pin(&self) -> hsm::HsmResult<hsm::Pin> {
+        hsm::Pin::resolve_with(&self.hsm.root_pin, self.server.secret_file_mode)
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    const PIN: &str = "pin-online-7f3e9d2c";
+
+    fn write_config(dir: &Path, hsm_extra: &str, server: &str) -> PathBuf {
+        let path = dir.join("config.toml");
+        let text = format!(
+            "[hsm]\nmodule = \"x.so\"\nonline_pin = \"file:secrets/online.pin\"\n\
+             root_pin = \"env:ROOT_PIN\"\n{hsm_extra}\n[server]\n{server}\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn pin_references_resolve_against_the_config_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(&write_config(dir.path(), "", "")).unwrap();
+        let base = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(
+            config.hsm.online_pin,
+            format!("file:{}", base.join("secrets/online.pin").display())
+        );
+        assert_eq!(config.hsm.root_pin, "env:ROOT_PIN");
+        assert_eq!(config.server.secret_file_mode, SecretFileMode::Strict);
+        let relaxed = write_config(dir.path(), "", "secret_file_mode = \"group-readable\"");
+        let config = Config::load(&relaxed).unwrap();
+        assert_eq!(config.server.secret_file_mode, SecretFileMode::GroupReadable);
+    }
+
+    #[test]
+    fn errors_name_the_position_never_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        // a bare PIN where a reference belongs
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            format!("[hsm]\nmodule = \"x.so\"\nonline_pin = \"{PIN}\"\nroot_pin = \"env:R\"\n"),
+        )
+        .unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("hsm.online_pin") && !e.contains(PIN), "{e}");
+        // a syntax error on the PIN line
+        std::fs::write(
+            &path,
+            format!("[hsm]\nmodule = \"x.so\"\nonline_pin = \"{PIN}\nroot_pin = \"env:R\"\n"),
+        )
+        .unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("config.toml:3:") && !e.contains(PIN), "{e}");
+        // an unknown mode value
+        let bad = write_config(dir.path(), "", &format!("secret_file_mode = \"{PIN}\""));
+        let e = Config::load(&bad).unwrap_err().to_string();
+        assert!(e.contains("expected `strict` or `group-readable`"), "{e}");
+        assert!(!e.contains(PIN), "{e}");
+        // a PIN file given as the config
+        let pin = dir.path().join("online.pin");
+        std::fs::write(&pin, format!("{PIN}\n")).unwrap();
+        let e = Config::load(&pin).unwrap_err().to_string();
+        assert!(e.contains("online.pin:1:") && !e.contains(PIN), "{e}");
+        let e = Config::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 }

@@ -2,6 +2,11 @@
 //! directory, created idempotently — SoftHSM2 tokens with generated PINs, the
 //! shipped class policies, `config.toml`, every class hierarchy and the
 //! server's TLS certificate. A second run reuses everything it finds.
+//!
+//! Secret files (the PINs, `secrets/auth-*.hex`, `auth-keys.toml`) are
+//! written 0600 in a 0700 `secrets/` directory, as the server's strict
+//! secret file rules require; files found there with group or other
+//! permissions (e.g. planted by hand) are made private again, and said so.
 
 use crate::state::write_atomic;
 use anyhow::{Context, Result};
@@ -27,6 +32,7 @@ pub fn prepare(dir: &Path, listen: &str) -> Result<DevPaths> {
         }
     }
     set_mode(&dir.join("secrets"), 0o700)?;
+    make_private(&dir.join("secrets"))?;
     let policies = dir.join("policies");
     if !policies.exists() {
         for (class, text) in policies::SHIPPED {
@@ -38,6 +44,7 @@ pub fn prepare(dir: &Path, listen: &str) -> Result<DevPaths> {
         }
     }
     write_auth_keys(&dir)?;
+    make_private(&dir.join("auth-keys.toml"))?;
     let config = dir.join("config.toml");
     if !config.exists() {
         let module = softhsm::find_module()
@@ -67,6 +74,7 @@ intermediate_validity_days = 365
 listen = "{listen}"
 tls_names = ["localhost", "127.0.0.1", "::1"]
 auth_keys = "auth-keys.toml"
+secret_file_mode = "strict"   # PIN and secret files: 0600/0400, owned by this user
 max_body_bytes = 65536
 max_connections = 4096
 header_read_timeout_secs = 10
@@ -104,8 +112,10 @@ pub fn ensure_tokens(paths: &DevPaths, module: &Module) -> Result<Vec<&'static s
 }
 
 /// One key per shipped class (that class only, CFSSL endpoint allowed) and
-/// `admin` for every class; secrets in `secrets/auth-<id>.hex` (0600), the
-/// same files a local `ca-client` can use.
+/// `admin` for every class (`*`, which does not include `ca`: no key of the
+/// development deployment can obtain the server's identity); secrets in
+/// `secrets/auth-<id>.hex` (0600), the same files a local `ca-client` can
+/// use.
 fn write_auth_keys(dir: &Path) -> Result<()> {
     let path = dir.join("auth-keys.toml");
     if path.exists() {
@@ -147,6 +157,36 @@ fn random_secret(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::getrandom(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     Ok(hex::encode(buf))
+}
+
+/// `path` (a file, or every file of a directory) loses any group or other
+/// permission.
+fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let files = if path.is_dir() {
+        std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for file in files {
+        let Ok(meta) = std::fs::symlink_metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_file() && mode & 0o077 != 0 {
+            set_mode(&file, mode & 0o700)
+                .with_context(|| format!("making {} private", file.display()))?;
+            println!(
+                "made {} private (mode {mode:03o} -> {:03o})",
+                file.display(),
+                mode & 0o700
+            );
+        }
+    }
+    Ok(())
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {

@@ -569,7 +569,12 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
         None
     } else {
         admin::ensure_log_key(config, &module)?;
-        Some(admin::open_log(config, &module)?)
+        // Takes the log's exclusive lock (refused when another process
+        // writes this log) and serves reads with the [log] limits.
+        Some(
+            admin::open_log(config, &module)?
+                .with_read_limits(ca_server::log::reads::ReadLimits::from_config(&config.log)),
+        )
     };
     admin::ensure_server_tls(config, &authority, log.as_ref())?;
     let state = StateDir::new(&config.state_dir);
@@ -596,11 +601,7 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
         config.server.max_skew_secs,
         config.server.replay_cache_entries,
     ));
-    let options = ca_server::server::ServeOptions {
-        max_connections: config.server.max_connections,
-        header_read_timeout: std::time::Duration::from_secs(config.server.header_read_timeout_secs),
-        ..Default::default()
-    };
+    let options = config.server.serve_options();
     let reloader = ca_server::server::reload::Reloader {
         app: app.clone(),
         config: config.clone(),
@@ -666,6 +667,8 @@ fn init(config: &Config) -> Result<()> {
         );
     }
     let authority = admin::open_authority(config, &module, policies)?;
+    // Takes the log's exclusive lock: init refuses to touch a log that a
+    // running server writes.
     let log = admin::open_log(config, &module)?;
     if admin::ensure_server_tls(config, &authority, Some(&log))? {
         println!("issued the server's TLS certificate from class 'ca'");

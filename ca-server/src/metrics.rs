@@ -18,6 +18,22 @@ pub struct Metrics {
     pub hsm_errors: IntCounterVec,
     pub log_batch_entries: Histogram,
     pub log_commit_seconds: Histogram,
+    /// Authentication failures by code (unauthenticated, stale_timestamp).
+    pub auth_failures: IntCounterVec,
+    /// Requests refused by a key's rate limit, by key id (configured keys
+    /// only, so the label set is bounded).
+    pub rate_limited: IntCounterVec,
+    /// Open client connections (TCP accepted, not yet closed).
+    pub connections: IntGauge,
+    /// Connections closed by the server, by reason (a deadline's phase,
+    /// eviction at the cap, per-source limit).
+    pub connections_closed: IntCounterVec,
+    /// Requests refused because a memory or concurrency budget was spent.
+    pub budget_refusals: IntCounterVec,
+    /// Body bytes buffered for requests not yet handled to completion.
+    pub body_bytes_buffered: IntGauge,
+    /// Response bytes queued for clients that have not read them yet.
+    pub response_bytes_queued: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -90,6 +106,46 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new("auth_failures_total", "Authentication failures by code"),
+            &["code"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "rate_limited_total",
+                "Requests refused by their key's rate limit",
+            ),
+            &["key_id"],
+        )?;
+        let connections = IntGauge::new("connections_open", "Open client connections")?;
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "connections_closed_total",
+                "Connections closed by the server, by reason",
+            ),
+            &["reason"],
+        )?;
+        let budget_refusals = IntCounterVec::new(
+            Opts::new(
+                "budget_refusals_total",
+                "Requests refused because a memory or concurrency budget was spent",
+            ),
+            &["budget"],
+        )?;
+        let body_bytes_buffered = IntGauge::new(
+            "body_bytes_buffered",
+            "Request body bytes buffered by requests in progress",
+        )?;
+        let response_bytes_queued = IntGauge::new(
+            "response_bytes_queued",
+            "Response bytes queued for clients that have not read them yet",
+        )?;
+        for c in [&auth_failures, &rate_limited, &connections_closed, &budget_refusals] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        for g in [&connections, &body_bytes_buffered, &response_bytes_queued] {
+            registry.register(Box::new(g.clone()))?;
+        }
         registry.register(Box::new(log_batch_entries.clone()))?;
         registry.register(Box::new(log_commit_seconds.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -110,6 +166,13 @@ impl Metrics {
             hsm_errors,
             log_batch_entries,
             log_commit_seconds,
+            auth_failures,
+            rate_limited,
+            connections,
+            connections_closed,
+            budget_refusals,
+            body_bytes_buffered,
+            response_bytes_queued,
         })
     }
 

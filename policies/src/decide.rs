@@ -13,6 +13,28 @@ use crate::types::{Decision, Grant, KeyAlgorithm, KeyUsage, Reason, ReasonCode, 
 use crate::uris::normalize_uri;
 use crate::{ClassPolicy, Profile};
 
+/// What a client-supplied `hosts` entry asks for: an IP address SAN, a URI
+/// SAN (it has a scheme), or else a DNS name. The one place that decides,
+/// used by [`ClassPolicy::decide`] and by whoever records what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    Ip(IpAddr),
+    Uri,
+    Dns,
+}
+
+impl HostKind {
+    pub fn of(host: &str) -> HostKind {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            HostKind::Ip(ip)
+        } else if host.contains("://") {
+            HostKind::Uri
+        } else {
+            HostKind::Dns
+        }
+    }
+}
+
 /// The SANs a request asks for, before any checks.
 struct Requested<'a> {
     dns: Vec<&'a str>,
@@ -36,12 +58,10 @@ impl<'a> Requested<'a> {
                     uris: Vec::new(),
                 };
                 for h in hosts {
-                    if let Ok(ip) = h.parse::<IpAddr>() {
-                        r.ips.push(ip);
-                    } else if h.contains("://") {
-                        r.uris.push(h);
-                    } else {
-                        r.dns.push(h);
+                    match HostKind::of(h) {
+                        HostKind::Ip(ip) => r.ips.push(ip),
+                        HostKind::Uri => r.uris.push(h),
+                        HostKind::Dns => r.dns.push(h),
                     }
                 }
                 r

@@ -16,6 +16,7 @@ mod set;
 mod types;
 mod uris;
 
+pub use decide::HostKind;
 pub use duration::parse_duration;
 pub use error::PolicyError;
 pub use load::load_dir;

@@ -187,6 +187,32 @@ impl TestServer {
         ca_proto::auth::sign_request(&creds, "POST", "/v1/sign", body, ts, nonce)
     }
 
+    /// A native `Authorization` header for any request (fresh nonce, now).
+    pub fn auth_header_for(
+        &self,
+        key_id: &str,
+        method: &str,
+        path_and_query: &str,
+        body: &[u8],
+    ) -> String {
+        let creds = ca_proto::auth::Credentials::new(key_id, self.secret(key_id));
+        ca_proto::auth::sign_request(
+            &creds,
+            method,
+            path_and_query,
+            body,
+            now_unix(),
+            &ca_proto::auth::new_nonce(),
+        )
+    }
+
+    /// A GET signed with `key_id` (e.g. the log's `entries` and `proof`).
+    pub fn signed_get(&self, key_id: &str, path_and_query: &str) -> HttpResponse {
+        let header = self.auth_header_for(key_id, "GET", path_and_query, b"");
+        self.client()
+            .request("GET", path_and_query, &[("authorization", &header)], b"")
+    }
+
     /// The value of a counter on `/metrics` (sum over label sets matching `filter`).
     pub fn metric(&self, name: &str, filter: &str) -> f64 {
         let page = self.client().request("GET", "/metrics", &[], b"");

@@ -73,14 +73,9 @@ fn every_issued_certificate_comes_with_a_verifiable_inclusion_proof() {
         &json!({"class": "db", "csr": csr(tmp.path(), "b", "b.db.internal")}),
     );
     assert_eq!(status2, 200);
+    // entries and proof need a signed request (any valid key)
     let proof = server
-        .client()
-        .request(
-            "GET",
-            &format!("/v1/log/dev-1/proof?seq={}", evidence.index),
-            &[],
-            b"",
-        )
+        .signed_get("db", &format!("/v1/log/dev-1/proof?seq={}", evidence.index))
         .json();
     let later = LogEvidence {
         log_id: "dev-1".into(),
@@ -94,16 +89,13 @@ fn every_issued_certificate_comes_with_a_verifiable_inclusion_proof() {
         .verify(&key)
         .expect("proof against the newer head verifies");
     let entries = server
-        .client()
-        .request("GET", "/v1/log/dev-1/entries?start=0&end=10", &[], b"")
+        .signed_get("db", "/v1/log/dev-1/entries?start=0&end=10")
         .json();
     assert_eq!(
         entries["entries"].as_array().unwrap().len() as u64,
         later.sth.tree_size
     );
-    let bad = server
-        .client()
-        .request("GET", "/v1/log/dev-1/proof?seq=999999", &[], b"");
+    let bad = server.signed_get("db", "/v1/log/dev-1/proof?seq=999999");
     assert_eq!(bad.status, 404);
 }
 

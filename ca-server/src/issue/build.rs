@@ -27,6 +27,19 @@ pub enum BuildError {
 pub struct Built {
     pub params: CertificateParams,
     pub serial: [u8; SERIAL_LEN],
+    /// The intermediate these parameters are for: what the after-signing
+    /// lint checks the certificate's issuer fields against.
+    pub issuer: IssuerFacts,
+}
+
+/// The issuing intermediate as the after-signing lint needs it.
+#[derive(Clone, Debug)]
+pub struct IssuerFacts {
+    /// The intermediate's certificate (its subject is the leaf's issuer,
+    /// its subjectKeyIdentifier the leaf's authorityKeyIdentifier).
+    pub cert_der: Vec<u8>,
+    /// The intermediate's key, which decides the signature algorithm.
+    pub key: hsm::KeyAlgorithm,
 }
 
 pub fn leaf_params(
@@ -70,7 +83,14 @@ pub fn leaf_params(
     let serial = random_serial().map_err(|e| BuildError::Random(e.to_string()))?;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     params.use_authority_key_identifier_extension = true;
-    Ok(Built { params, serial })
+    Ok(Built {
+        params,
+        serial,
+        issuer: IssuerFacts {
+            cert_der: issuer.cert_der.clone(),
+            key: issuer.key.algorithm,
+        },
+    })
 }
 
 fn key_usage(usage: &KeyUsage) -> KeyUsagePurpose {

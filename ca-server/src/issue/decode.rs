@@ -1,15 +1,25 @@
 //! Step *decode*: CSR bytes (PEM or DER, size-limited) → a parsed request and
 //! the facts the policy engine decides on. Nothing here trusts the CSR yet;
-//! its signature is checked by the next step.
+//! its signature is checked by the next step. What the facts are taken
+//! from is checked first, so that policy cannot be fooled: the public key
+//! agrees with its algorithm identifier and with the signature algorithm
+//! ([`spki`]), and there is exactly one place extensions are requested, with
+//! no extension twice ([`attributes`]).
+
+pub mod attributes;
+pub mod curve;
+pub mod der;
+pub mod spki;
 
 use policies::{CsrFacts, KeyAlgorithm, SignatureAlgorithm};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateSigningRequestDer;
 use x509_parser::certification_request::X509CertificationRequest;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::cri_attributes::ExtensionRequest;
+use x509_parser::extensions::{GeneralName, ParsedExtension, X509Extension};
 use x509_parser::oid_registry::*;
 use x509_parser::prelude::FromDer;
-use x509_parser::public_key::PublicKey;
+use x509_parser::x509::AlgorithmIdentifier;
 
 /// Larger CSRs are refused before parsing. An RSA-4096 CSR with a hundred
 /// SANs is under 8 KiB.
@@ -29,6 +39,12 @@ pub enum DecodeError {
     Extensions(String),
     #[error("CSR SAN carries a malformed IP address")]
     BadIpAddress,
+    #[error("CSR public key: {0}")]
+    PublicKey(#[from] spki::SpkiError),
+    #[error("CSR signature algorithm: {0}")]
+    SignatureAlgorithm(#[from] spki::SignatureMismatch),
+    #[error(transparent)]
+    Attributes(#[from] attributes::AttributeError),
 }
 
 /// Accept PEM (text around the block is ignored) or raw DER.
@@ -60,6 +76,7 @@ pub fn parse(der: &[u8]) -> Result<X509CertificationRequest<'_>, DecodeError> {
 /// from these facts ever reach a certificate.
 pub fn facts(csr: &X509CertificationRequest<'_>) -> Result<CsrFacts, DecodeError> {
     let info = &csr.certification_request_info;
+    let key = check_key_and_signature(csr)?;
     let common_name = info.subject.iter_common_name().next().map(|cn| {
         cn.as_str()
             .map(str::to_string)
@@ -70,36 +87,74 @@ pub fn facts(csr: &X509CertificationRequest<'_>) -> Result<CsrFacts, DecodeError
         dns_names: Vec::new(),
         ip_addrs: Vec::new(),
         uris: Vec::new(),
-        key: key_algorithm(&info.subject_pki),
-        signature: signature_algorithm(&csr.signature_algorithm.algorithm),
+        key: key.algorithm,
+        signature: signature_algorithm(&csr.signature_algorithm),
         requests_ca: false,
     };
-    if let Some(extensions) = csr.requested_extensions() {
-        for ext in extensions {
-            match ext {
-                ParsedExtension::SubjectAlternativeName(san) => {
-                    for name in &san.general_names {
-                        match name {
-                            GeneralName::DNSName(n) => facts.dns_names.push(n.to_string()),
-                            GeneralName::URI(u) => facts.uris.push(u.to_string()),
-                            GeneralName::IPAddress(bytes) => {
-                                facts.ip_addrs.push(ip_from_bytes(bytes)?)
-                            }
-                            // Other name forms are never granted; policy sees them as nothing.
-                            _ => {}
-                        }
+    for ext in requested_extensions(csr)? {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                for name in &san.general_names {
+                    match name {
+                        GeneralName::DNSName(n) => facts.dns_names.push(n.to_string()),
+                        GeneralName::URI(u) => facts.uris.push(u.to_string()),
+                        GeneralName::IPAddress(bytes) => facts.ip_addrs.push(ip_from_bytes(bytes)?),
+                        // Other name forms are never granted; policy sees them as nothing.
+                        _ => {}
                     }
                 }
-                ParsedExtension::BasicConstraints(bc) => facts.requests_ca |= bc.ca,
-                ParsedExtension::UnsupportedExtension { .. } => {}
-                ParsedExtension::ParseError { error } => {
-                    return Err(DecodeError::Extensions(error.to_string()))
-                }
-                _ => {}
             }
+            ParsedExtension::BasicConstraints(bc) => facts.requests_ca |= bc.ca,
+            ParsedExtension::UnsupportedExtension { .. } => {}
+            ParsedExtension::ParseError { error } => {
+                return Err(DecodeError::Extensions(error.to_string()))
+            }
+            _ => {}
         }
     }
     Ok(facts)
+}
+
+/// The SPKI agrees with its key bytes, and the signature algorithm with the
+/// SPKI ([`spki`]).
+pub fn check_key_and_signature(
+    csr: &X509CertificationRequest<'_>,
+) -> Result<spki::CheckedKey, DecodeError> {
+    let key = spki::check_spki(csr.certification_request_info.subject_pki.raw)?;
+    spki::check_signature_algorithm(
+        key.family,
+        csr.signature_algorithm.algorithm.as_bytes(),
+        signature_params(&csr.signature_algorithm),
+        csr.signature_value.unused_bits,
+    )?;
+    Ok(key)
+}
+
+fn signature_params(alg: &AlgorithmIdentifier<'_>) -> spki::SignatureParams {
+    match &alg.parameters {
+        None => spki::SignatureParams::Absent,
+        Some(p) if p.header.tag() == x509_parser::der_parser::asn1_rs::Tag::Null && p.data.is_empty() => {
+            spki::SignatureParams::Null
+        }
+        Some(_) => spki::SignatureParams::Other,
+    }
+}
+
+/// The extensions of the CSR's single extensionRequest attribute (PKCS#9
+/// or Microsoft's legacy OID), after [`attributes::extension_request`]
+/// made sure there is at most one and that no extension appears twice.
+pub fn requested_extensions<'a>(
+    csr: &X509CertificationRequest<'a>,
+) -> Result<Vec<X509Extension<'a>>, DecodeError> {
+    let Some(der) = attributes::extension_request(csr.certification_request_info.raw)? else {
+        return Ok(Vec::new());
+    };
+    let (rest, request) =
+        ExtensionRequest::from_der(der).map_err(|e| DecodeError::Extensions(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Extensions("trailing bytes".into()));
+    }
+    Ok(request.extensions)
 }
 
 fn ip_from_bytes(bytes: &[u8]) -> Result<std::net::IpAddr, DecodeError> {
@@ -116,48 +171,20 @@ fn ip_from_bytes(bytes: &[u8]) -> Result<std::net::IpAddr, DecodeError> {
     }
 }
 
+/// What policy sees of a key; malformed keys are `Other` (the pipeline
+/// refuses them in [`facts`] before policy runs).
 pub fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> KeyAlgorithm {
-    let alg = &spki.algorithm.algorithm;
-    if *alg == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve = spki
-            .algorithm
-            .parameters
-            .as_ref()
-            .and_then(|p| p.as_oid().ok());
-        return match curve {
-            Some(c) if c == OID_EC_P256 => KeyAlgorithm::EcP256,
-            Some(c) if c == OID_NIST_EC_P384 => KeyAlgorithm::EcP384,
-            Some(c) => KeyAlgorithm::Other(format!("EC curve {c}")),
-            None => KeyAlgorithm::Other("EC key without a named curve".into()),
-        };
+    match spki::check_spki(spki.raw) {
+        Ok(key) => key.algorithm,
+        Err(e) => KeyAlgorithm::Other(format!("malformed public key ({e})")),
     }
-    if *alg == OID_SIG_ED25519 {
-        return KeyAlgorithm::Ed25519;
-    }
-    if *alg == OID_PKCS1_RSAENCRYPTION {
-        return match spki.parsed() {
-            Ok(PublicKey::RSA(rsa)) if is_sane_rsa(&rsa) => KeyAlgorithm::Rsa {
-                bits: u32::try_from(rsa.key_size()).unwrap_or(0),
-            },
-            _ => KeyAlgorithm::Other("malformed RSA public key".into()),
-        };
-    }
-    KeyAlgorithm::Other(format!("public key algorithm {alg}"))
 }
 
-/// An RSA exponent must be odd and > 1 (RFC 8017), and modulus non-empty.
-fn is_sane_rsa(rsa: &x509_parser::public_key::RSAPublicKey<'_>) -> bool {
-    let exponent = rsa
-        .exponent
-        .iter()
-        .skip_while(|&&b| b == 0)
-        .collect::<Vec<_>>();
-    let odd = exponent.last().is_some_and(|&&b| b & 1 == 1);
-    let greater_than_one = exponent.len() > 1 || exponent.first().is_some_and(|&&b| b > 1);
-    odd && greater_than_one && rsa.key_size() > 0
-}
-
-fn signature_algorithm(oid: &x509_parser::der_parser::oid::Oid<'_>) -> SignatureAlgorithm {
+fn signature_algorithm(alg: &AlgorithmIdentifier<'_>) -> SignatureAlgorithm {
+    let oid = &alg.algorithm;
+    if *oid == OID_PKCS1_RSASSAPSS {
+        return pss_algorithm(alg);
+    }
     let known = [
         (OID_SIG_ECDSA_WITH_SHA256, SignatureAlgorithm::EcdsaSha256),
         (OID_SIG_ECDSA_WITH_SHA384, SignatureAlgorithm::EcdsaSha384),
@@ -166,7 +193,6 @@ fn signature_algorithm(oid: &x509_parser::der_parser::oid::Oid<'_>) -> Signature
         (OID_PKCS1_SHA256WITHRSA, SignatureAlgorithm::RsaPkcs1Sha256),
         (OID_PKCS1_SHA384WITHRSA, SignatureAlgorithm::RsaPkcs1Sha384),
         (OID_PKCS1_SHA512WITHRSA, SignatureAlgorithm::RsaPkcs1Sha512),
-        (OID_PKCS1_RSASSAPSS, SignatureAlgorithm::RsaPssSha256),
     ];
     for (known_oid, alg) in known {
         if *oid == known_oid {
@@ -181,4 +207,25 @@ fn signature_algorithm(oid: &x509_parser::der_parser::oid::Oid<'_>) -> Signature
         oid.to_id_string()
     };
     SignatureAlgorithm::Other(name)
+}
+
+/// RSASSA-PSS names its hash in its parameters (SHA-1 when absent).
+fn pss_algorithm(alg: &AlgorithmIdentifier<'_>) -> SignatureAlgorithm {
+    use x509_parser::signature_algorithm::RsaSsaPssParams;
+    let Some(params) = alg.parameters.as_ref() else {
+        return SignatureAlgorithm::Other("rsassa-pss without parameters".into());
+    };
+    let Ok(params) = RsaSsaPssParams::try_from(params) else {
+        return SignatureAlgorithm::Other("rsassa-pss with malformed parameters".into());
+    };
+    let hash = params.hash_algorithm_oid();
+    if *hash == OID_NIST_HASH_SHA256 {
+        SignatureAlgorithm::RsaPssSha256
+    } else if *hash == OID_NIST_HASH_SHA384 {
+        SignatureAlgorithm::RsaPssSha384
+    } else if *hash == OID_NIST_HASH_SHA512 {
+        SignatureAlgorithm::RsaPssSha512
+    } else {
+        SignatureAlgorithm::Other(format!("rsassa-pss with hash {hash}"))
+    }
 }

@@ -4,10 +4,14 @@
 //! appends the batch, signs one tree head with the log key in the HSM,
 //! fsyncs once, and only then releases the requests with their inclusion
 //! proofs. A response with a certificate is never sent before its entry is
-//! durable.
+//! durable. One process writes a log: the writer holds an exclusive lock on
+//! the log's directory (`lock.rs`); reads for the HTTP API run on their own
+//! bounded, low-priority threads (`reads.rs`).
 
+pub mod lock;
 pub mod monitor;
 pub mod nodes;
+pub mod reads;
 pub mod record;
 pub mod show;
 pub mod verify;
@@ -19,6 +23,7 @@ use ca_proto::merkle::{inclusion_proof, Hash, ProofError};
 use ca_proto::sth::{LogEvidence, LogPublicKey, SignedTreeHead};
 use hsm::Token;
 use nodes::NodeFiles;
+use reads::{Page, ReadLimits, ReadPool, ReadRefused};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -37,6 +42,9 @@ pub enum LogError {
     Corrupt(String),
     #[error("issuance log writer has stopped")]
     Stopped,
+    /// Another process (or another handle in this one) writes this log.
+    #[error("issuance log {dir} is in use by {holder}; each replica needs its own log_id")]
+    InUse { dir: String, holder: lock::Holder },
     #[error("no such entry")]
     OutOfRange,
     /// A batch could not be made durable; every request in it gets this.
@@ -86,12 +94,13 @@ pub fn key_label(log_id: &str) -> String {
 pub(crate) struct Published {
     pub sth: SignedTreeHead,
     /// File offset of every `CHECKPOINT_STRIDE`th entry record: a sparse
-    /// index (8 bytes per 1024 entries) from which reads walk forward.
+    /// index (8 bytes per 256 entries) from which reads walk forward, so a
+    /// read skips at most 255 entries before its first.
     pub checkpoints: Vec<u64>,
 }
 
 /// Entries between two remembered file offsets.
-pub(crate) const CHECKPOINT_STRIDE: u64 = 1024;
+pub(crate) const CHECKPOINT_STRIDE: u64 = 256;
 
 pub(crate) struct Shared {
     pub log_id: String,
@@ -141,19 +150,74 @@ pub fn issued_entry(issued: &Issued, key_id: &str) -> LogEntry {
 #[derive(Clone)]
 pub struct IssuanceLog {
     shared: Arc<Shared>,
-    sender: tokio::sync::mpsc::UnboundedSender<writer::Job>,
+    writer: Arc<WriterHandle>,
+    reads: Arc<ReadPool>,
+}
+
+/// The writer thread's queue and the thread itself. When the last handle
+/// goes, the queue closes and the thread is waited for: it finishes its
+/// batch and lets go of the log's lock before `drop` returns, so the same
+/// process can open the log again at once (`dev` runs init, then serve).
+struct WriterHandle {
+    sender: Option<tokio::sync::mpsc::UnboundedSender<writer::Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        self.sender.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 impl IssuanceLog {
-    /// Open (recovering a torn tail) and start the writer thread. `token` is
-    /// the online token holding the log key.
+    /// Take the log's lock (refused with [`LogError::InUse`] when another
+    /// writer has it), open it (recovering a torn tail) and start the writer
+    /// thread. `token` is the online token holding the log key.
     pub fn open(state_dir: &Path, log_id: &str, token: Token) -> Result<IssuanceLog, LogError> {
         let key = token.public_key(&key_label(log_id))?;
         let (shared, state) = writer::recover(state_dir, log_id, &token, &key)?;
         let shared = Arc::new(shared);
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        writer::start(shared.clone(), state, token, key, receiver)?;
-        Ok(IssuanceLog { shared, sender })
+        let thread = writer::start(shared.clone(), state, token, key, receiver)?;
+        Ok(IssuanceLog {
+            shared,
+            writer: Arc::new(WriterHandle {
+                sender: Some(sender),
+                thread: Some(thread),
+            }),
+            reads: Arc::new(ReadPool::new(ReadLimits::default())),
+        })
+    }
+
+    /// Serve reads with these limits (instead of the defaults).
+    pub fn with_read_limits(mut self, limits: ReadLimits) -> IssuanceLog {
+        self.reads = Arc::new(ReadPool::new(limits));
+        self
+    }
+
+    pub fn read_limits(&self) -> &ReadLimits {
+        &self.reads.limits
+    }
+
+    /// Run `f` on a log reader thread (bounded queue, lowest CPU priority)
+    /// and wait for it without holding an async worker.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LogReader) -> T + Send + 'static,
+    ) -> Result<T, ReadRefused> {
+        let reader = LogReader {
+            shared: self.shared.clone(),
+        };
+        self.reads.run(move || f(&reader)).await
+    }
+
+    fn sender(&self) -> Result<&tokio::sync::mpsc::UnboundedSender<writer::Job>, LogError> {
+        self.writer.sender.as_ref().ok_or(LogError::Stopped)
     }
 
     pub fn log_id(&self) -> &str {
@@ -174,7 +238,7 @@ impl IssuanceLog {
     pub async fn append(&self, mut entry: LogEntry) -> Result<LogEvidence, LogError> {
         entry.log_id = self.shared.log_id.clone();
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.sender
+        self.sender()?
             .send(writer::Job { entry, reply })
             .map_err(|_| LogError::Stopped)?;
         rx.await.unwrap_or(Err(LogError::Stopped))
@@ -184,19 +248,55 @@ impl IssuanceLog {
     pub fn append_blocking(&self, mut entry: LogEntry) -> Result<LogEvidence, LogError> {
         entry.log_id = self.shared.log_id.clone();
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.sender
+        self.sender()?
             .send(writer::Job { entry, reply })
             .map_err(|_| LogError::Stopped)?;
         rx.blocking_recv().unwrap_or(Err(LogError::Stopped))
     }
 
     pub fn sth(&self) -> SignedTreeHead {
-        self.shared
-            .published
+        self.shared.sth()
+    }
+
+    /// Inclusion proof of entry `seq` in the current signed tree (reads
+    /// node files: blocking).
+    pub fn proof(&self, seq: u64) -> Result<(SignedTreeHead, Vec<Hash>), LogError> {
+        LogReader {
+            shared: self.shared.clone(),
+        }
+        .proof(seq)
+    }
+
+    /// Raw entry bytes for `start..end` (bounded by the signed tree size;
+    /// reads `log.dat`: blocking).
+    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        let count = end.saturating_sub(start);
+        let page = LogReader {
+            shared: self.shared.clone(),
+        }
+        .entries_page(start, Some(end), count, usize::MAX)?;
+        Ok(page.entries)
+    }
+}
+
+impl Shared {
+    fn sth(&self) -> SignedTreeHead {
+        self.published
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .sth
             .clone()
+    }
+}
+
+/// What a read job sees of the log: its published (durable, signed) state.
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+impl LogReader {
+    pub fn sth(&self) -> SignedTreeHead {
+        self.shared.sth()
     }
 
     /// Inclusion proof of entry `seq` in the current signed tree.
@@ -216,24 +316,47 @@ impl IssuanceLog {
         Ok((sth, proof))
     }
 
-    /// Raw entry bytes for `start..end` (bounded by the signed tree size).
-    pub fn entries(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        let (end, from_seq, from_offset) = {
+    /// Entries from `start` up to `end` (or the end of the signed tree),
+    /// at most `max_entries` of them and, after the first, at most
+    /// `max_bytes` of entry bytes. Never reads past the signed tree: what
+    /// follows may be a batch that is still being written.
+    pub fn entries_page(
+        &self,
+        start: u64,
+        end: Option<u64>,
+        max_entries: u64,
+        max_bytes: usize,
+    ) -> Result<Page, LogError> {
+        let (tree_size, from_seq, from_offset) = {
             let published = self
                 .shared
                 .published
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
-            let end = end.min(published.sth.tree_size);
-            if start >= end {
-                return Ok(Vec::new());
+            let tree_size = published.sth.tree_size;
+            if start >= tree_size {
+                return Ok(Page {
+                    entries: Vec::new(),
+                    next: None,
+                    tree_size,
+                });
             }
-            let checkpoint = (start / CHECKPOINT_STRIDE) as usize;
-            match published.checkpoints.get(checkpoint) {
-                Some(offset) => (end, checkpoint as u64 * CHECKPOINT_STRIDE, *offset),
-                None => return Err(LogError::Corrupt(format!("no index for entry {start}"))),
-            }
+            let checkpoint = start / CHECKPOINT_STRIDE;
+            let offset = usize::try_from(checkpoint)
+                .ok()
+                .and_then(|c| published.checkpoints.get(c).copied())
+                .ok_or_else(|| LogError::Corrupt(format!("no index for entry {start}")))?;
+            (tree_size, checkpoint * CHECKPOINT_STRIDE, offset)
         };
+        let wanted_end = end.unwrap_or(tree_size).min(tree_size);
+        let stop = wanted_end.min(start.saturating_add(max_entries));
+        if start >= stop {
+            return Ok(Page {
+                entries: Vec::new(),
+                next: None,
+                tree_size,
+            });
+        }
         let path = self.shared.paths.data();
         let io = |source| LogError::Io {
             path: path.display().to_string(),
@@ -243,28 +366,15 @@ impl IssuanceLog {
         let mut file = std::fs::File::open(&path).map_err(io)?;
         file.seek(std::io::SeekFrom::Start(from_offset))
             .map_err(io)?;
-        let mut out = Vec::with_capacity((end - start) as usize);
-        let mut seq = from_seq;
-        // Stop as soon as `end` is reached: what follows may be a batch that
-        // is still being written.
-        let walked = record::for_each(std::io::BufReader::new(file), |kind, _, payload| {
-            if kind == record::KIND_ENTRY {
-                if seq >= start {
-                    out.push((seq, payload.to_vec()));
-                }
-                seq += 1;
-                if seq >= end {
-                    return Err(());
-                }
-            }
-            Ok(())
-        });
-        match walked {
-            Err(record::WalkError::Visit(())) => Ok(out),
-            Err(record::WalkError::Io(e)) => Err(io(e)),
-            Ok(_) => Err(LogError::Corrupt(format!(
-                "entries {start}..{end} end early in the file"
-            ))),
-        }
+        let entries = reads::walk_range(&path, file, from_seq, start, stop, max_bytes)?;
+        let next = entries
+            .last()
+            .map(|(seq, _)| seq + 1)
+            .filter(|next| *next < wanted_end);
+        Ok(Page {
+            entries,
+            next,
+            tree_size,
+        })
     }
 }

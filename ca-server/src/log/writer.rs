@@ -1,5 +1,7 @@
-//! Recovery at start and the group-commit writer thread.
+//! Recovery at start and the group-commit writer thread. Recovery first
+//! takes the log's exclusive lock, and the writer thread keeps it.
 
+use super::lock::LogLock;
 use super::nodes::NodeFiles;
 use super::record::{self, KIND_ENTRY, KIND_TREE_HEAD};
 use super::{LogError, LogPaths, Published, Shared, CHECKPOINT_STRIDE};
@@ -26,6 +28,8 @@ pub(crate) struct WriterState {
     file: File,
     len: u64,
     range: CompactRange,
+    /// Held while this state lives: one writer per log.
+    _lock: LogLock,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
@@ -35,8 +39,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
     }
 }
 
-/// Scan the log, cut a torn tail, rebuild the tree and node files, and make
-/// sure the last record is a signed head for the whole tree.
+/// Take the log's lock, then scan the log, cut a torn tail, rebuild the
+/// tree and node files, and make sure the last record is a signed head for
+/// the whole tree.
 pub(crate) fn recover(
     state_dir: &Path,
     log_id: &str,
@@ -46,6 +51,8 @@ pub(crate) fn recover(
     let paths = LogPaths::new(state_dir, log_id);
     let data_path = paths.data();
     std::fs::create_dir_all(&paths.dir).map_err(io(&paths.dir))?;
+    // Before anything touches log.dat or the node files.
+    let lock = LogLock::acquire(&paths.dir)?;
     let file = OpenOptions::new()
         .create(true)
         .read(true)
@@ -106,6 +113,7 @@ pub(crate) fn recover(
         file,
         len: walked.valid_len,
         range,
+        _lock: lock,
     };
     let sth = match last_sth {
         Some(sth)
@@ -175,11 +183,10 @@ pub(crate) fn start(
     token: Token,
     key: KeyInfo,
     receiver: tokio::sync::mpsc::UnboundedReceiver<Job>,
-) -> Result<(), LogError> {
+) -> Result<std::thread::JoinHandle<()>, LogError> {
     std::thread::Builder::new()
         .name("log-writer".into())
         .spawn(move || run(shared, state, PoolSession::new(token), key, receiver))
-        .map(|_| ())
         .map_err(|source| LogError::Io {
             path: "log-writer thread".into(),
             source,

@@ -1,6 +1,12 @@
 //! Shared request-handling state and the steps every signing endpoint takes
-//! around the pipeline: authenticate (native HMAC or CFSSL token), check the
-//! key's scope, rate-limit, run the pipeline, log the decision.
+//! around the pipeline, in this order: authenticate (native HMAC or CFSSL
+//! token), rate-limit the key, remember the nonce (native), check the key's
+//! scope, run the pipeline, record the decision.
+//!
+//! The order is the fairness rule: nothing a key's holder sends costs more
+//! than a MAC before its rate limit has said yes, so a key that is being
+//! refused cannot make the server decode, sign, fsync or log for it, and its
+//! nonces land only in its own share of the replay cache.
 
 use super::keys::{AuthKey, AuthKeys};
 use super::ratelimit::RateLimiter;
@@ -10,10 +16,11 @@ use crate::log::IssuanceLog;
 use crate::metrics::metrics;
 use ca_proto::auth::{parse_authorization, verify};
 use ca_proto::logentry::{LogDecision, LogEntry, LogReason};
-use ca_proto::replay::ReplayCache;
+use ca_proto::replay::KeyedReplayCache;
 use ca_proto::sth::LogEvidence;
 use ca_proto::{ErrorCode, ReasonBody};
-use std::sync::{Arc, Mutex};
+use super::throttle::Throttle;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub struct App {
@@ -21,10 +28,16 @@ pub struct App {
     pub keys: AuthKeys,
     /// None only with `--no-log` (benchmarks).
     pub log: Option<IssuanceLog>,
-    pub replay: Mutex<ReplayCache>,
+    /// One share per auth key (see `KeyedReplayCache`).
+    pub replay: KeyedReplayCache,
     pub limiter: RateLimiter,
     pub max_body_bytes: usize,
     pub max_skew_secs: i64,
+    /// Verifies MACs under unknown key ids, so that an unknown key id costs
+    /// the same work and gets the same answer as a wrong secret.
+    dummy_secret: [u8; 32],
+    /// Bounds tracing lines about refusals (auth failures, rate limits).
+    throttle: Throttle,
 }
 
 pub fn now_unix() -> i64 {
@@ -40,19 +53,34 @@ impl App {
         max_skew_secs: i64,
         replay_cache_entries: usize,
     ) -> App {
+        let replay = KeyedReplayCache::new(
+            keys.iter().map(|k| k.id.as_str()),
+            replay_cache_entries,
+            max_skew_secs,
+        );
+        let mut dummy_secret = [0u8; 32];
+        // A fixed dummy would also be safe (no key has it as its secret:
+        // the MAC is simply never right); random costs nothing.
+        let _ = getrandom::getrandom(&mut dummy_secret);
         App {
             authority,
             keys,
             log,
-            replay: Mutex::new(ReplayCache::new(replay_cache_entries, max_skew_secs)),
+            replay,
             limiter: RateLimiter::default(),
             max_body_bytes,
             max_skew_secs,
+            dummy_secret,
+            throttle: Throttle::default(),
         }
     }
 
-    /// Verify a native `Authorization` header over this exact request, then
-    /// remember its nonce. Every failure is logged (without the header).
+    /// Verify a native `Authorization` header over this exact request,
+    /// rate-limit its key, then remember its nonce in the key's share of the
+    /// replay cache. A caller without the secret gets `unauthenticated`
+    /// whatever it sent (unknown key id, wrong MAC, malformed header, or a
+    /// stale timestamp under any of those); refusals are traced at a bounded
+    /// rate with escaped, truncated request targets.
     pub fn authenticate_native(
         &self,
         header: Option<&str>,
@@ -64,41 +92,122 @@ impl App {
         let result = (|| {
             let header = header.ok_or(ca_proto::auth::AuthError::Missing)?;
             let parsed = parse_authorization(header)?;
-            let key = self
-                .keys
-                .get(&parsed.key_id)
-                .ok_or(ca_proto::auth::AuthError::UnknownKey)?;
+            let key = self.keys.get(&parsed.key_id);
+            let dummy: [&[u8]; 1] = [&self.dummy_secret];
+            let secrets = key.map_or_else(|| dummy.to_vec(), |k| k.secrets());
             verify(
                 &parsed,
-                &key.secrets(),
+                &secrets,
                 method,
                 path_and_query,
                 body,
                 now,
                 self.max_skew_secs,
             )?;
+            let key = key.ok_or(ca_proto::auth::AuthError::UnknownKey)?;
             Ok::<_, ca_proto::auth::AuthError>((key, parsed))
         })();
-        let (key, parsed) = result.map_err(|e| {
-            tracing::warn!(
-                event = "auth_denied",
-                code = e.code().as_str(),
-                path = path_and_query,
-                "{}",
-                e.public_message()
-            );
-            ApiError::new(e.code(), e.public_message())
-        })?;
+        let (key, parsed) = result.map_err(|e| self.auth_failed(&e, path_and_query))?;
+        self.admit(key)?;
         let replay = self
             .replay
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .check_and_insert(&parsed.key_id, &parsed.nonce, parsed.ts, now);
         replay.map_err(|e| {
             tracing::warn!(event = "auth_denied", code = e.code().as_str(), key_id = %key.id, "replay check failed");
             ApiError::new(e.code(), "request nonce was already used or cannot be checked")
         })?;
         Ok(key)
+    }
+
+    /// Before the body is read: the `Authorization` header must at least
+    /// parse (scheme, key id syntax, timestamp syntax, nonce format). This
+    /// does not look the key up, so the answer is the same for every key id.
+    pub fn precheck_native(
+        &self,
+        header: Option<&str>,
+        path_and_query: &str,
+    ) -> Result<(), ApiError> {
+        header
+            .ok_or(ca_proto::auth::AuthError::Missing)
+            .and_then(parse_authorization)
+            .map(|_| ())
+            .map_err(|e| self.auth_failed(&e, path_and_query))
+    }
+
+    fn auth_failed(&self, e: &ca_proto::auth::AuthError, path_and_query: &str) -> ApiError {
+        metrics()
+            .auth_failures
+            .with_label_values(&[e.code().as_str()])
+            .inc();
+        if let Some(suppressed) = self.throttle.allow("auth_denied") {
+            tracing::warn!(
+                event = "auth_denied",
+                code = e.code().as_str(),
+                path = %printable(path_and_query),
+                suppressed,
+                "{}",
+                e.public_message()
+            );
+        }
+        ApiError::new(e.code(), e.public_message())
+    }
+
+    /// Find the CFSSL-enabled key whose secret made `token` over
+    /// `request_bytes` (every key is tried, each in constant time; secrets
+    /// are distinct across keys, so at most one matches), then rate-limit it.
+    pub fn authenticate_cfssl(
+        &self,
+        request_bytes: &[u8],
+        token: &[u8],
+    ) -> Result<&AuthKey, ApiError> {
+        let mut found = None;
+        for key in self.keys.iter().filter(|k| k.cfssl) {
+            let ok = ca_proto::cfssl::verify_token(&key.secrets(), request_bytes, token).is_ok();
+            if ok && found.is_none() {
+                found = Some(key);
+            }
+        }
+        let Some(key) = found else {
+            metrics()
+                .auth_failures
+                .with_label_values(&[ErrorCode::Unauthenticated.as_str()])
+                .inc();
+            if let Some(suppressed) = self.throttle.allow("auth_denied") {
+                tracing::warn!(
+                    event = "auth_denied",
+                    code = "unauthenticated",
+                    path = "/api/v1/cfssl/authsign",
+                    suppressed,
+                    "no CFSSL-enabled key matches the token"
+                );
+            }
+            return Err(ApiError::new(
+                ErrorCode::Unauthenticated,
+                "authentication failed",
+            ));
+        };
+        self.admit(key)?;
+        Ok(key)
+    }
+
+    /// The key's rate limit: the first thing after its MAC verified, before
+    /// anything that costs. Refusals are counted; traced once a second per
+    /// key at most; never appended to the issuance log.
+    fn admit(&self, key: &AuthKey) -> Result<(), ApiError> {
+        if self.limiter.allow(&key.id, key.rate_per_second, key.burst) {
+            return Ok(());
+        }
+        metrics()
+            .rate_limited
+            .with_label_values(&[key.id.as_str()])
+            .inc();
+        if let Some(suppressed) = self.throttle.allow(&key.id) {
+            tracing::warn!(event = "rate_limited", code = "rate_limited", key_id = %key.id, suppressed, "rate limit exceeded");
+        }
+        Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "rate limit exceeded for this key",
+        ))
     }
 
     /// A class the server knows, and the profile a request means (the class
@@ -116,7 +225,8 @@ impl App {
         })
     }
 
-    /// The key may act on this class and profile, and has tokens left.
+    /// The key may act on this class and profile (its rate limit was
+    /// already taken when it authenticated).
     pub fn authorize(&self, key: &AuthKey, class: &str, profile: &str) -> Result<(), ApiError> {
         if !key.may_use_class(class) || !key.may_use_profile(profile) {
             tracing::warn!(
@@ -141,13 +251,6 @@ impl App {
                 ),
             ));
         }
-        if !self.limiter.allow(&key.id, key.rate_per_second, key.burst) {
-            tracing::warn!(event = "rate_limited", code = "rate_limited", key_id = %key.id, "rate limit exceeded");
-            return Err(ApiError::new(
-                ErrorCode::RateLimited,
-                "rate limit exceeded for this key",
-            ));
-        }
         Ok(())
     }
 
@@ -163,6 +266,7 @@ impl App {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let class = request.class.clone();
         let profile = request.profile.clone().unwrap_or_default();
+        let hosts = request.hosts.clone();
         self.authority.submit(request, move |result| {
             let _ = tx.send(result);
         });
@@ -212,8 +316,15 @@ impl App {
                 };
                 let error = self.denial(e, &class, &profile, key_id);
                 if error.code.http_status() < 500 {
-                    self.record_denial(&class, &profile, key_id, &error, facts.as_ref())
-                        .await;
+                    self.record_denial(
+                        &class,
+                        &profile,
+                        key_id,
+                        &error,
+                        facts.as_ref(),
+                        hosts.as_deref(),
+                    )
+                    .await;
                 }
                 Err(error)
             }
@@ -226,7 +337,10 @@ impl App {
     }
 
     /// Put a denial of an authenticated request in the issuance log. A log
-    /// failure here does not change the answer (nothing was issued).
+    /// failure here does not change the answer (nothing was issued). The
+    /// names recorded are the ones the request asked for: the client's
+    /// `hosts` when it sent them (they replace the CSR's SANs), else the
+    /// CSR's SANs when it was decoded.
     pub async fn record_denial(
         &self,
         class: &str,
@@ -234,6 +348,7 @@ impl App {
         key_id: &str,
         error: &ApiError,
         facts: Option<&policies::CsrFacts>,
+        hosts: Option<&[String]>,
     ) {
         let Some(log) = &self.log else { return };
         let mut reasons: Vec<LogReason> = error
@@ -250,6 +365,7 @@ impl App {
                 detail: error.message.clone(),
             });
         }
+        let requested = RequestedNames::of(facts, hosts);
         let entry = LogEntry {
             seq: 0,
             time: now_rfc3339(),
@@ -260,15 +376,9 @@ impl App {
             decision: LogDecision::Denied,
             serial: None,
             subject: facts.and_then(|f| f.common_name.as_deref().map(printable)),
-            dns: facts
-                .map(|f| f.dns_names.iter().map(|n| printable(n)).collect())
-                .unwrap_or_default(),
-            ips: facts
-                .map(|f| f.ip_addrs.iter().map(|ip| ip.to_string()).collect())
-                .unwrap_or_default(),
-            uris: facts
-                .map(|f| f.uris.iter().map(|u| printable(u)).collect())
-                .unwrap_or_default(),
+            dns: requested.dns,
+            ips: requested.ips,
+            uris: requested.uris,
             not_before: None,
             not_after: None,
             spki_sha256: None,
@@ -326,6 +436,48 @@ impl App {
                 .collect();
         }
         error
+    }
+}
+
+/// The SANs a denied request asked for, as the log records them (escaped,
+/// and at most `MAX_RECORDED_NAMES` of each kind: a request is bounded by the
+/// body limit, but the log entry should stay small).
+struct RequestedNames {
+    dns: Vec<String>,
+    ips: Vec<String>,
+    uris: Vec<String>,
+}
+
+const MAX_RECORDED_NAMES: usize = 100;
+
+impl RequestedNames {
+    fn of(facts: Option<&policies::CsrFacts>, hosts: Option<&[String]>) -> RequestedNames {
+        let mut r = RequestedNames {
+            dns: Vec::new(),
+            ips: Vec::new(),
+            uris: Vec::new(),
+        };
+        match (hosts, facts) {
+            (Some(hosts), _) => {
+                for h in hosts {
+                    match policies::HostKind::of(h) {
+                        policies::HostKind::Ip(ip) => r.ips.push(ip.to_string()),
+                        policies::HostKind::Uri => r.uris.push(printable(h)),
+                        policies::HostKind::Dns => r.dns.push(printable(h)),
+                    }
+                }
+            }
+            (None, Some(f)) => {
+                r.dns = f.dns_names.iter().map(|n| printable(n)).collect();
+                r.ips = f.ip_addrs.iter().map(|ip| ip.to_string()).collect();
+                r.uris = f.uris.iter().map(|u| printable(u)).collect();
+            }
+            (None, None) => {}
+        }
+        r.dns.truncate(MAX_RECORDED_NAMES);
+        r.ips.truncate(MAX_RECORDED_NAMES);
+        r.uris.truncate(MAX_RECORDED_NAMES);
+        r
     }
 }
 

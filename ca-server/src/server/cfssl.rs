@@ -8,7 +8,7 @@ use super::app::App;
 use super::respond::{json, ApiError, Body};
 use crate::issue::IssueRequest;
 use ca_proto::cfssl::{
-    decode_authsign, verify_token, CfsslInfoRequest, CfsslInfoResult, CfsslResponse,
+    decode_authsign, CfsslInfoRequest, CfsslInfoResult, CfsslResponse,
     CfsslSignRequest,
 };
 use ca_proto::native::format_duration;
@@ -40,6 +40,12 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 pub async fn authsign(app: &App, body: &[u8]) -> Result<Response<Body>, ApiError> {
     let (_envelope, request_bytes, token) =
         decode_authsign(body).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    // The token names no key: every key allowed to use this endpoint is
+    // tried, each comparison in constant time (secrets are distinct across
+    // keys, so one secret can only ever act as its own key). Then the key's
+    // rate limit; only then is the inner request decoded and its scope
+    // checked: a valid key asking for another class gets `forbidden_scope`.
+    let key = app.authenticate_cfssl(&request_bytes, &token)?;
     let request = CfsslSignRequest::from_json(&request_bytes)
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     if request.label.is_empty() {
@@ -48,32 +54,11 @@ pub async fn authsign(app: &App, body: &[u8]) -> Result<Response<Body>, ApiError
             "label (the class) is required",
         ));
     }
-    // The token names no key: try every key allowed to use this endpoint,
-    // each comparison in constant time. Scope is checked afterwards, so a
-    // valid key asking for another class gets `forbidden_scope`.
-    let key = app
-        .keys
-        .iter()
-        .filter(|k| k.cfssl)
-        .find(|k| verify_token(&k.secrets(), &request_bytes, &token).is_ok());
-    let Some(key) = key else {
-        tracing::warn!(
-            event = "auth_denied",
-            code = "unauthenticated",
-            path = "/api/v1/cfssl/authsign",
-            "no CFSSL-enabled key matches the token"
-        );
-        return Err(ApiError::new(
-            ErrorCode::Unauthenticated,
-            "authentication failed",
-        ));
-    };
+    let hosts = request.effective_hosts();
     let profile = app.resolve_profile(&request.label, Some(&request.profile))?;
     if let Err(e) = app.authorize(key, &request.label, &profile) {
-        if e.code == ErrorCode::ForbiddenScope {
-            app.record_denial(&request.label, &profile, &key.id, &e, None)
-                .await;
-        }
+        app.record_denial(&request.label, &profile, &key.id, &e, None, hosts.as_deref())
+            .await;
         return Err(e);
     }
     let hosts = request.effective_hosts();

@@ -1,34 +1,39 @@
-//! The issuance log over HTTP (unauthenticated, read-only):
-//! `GET /v1/log/{log_id}/sth`, `…/proof?seq=N`, `…/entries?start=A&end=B`
-//! (at most 1000 per call) and `…/key` (the log's public key, PEM).
+//! The issuance log over HTTP (read-only):
+//! `GET /v1/log/{log_id}/sth` and `…/key` (the log's public key, PEM) are
+//! public; `…/proof?seq=N` and `…/entries?start=A&end=B` name every
+//! certificate, host, key id and denial, so they need a valid native
+//! signature of any auth key unless `[log] public_reads = true`.
+//!
+//! `proof` and `entries` read files: they run on the log's reader threads
+//! (bounded queue, lowest CPU priority; a full queue answers 503 `busy`
+//! with Retry-After), never on the async workers. An `entries` page holds at most
+//! 1000 entries and at most `[log] page_bytes` of entry bytes; `next` says
+//! where to continue. Errors never carry file-system paths: details go to
+//! the server's log only.
 
 use super::app::App;
 use super::respond::{json, text, ApiError, Body};
+use crate::log::reads::{ReadRefused, MAX_PAGE_ENTRIES};
+use crate::log::{IssuanceLog, LogError};
 use ca_proto::ErrorCode;
-use hyper::{Response, StatusCode};
+use hyper::{header, Response, StatusCode};
 
-const MAX_ENTRIES: u64 = 1000;
+/// Seconds a refused reader is asked to wait.
+const RETRY_AFTER_SECS: &str = "1";
 
-pub fn get(app: &App, log_id: &str, what: &str, query: &str) -> Result<Response<Body>, ApiError> {
+pub async fn get(
+    app: &App,
+    log_id: &str,
+    what: &str,
+    query: &str,
+    auth: Option<&str>,
+    path_and_query: &str,
+) -> Result<Response<Body>, ApiError> {
     let log = app
         .log
         .as_ref()
         .filter(|l| l.log_id() == log_id)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such log on this server"))?;
-    let param = |name: &str| -> Result<Option<u64>, ApiError> {
-        for pair in query.split('&') {
-            if let Some(v) = pair.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
-                return v.parse().map(Some).map_err(|_| {
-                    ApiError::new(
-                        ErrorCode::MalformedRequest,
-                        format!("{name} must be a non-negative integer"),
-                    )
-                });
-            }
-        }
-        Ok(None)
-    };
-    let unavailable = |e: crate::log::LogError| ApiError::new(e.code(), e.to_string());
     match what {
         "sth" => Ok(json(StatusCode::OK, &log.sth())),
         "key" => Ok(text(
@@ -36,36 +41,229 @@ pub fn get(app: &App, log_id: &str, what: &str, query: &str) -> Result<Response<
             "application/x-pem-file",
             log.public_key().to_pem(),
         )),
-        "proof" => {
-            let seq = param("seq")?
-                .ok_or_else(|| ApiError::new(ErrorCode::MalformedRequest, "seq is required"))?;
-            let (sth, proof) = log.proof(seq).map_err(unavailable)?;
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({
+        "proof" | "entries" => {
+            if !log.read_limits().public {
+                app.authenticate_native(auth, "GET", path_and_query, b"")?;
+            }
+            if what == "proof" {
+                proof(log, query).await
+            } else {
+                entries(log, query).await
+            }
+        }
+        _ => Err(ApiError::new(ErrorCode::NotFound, "no such resource")),
+    }
+}
+
+async fn proof(log: &IssuanceLog, query: &str) -> Result<Response<Body>, ApiError> {
+    let seq = param(query, "seq")?
+        .ok_or_else(|| ApiError::new(ErrorCode::MalformedRequest, "seq is required"))?;
+    if seq >= log.sth().tree_size {
+        return Err(no_such_entry());
+    }
+    let read = log
+        .read(move |reader| {
+            reader.proof(seq).map(|(sth, proof)| {
+                serde_json::to_vec(&serde_json::json!({
                     "index": seq,
                     "tree_size": sth.tree_size,
                     "inclusion_proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
                     "sth": sth,
-                }),
-            ))
+                }))
+            })
+        })
+        .await;
+    match read {
+        Ok(Ok(body)) => Ok(json_bytes(body)),
+        Ok(Err(e)) => Err(public_error(log.log_id(), "proof", e)),
+        Err(refused) => refusal(refused),
+    }
+}
+
+async fn entries(log: &IssuanceLog, query: &str) -> Result<Response<Body>, ApiError> {
+    let start = param(query, "start")?.unwrap_or(0);
+    let end = param(query, "end")?;
+    if let Some(end) = end {
+        if end < start {
+            return Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                format!("end ({end}) is less than start ({start})"),
+            ));
         }
-        "entries" => {
-            use base64::Engine;
-            let start = param("start")?.unwrap_or(0);
-            let end = param("end")?
-                .unwrap_or(start + MAX_ENTRIES)
-                .min(start.saturating_add(MAX_ENTRIES));
-            let entries = log.entries(start, end).map_err(unavailable)?;
-            let list: Vec<_> = entries
-                .into_iter()
-                .map(|(seq, bytes)| serde_json::json!({"seq": seq, "entry": base64::engine::general_purpose::STANDARD.encode(bytes)}))
-                .collect();
-            Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({ "entries": list }),
-            ))
+    }
+    let tree_size = log.sth().tree_size;
+    if start > tree_size {
+        return Err(ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("start ({start}) is beyond the tree size ({tree_size})"),
+        ));
+    }
+    let page_bytes = log.read_limits().page_bytes;
+    let read = log
+        .read(move |reader| {
+            reader
+                .entries_page(start, end, MAX_PAGE_ENTRIES, page_bytes)
+                .map(|page| render_page(&page))
+        })
+        .await;
+    match read {
+        Ok(Ok(body)) => Ok(json_bytes(body)),
+        Ok(Err(e)) => Err(public_error(log.log_id(), "entries", e)),
+        Err(refused) => refusal(refused),
+    }
+}
+
+/// `{"entries":[{"seq":N,"entry":"<base64 of the exact leaf bytes>"}…],
+/// "tree_size":N,"next":N|null}` — built on the reader thread.
+fn render_page(page: &crate::log::reads::Page) -> serde_json::Result<Vec<u8>> {
+    use base64::Engine;
+    #[derive(serde::Serialize)]
+    struct Item {
+        seq: u64,
+        entry: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Out {
+        entries: Vec<Item>,
+        tree_size: u64,
+        next: Option<u64>,
+    }
+    serde_json::to_vec(&Out {
+        entries: page
+            .entries
+            .iter()
+            .map(|(seq, bytes)| Item {
+                seq: *seq,
+                entry: base64::engine::general_purpose::STANDARD.encode(bytes),
+            })
+            .collect(),
+        tree_size: page.tree_size,
+        next: page.next,
+    })
+}
+
+/// The first `name=value` of the query as a u64; `None` when absent.
+fn param(query: &str, name: &str) -> Result<Option<u64>, ApiError> {
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == name {
+            return value.parse().map(Some).map_err(|_| {
+                ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    format!("{name} must be an integer from 0 to {}", u64::MAX),
+                )
+            });
         }
-        _ => Err(ApiError::new(ErrorCode::NotFound, "no such resource")),
+    }
+    Ok(None)
+}
+
+fn no_such_entry() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such entry")
+}
+
+/// What a caller may learn of a failed read: the code and a fixed message.
+/// The error itself (with paths) goes to the server's log.
+fn public_error(log_id: &str, what: &str, e: LogError) -> ApiError {
+    match e {
+        LogError::OutOfRange => no_such_entry(),
+        e => {
+            tracing::error!(event = "log_read_failed", log_id, what, "{e}");
+            ApiError::new(
+                ErrorCode::LogUnavailable,
+                "the issuance log cannot be read right now; try again",
+            )
+        }
+    }
+}
+
+fn refusal(refused: ReadRefused) -> Result<Response<Body>, ApiError> {
+    let error = match refused {
+        ReadRefused::Busy => {
+            tracing::debug!(event = "log_read_busy", "log read queue is full");
+            ApiError::new(
+                ErrorCode::Busy,
+                "too many log reads are waiting; retry shortly",
+            )
+        }
+        ReadRefused::Stopped => ApiError::new(
+            ErrorCode::LogUnavailable,
+            "the issuance log cannot be read right now; try again",
+        ),
+    };
+    let mut response = error.to_native();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from_static(RETRY_AFTER_SECS),
+    );
+    Ok(response)
+}
+
+fn json_bytes(body: serde_json::Result<Vec<u8>>) -> Response<Body> {
+    match body {
+        Ok(body) => text(StatusCode::OK, "application/json", body),
+        Err(_) => ApiError::new(ErrorCode::Internal, "response encoding failed").to_native(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_whole_u64s_or_a_clear_400() {
+        assert_eq!(param("start=5&end=9", "end").unwrap(), Some(9));
+        assert_eq!(param("end=9", "start").unwrap(), None);
+        // a longer name is not the parameter
+        assert_eq!(param("starts=4&start=1", "start").unwrap(), Some(1));
+        assert_eq!(
+            param("start=18446744073709551615", "start").unwrap(),
+            Some(u64::MAX)
+        );
+        for bad in [
+            "start=18446744073709551616",
+            "start=-1",
+            "start=",
+            "start",
+            "start=1e3",
+            "start=%31",
+            "start=abc",
+        ] {
+            let e = param(bad, "start").unwrap_err();
+            assert_eq!(e.code, ErrorCode::MalformedRequest, "{bad}");
+            assert!(e.message.starts_with("start must be"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn read_failures_name_no_path() {
+        for e in [
+            LogError::Io {
+                path: "/var/lib/trellis/log/ca-1/log.dat".into(),
+                source: std::io::Error::other("boom at /var/lib/trellis"),
+            },
+            LogError::Corrupt("entry at offset 7 of /var/lib/trellis".into()),
+            LogError::InUse {
+                dir: "/var/lib/trellis/log/ca-1".into(),
+                holder: crate::log::lock::Holder {
+                    pid: Some(1),
+                    started: None,
+                },
+            },
+        ] {
+            let api = public_error("ca-1", "entries", e);
+            assert_eq!(api.code, ErrorCode::LogUnavailable);
+            assert!(!api.message.contains('/'), "{}", api.message);
+        }
+        assert_eq!(
+            public_error("ca-1", "proof", LogError::OutOfRange).code,
+            ErrorCode::NotFound
+        );
+        let busy = refusal(ReadRefused::Busy).unwrap();
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            busy.headers().get(header::RETRY_AFTER).unwrap(),
+            RETRY_AFTER_SECS
+        );
     }
 }

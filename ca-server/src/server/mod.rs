@@ -3,35 +3,38 @@
 //! limit, routing, and graceful shutdown that drains in-flight requests.
 
 pub mod app;
+pub mod budget;
 pub mod cfssl;
+pub mod conn;
 pub mod keys;
 pub mod log_api;
 pub mod native;
 pub mod ratelimit;
 pub mod reload;
 pub mod respond;
+pub mod throttle;
 pub mod tls;
 
 use crate::metrics::metrics;
 use app::App;
 use bytes::Bytes;
 use ca_proto::ErrorCode;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{header, Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use respond::{ApiError, Body};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 pub struct ServeOptions {
-    pub max_connections: usize,
-    pub handshake_timeout: Duration,
+    pub admission: conn::Admission,
+    pub deadlines: conn::Deadlines,
+    pub budgets: budget::BudgetLimits,
+    /// HTTP/1.1 header read timeout (hyper's own, per request).
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
 }
@@ -39,12 +42,32 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
-            max_connections: 4096,
-            handshake_timeout: Duration::from_secs(10),
+            admission: conn::Admission {
+                max_connections: 4096,
+                max_connections_per_ip: 0,
+            },
+            deadlines: conn::Deadlines::default(),
+            budgets: budget::BudgetLimits::default(),
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// HTTP/2 settings chosen for this API: small JSON requests and responses,
+/// so few concurrent streams and windows the size of the largest body.
+/// What a peer can make one connection buffer is bounded by these; what all
+/// of them together can is bounded by the budgets.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 32;
+const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+const H2_MAX_HEADER_LIST: u32 = 16 * 1024;
+const H2_MAX_SEND_BUF: usize = 64 * 1024;
+
+/// What every request handler shares besides the `App`.
+struct Shared {
+    deadlines: conn::Deadlines,
+    budgets: Arc<budget::Budgets>,
+    ready: ReadyCache,
 }
 
 /// Serve until `shutdown` completes, then stop accepting and let in-flight
@@ -54,11 +77,31 @@ pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    options: ServeOptions,
+    mut options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) {
+    let fd_limit = conn::raise_fd_limit();
+    // Room for the log, the HSM module, the listener and the files a
+    // request opens; beyond, accept would fail with EMFILE at the cap.
+    let reserve = 256u64;
+    let fit = usize::try_from(fd_limit.saturating_sub(reserve)).unwrap_or(usize::MAX);
+    if options.admission.max_connections > fit {
+        tracing::warn!(
+            event = "connection_cap_lowered",
+            configured = options.admission.max_connections,
+            open_file_limit = fd_limit,
+            "max_connections is above what the open-file limit allows; using {fit}"
+        );
+        options.admission.max_connections = fit.max(1);
+    }
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let permits = Arc::new(Semaphore::new(options.max_connections));
+    let registry = Arc::new(conn::Registry::new(options.admission.clone()));
+    let body_window = u32::try_from(app.max_body_bytes).unwrap_or(u32::MAX);
+    let shared = Arc::new(Shared {
+        deadlines: options.deadlines.clone(),
+        budgets: Arc::new(budget::Budgets::new(options.budgets.clone())),
+        ready: ReadyCache::default(),
+    });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -69,20 +112,16 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .initial_stream_window_size(body_window)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW.max(body_window))
+        .max_send_buf_size(H2_MAX_SEND_BUF)
         .max_pending_accept_reset_streams(Some(64))
-        .max_header_list_size(32 * 1024)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -95,45 +134,84 @@ pub async fn serve(
                 }
             },
         };
+        let registered = match registry.admit(peer) {
+            Ok(r) => r,
+            Err(refused) => {
+                tracing::debug!(event = "connection_refused", %peer, ?refused);
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let shared = shared.clone();
         let builder = builder.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
-        let handshake_timeout = options.handshake_timeout;
+        let handshake_timeout = options.deadlines.handshake;
         tokio::spawn(async move {
-            let _permit = permit;
-            let service = hyper::service::service_fn(move |req| {
-                let app = app.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&app, req, peer).await) }
-            });
-            match acceptor {
+            let state = registered.state.clone();
+            let service = {
+                let state = state.clone();
+                let shared = shared.clone();
+                hyper::service::service_fn(move |req| {
+                    let app = app.clone();
+                    let shared = shared.clone();
+                    let guard = state.request();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            handle(&app, &shared, req, guard).await,
+                        )
+                    }
+                })
+            };
+            let cut = match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                        .await
-                    {
+                    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                    let tls = tokio::select! {
+                        r = handshake => r,
+                        _ = state.killed() => {
+                            tracing::debug!(event = "connection_evicted", %peer, phase = "handshake");
+                            return;
+                        }
+                    };
+                    let tls = match tls {
                         Ok(Ok(tls)) => tls,
                         Ok(Err(e)) => {
                             tracing::debug!(event = "tls_handshake_failed", %peer, "{e}");
                             return;
                         }
                         Err(_) => {
+                            metrics()
+                                .connections_closed
+                                .with_label_values(&["handshake_timeout"])
+                                .inc();
                             tracing::debug!(event = "tls_handshake_timeout", %peer);
                             return;
                         }
                     };
+                    state.mark_idle_now();
                     let conn = builder
                         .serve_connection(TokioIo::new(tls), service)
                         .into_owned();
-                    let _ = watcher.watch(conn).await;
+                    conn::supervise(&state, &shared.deadlines, watcher.watch(conn)).await
                 }
                 None => {
+                    state.mark_idle_now();
                     let conn = builder
                         .serve_connection(TokioIo::new(stream), service)
                         .into_owned();
-                    let _ = watcher.watch(conn).await;
+                    conn::supervise(&state, &shared.deadlines, watcher.watch(conn)).await
                 }
+            };
+            if let Some(reason) = cut {
+                metrics()
+                    .connections_closed
+                    .with_label_values(&[reason])
+                    .inc();
+                tracing::debug!(event = "connection_closed", %peer, reason);
             }
+            drop(registered);
         });
     }
     drop(listener);
@@ -167,9 +245,24 @@ impl Drop for InFlight {
 }
 
 /// Route one request. Never fails: every problem becomes an error response.
-async fn handle(app: &App, req: Request<Incoming>, _peer: SocketAddr) -> Response<Body> {
+/// The response then takes room in the response budget (or becomes `busy`).
+async fn handle(
+    app: &App,
+    shared: &Shared,
+    req: Request<Incoming>,
+    mut guard: conn::RequestGuard,
+) -> Response<Body> {
     let _in_flight = InFlight::enter();
     let (parts, body) = req.into_parts();
+    if parts.method != Method::POST {
+        guard.body_done();
+    }
+    let mut body = BodyReader {
+        app,
+        shared,
+        guard: &mut guard,
+        body: Some(body),
+    };
     let path = parts.uri.path().to_string();
     let path_and_query = parts
         .uri
@@ -182,11 +275,12 @@ async fn handle(app: &App, req: Request<Incoming>, _peer: SocketAddr) -> Respons
             (&Method::POST, ["v1", "sign"]) => (
                 "native_sign",
                 async {
-                    let body = read_body(app, &parts, body).await?;
                     let auth = parts
                         .headers
                         .get(header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok());
+                    app.precheck_native(auth, &path_and_query)?;
+                    let (body, _room) = body.read(&parts).await?;
                     native::sign(app, auth, &path_and_query, &body).await
                 }
                 .await,
@@ -197,15 +291,27 @@ async fn handle(app: &App, req: Request<Incoming>, _peer: SocketAddr) -> Respons
                 native::class_pem(app, class, what, parts.uri.query().unwrap_or("")),
             ),
             (&Method::GET, ["v1", "log", log_id, what @ ("sth" | "proof" | "entries" | "key")]) => {
+                let auth = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
                 (
                     "log",
-                    log_api::get(app, log_id, what, parts.uri.query().unwrap_or("")),
+                    log_api::get(
+                        app,
+                        log_id,
+                        what,
+                        parts.uri.query().unwrap_or(""),
+                        auth,
+                        &path_and_query,
+                    )
+                    .await,
                 )
             }
             (&Method::POST, ["api", "v1", "cfssl", "authsign"]) => (
                 "cfssl_authsign",
                 async {
-                    let body = read_body(app, &parts, body).await?;
+                    let (body, _room) = body.read(&parts).await?;
                     cfssl::authsign(app, &body).await
                 }
                 .await,
@@ -213,7 +319,7 @@ async fn handle(app: &App, req: Request<Incoming>, _peer: SocketAddr) -> Respons
             (&Method::POST, ["api", "v1", "cfssl", "info"]) => (
                 "cfssl_info",
                 async {
-                    let body = read_body(app, &parts, body).await?;
+                    let (body, _room) = body.read(&parts).await?;
                     cfssl::info(app, &body)
                 }
                 .await,
@@ -230,7 +336,7 @@ async fn handle(app: &App, req: Request<Incoming>, _peer: SocketAddr) -> Respons
                 "healthz",
                 Ok(respond::text(StatusCode::OK, "text/plain", "ok\n")),
             ),
-            (&Method::GET, ["readyz"]) => ("readyz", Ok(readyz(app).await)),
+            (&Method::GET, ["readyz"]) => ("readyz", Ok(shared.ready.get(app).await)),
             (
                 _,
                 ["v1", "sign"]
@@ -256,6 +362,7 @@ async fn handle(app: &App, req: Request<Incoming>, _peer: SocketAddr) -> Respons
         Err(e) if is_cfssl => cfssl::error_response(&e),
         Err(e) => e.to_native(),
     };
+    let response = budgeted(shared, guard.conn(), response, is_cfssl);
     metrics()
         .requests
         .with_label_values(&[endpoint, response.status().as_str()])
@@ -263,50 +370,168 @@ async fn handle(app: &App, req: Request<Incoming>, _peer: SocketAddr) -> Respons
     response
 }
 
-/// Read the body up to the limit; larger bodies are refused with 413 without
-/// reading them whole.
-async fn read_body(
-    app: &App,
-    parts: &hyper::http::request::Parts,
-    body: Incoming,
-) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::BodyTooLarge,
-            format!("request body is larger than {} bytes", app.max_body_bytes),
-        )
-    };
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
-        return Err(too_large());
-    }
-    match Limited::new(body, app.max_body_bytes).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
+/// Give the response room in the response budget, or answer `busy`.
+fn budgeted(
+    shared: &Shared,
+    conn: &conn::ConnState,
+    mut response: Response<Body>,
+    is_cfssl: bool,
+) -> Response<Body> {
+    let len = response.body().len();
+    match shared.budgets.response(len, &conn.response_queued) {
+        Some(room) => {
+            response.body_mut().hold(room);
+            response
         }
-        Err(_) => Err(ApiError::new(
-            ErrorCode::MalformedRequest,
-            "request body could not be read",
-        )),
+        None => {
+            let e = ApiError::new(
+                ErrorCode::Busy,
+                "too many response bytes are waiting for slow readers; retry shortly",
+            );
+            let mut busy = if is_cfssl {
+                cfssl::error_response(&e)
+            } else {
+                e.to_native()
+            };
+            busy.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            busy
+        }
+    }
+}
+
+/// A request's body, read at most once, under the body deadlines and the
+/// body budget.
+struct BodyReader<'a> {
+    app: &'a App,
+    shared: &'a Shared,
+    guard: &'a mut conn::RequestGuard,
+    body: Option<Incoming>,
+}
+
+impl BodyReader<'_> {
+    /// Read the body up to the limit (larger bodies are refused with 413
+    /// without reading them whole), each frame within the minimum-rate
+    /// deadline and the whole within the total, taking room in the body
+    /// budget as bytes arrive. The room is held until the returned
+    /// reservation drops (the end of the handler).
+    async fn read(
+        &mut self,
+        parts: &hyper::http::request::Parts,
+    ) -> Result<(Bytes, budget::BodyReservation), ApiError> {
+        let result = self.read_inner(parts).await;
+        self.guard.body_done();
+        result
+    }
+
+    async fn read_inner(
+        &mut self,
+        parts: &hyper::http::request::Parts,
+    ) -> Result<(Bytes, budget::BodyReservation), ApiError> {
+        let max = self.app.max_body_bytes;
+        let too_large = || {
+            ApiError::new(
+                ErrorCode::BodyTooLarge,
+                format!("request body is larger than {max} bytes"),
+            )
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let Some(mut body) = self.body.take() else {
+            return Err(ApiError::new(ErrorCode::Internal, "body already read"));
+        };
+        let mut room = self
+            .shared
+            .budgets
+            .body(self.guard.conn().body_held.clone());
+        let deadlines = &self.shared.deadlines;
+        let start = tokio::time::Instant::now();
+        let mut buf = bytes::BytesMut::new();
+        let slow = || {
+            ApiError::new(
+                ErrorCode::RequestTimeout,
+                format!(
+                    "request body too slow: it must arrive within {} s at {} bytes/s or more",
+                    deadlines.body_total.as_secs(),
+                    deadlines.body_min_bytes_per_sec
+                ),
+            )
+        };
+        let busy = || {
+            ApiError::new(
+                ErrorCode::Busy,
+                "too many request bytes are buffered right now; retry shortly",
+            )
+        };
+        loop {
+            let deadline = deadlines.body_frame_deadline(start.into_std(), buf.len() as u64);
+            let frame = tokio::select! {
+                f = body.frame() => f,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    metrics().connections_closed.with_label_values(&["body_too_slow"]).inc();
+                    return Err(slow());
+                }
+                _ = room.evicted() => return Err(busy()),
+            };
+            let Some(frame) = frame else { break };
+            let frame = frame.map_err(|_| {
+                ApiError::new(
+                    ErrorCode::MalformedRequest,
+                    "request body could not be read",
+                )
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            if buf.len() + data.len() > max {
+                return Err(too_large());
+            }
+            room.grow(data.len()).await.map_err(|_| busy())?;
+            buf.extend_from_slice(&data);
+        }
+        room.complete();
+        Ok((buf.freeze(), room))
+    }
+}
+
+/// `/readyz`, answered from a result at most a second old: probing means a
+/// signing-pool job, and an unauthenticated caller must not be able to
+/// queue one per request. One probe runs at a time; callers meanwhile get
+/// the last answer.
+#[derive(Default)]
+struct ReadyCache {
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusCode, String)>>,
+}
+
+impl ReadyCache {
+    const FRESH: Duration = Duration::from_secs(1);
+
+    async fn get(&self, app: &App) -> Response<Body> {
+        let mut last = self.last.lock().await;
+        if let Some((at, status, text)) = last.as_ref() {
+            if at.elapsed() < Self::FRESH {
+                return respond::text(*status, "text/plain", text.clone());
+            }
+        }
+        let (status, text) = readyz(app).await;
+        *last = Some((tokio::time::Instant::now(), status, text.clone()));
+        respond::text(status, "text/plain", text)
     }
 }
 
 /// Ready when the issuance log is writable and a pool session can reach the
 /// token and find the active intermediate key of every class.
-async fn readyz(app: &App) -> Response<Body> {
+async fn readyz(app: &App) -> (StatusCode, String) {
     if app.log.as_ref().is_some_and(|log| !log.is_healthy()) {
-        return respond::text(
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "log: last write failed\n",
+            "log: last write failed\n".into(),
         );
     }
     let labels: Vec<String> = app
@@ -323,24 +548,18 @@ async fn readyz(app: &App) -> Response<Body> {
     let outcome = match submitted {
         Ok(()) => tokio::time::timeout(Duration::from_secs(5), rx).await,
         Err(_) => {
-            return respond::text(
+            return (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "hsm: signing pool closed\n",
+                "hsm: signing pool closed\n".into(),
             )
         }
     };
     match outcome {
-        Ok(Ok(Ok(()))) => respond::text(StatusCode::OK, "text/plain", "ready\n"),
-        Ok(Ok(Err(e))) => respond::text(
+        Ok(Ok(Ok(()))) => (StatusCode::OK, "ready\n".into()),
+        Ok(Ok(Err(e))) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
             format!("hsm: {}\n", e.rv_name()),
         ),
-        _ => respond::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "hsm: no answer\n",
-        ),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "hsm: no answer\n".into()),
     }
 }

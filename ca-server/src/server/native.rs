@@ -24,10 +24,15 @@ pub async fn sign(
         .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ttl: {e}")))?;
     let profile = app.resolve_profile(&request.class, request.profile.as_deref())?;
     if let Err(e) = app.authorize(key, &request.class, &profile) {
-        if e.code == ErrorCode::ForbiddenScope {
-            app.record_denial(&request.class, &profile, &key.id, &e, None)
-                .await;
-        }
+        app.record_denial(
+            &request.class,
+            &profile,
+            &key.id,
+            &e,
+            None,
+            request.hosts.as_deref(),
+        )
+        .await;
         return Err(e);
     }
     let (issued, evidence) = app

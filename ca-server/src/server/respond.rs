@@ -1,12 +1,72 @@
 //! Responses: JSON bodies, the native error envelope, and `ApiError`, the one
 //! error type handlers return. Messages never carry tokens or secrets.
 
+use super::budget::ResponseBytes;
 use bytes::Bytes;
 use ca_proto::{ErrorCode, ErrorEnvelope, ReasonBody};
-use http_body_util::Full;
+use hyper::body::Frame;
 use hyper::{header, Response, StatusCode};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-pub type Body = Full<Bytes>;
+/// A response body: bytes already in memory, handed to hyper in frames of
+/// at most `FRAME` bytes, so that hyper asks for the next frame only once
+/// the peer has taken the previous one (HTTP/2 send windows included). While
+/// the body lives it may hold room in the response budget, given back when
+/// hyper drops it (sent, reset, or connection gone).
+pub struct Body {
+    data: Bytes,
+    hold: Option<ResponseBytes>,
+}
+
+const FRAME: usize = 8 * 1024;
+
+impl Body {
+    pub fn new(data: impl Into<Bytes>) -> Body {
+        Body {
+            data: data.into(),
+            hold: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Keep `hold` until the body is dropped.
+    pub fn hold(&mut self, hold: ResponseBytes) {
+        self.hold = Some(hold);
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.data.is_empty() {
+            return Poll::Ready(None);
+        }
+        let n = self.data.len().min(FRAME);
+        let chunk = self.data.split_to(n);
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.data.len() as u64)
+    }
+}
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -59,7 +119,7 @@ fn with_type(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Body::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

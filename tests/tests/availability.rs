@@ -1,0 +1,346 @@
+//! Availability under hostile clients, against the real server process:
+//! silent connections beyond the connection cap, trickled bodies, HTTP/2
+//! streams with unfinished bodies, HTTP/2 clients that never read their
+//! responses. Each test tries to exceed a bound and checks that a fresh,
+//! well-behaved client is still served and that the server's memory stays
+//! under an asserted ceiling.
+
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use trellis_e2e::{bin, now_unix, openssl_csr, run, text, TestServer};
+
+const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+
+/// A dev deployment whose `[server]` section gets `settings` (lines of
+/// TOML) before it starts.
+fn server_with(tmp: &Path, settings: &str) -> TestServer {
+    let dir = tmp.join("var");
+    let out = run(Command::new(bin("ca-server"))
+        .args(["dev", "--init-only", "--dir"])
+        .arg(&dir));
+    assert!(out.status.success(), "{}", text(&out));
+    let path = dir.join("config.toml");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    for line in settings.lines().filter(|l| !l.trim().is_empty()) {
+        let key = line.split('=').next().unwrap_or_default().trim();
+        let existing = config
+            .lines()
+            .find(|l| l.split('=').next().unwrap_or_default().trim() == key)
+            .map(str::to_string);
+        config = match existing {
+            Some(old) => config.replacen(&old, line, 1),
+            None => config.replacen(
+                "max_skew_secs = 300\n",
+                &format!("max_skew_secs = 300\n{line}\n"),
+                1,
+            ),
+        };
+    }
+    std::fs::write(&path, config).unwrap();
+    TestServer::start_in(&dir, &[])
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn db_csr(dir: &Path, name: &str) -> String {
+    openssl_csr(
+        dir,
+        name,
+        P256,
+        &format!("/CN={name}.db.internal"),
+        &["-addext", &format!("subjectAltName=DNS:{name}.db.internal")],
+    )
+}
+
+/// Until the peer closes (EOF or error), at most `limit`.
+fn closed_within(stream: &mut impl Read, limit: Duration) -> bool {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn silent_connections_past_the_cap_do_not_lock_out_a_fresh_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A small cap keeps the test quick; the mechanism does not depend on
+    // the number.
+    let server = server_with(
+        tmp.path(),
+        "max_connections = 200\nfirst_request_timeout_secs = 4\nhandshake_timeout_secs = 4",
+    );
+    let client = server.client();
+    let csr = db_csr(tmp.path(), "fresh");
+    // 300 connections: 250 complete the TLS handshake and then say nothing,
+    // 50 never start TLS.
+    let mut silent_tls = Vec::new();
+    for _ in 0..250 {
+        let mut s = client.connect();
+        let _ = s.conn.complete_io(&mut s.sock);
+        silent_tls.push(s);
+    }
+    let mut silent_tcp = Vec::new();
+    for _ in 0..50 {
+        silent_tcp.push(TcpStream::connect(&server.addr).unwrap());
+    }
+    // The cap is held by silent connections; a fresh client is served at
+    // once, for a cheap request and a signing request.
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_eq!(client.request("GET", "/healthz", &[], b"").status, 200);
+        let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr}));
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "fresh client waited {:?}",
+            started.elapsed()
+        );
+    }
+    // Every silent connection is closed within its deadline (4 s plus
+    // scheduling slack), whether evicted or timed out.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    for s in silent_tls.iter_mut() {
+        s.sock
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            closed_within(&mut s.sock, left),
+            "a silent TLS connection is still open after its deadline"
+        );
+    }
+    for s in silent_tcp.iter_mut() {
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            closed_within(s, left),
+            "a silent TCP connection is still open after its deadline"
+        );
+    }
+    assert!(server.metric("trellis_connections_closed_total", "evicted_no_request") >= 100.0);
+    assert_eq!(client.request("GET", "/healthz", &[], b"").status, 200);
+}
+
+#[test]
+fn trickled_bodies_and_headers_are_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_with(tmp.path(), "body_timeout_secs = 5\nbody_min_bytes_per_sec = 512");
+    let client = server.client();
+    // A body of 1000 bytes, one byte every 700 ms: below the minimum rate.
+    let body = vec![b'{'; 1000];
+    let header = server.auth_header("db", &body, now_unix(), &ca_proto::auth::new_nonce());
+    let mut s = client.connect();
+    s.sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let head = format!(
+        "POST /v1/sign HTTP/1.1\r\nHost: localhost\r\nAuthorization: {header}\r\nContent-Length: 1000\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut cut = false;
+    for i in 0..40 {
+        if s.write_all(&body[i..i + 1]).and_then(|_| s.flush()).is_err() {
+            cut = true;
+            break;
+        }
+        let mut buf = [0u8; 4096];
+        let until = Instant::now() + Duration::from_millis(700);
+        while Instant::now() < until {
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    cut = true;
+                    break;
+                }
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => {
+                    cut = true;
+                    break;
+                }
+            }
+        }
+        if cut || !answer.is_empty() {
+            break;
+        }
+    }
+    let waited = started.elapsed();
+    assert!(cut || !answer.is_empty(), "a trickled body was never cut");
+    assert!(waited < Duration::from_secs(5), "cut only after {waited:?}");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.contains("408") && answer.contains("request_timeout"),
+        "{answer}"
+    );
+
+    // Headers trickled on a fresh connection: cut by the first-request
+    // deadline (default 10 s) or hyper's header timeout (10 s) at the latest.
+    let mut h = client.connect();
+    h.sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    h.write_all(b"POST /v1/sign HTTP/1.1\r\n").unwrap();
+    let started = Instant::now();
+    let mut cut = false;
+    for i in 0..60 {
+        if h.write_all(format!("X-{i}: y\r\n").as_bytes()).is_err() {
+            cut = true;
+            break;
+        }
+        if closed_within(&mut h, Duration::from_millis(400)) {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "trickled headers were never cut");
+    assert!(started.elapsed() < Duration::from_secs(13), "{:?}", started.elapsed());
+    assert_eq!(client.request("GET", "/healthz", &[], b"").status, 200);
+}
+
+// ---- HTTP/2 peers (the h2 crate as a deliberately misbehaving client) ----
+
+fn h2_tls_config(root: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(root)
+        .unwrap()
+        .flatten()
+    {
+        roots.add(cert).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(config)
+}
+
+async fn h2_connect(
+    addr: &str,
+    tls: Arc<rustls::ClientConfig>,
+    builder: &h2::client::Builder,
+) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (send, conn) = builder.handshake(stream).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+#[test]
+fn http2_unfinished_bodies_are_bounded_and_fresh_clients_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = server_with(tmp.path(), "");
+    let pid = server.pid().unwrap();
+    let csr = db_csr(tmp.path(), "fresh");
+    let root = server.dir.join("classes/ca/root.pem");
+    let before = rss_kib(pid);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.addr.clone();
+    let streams_opened = rt.block_on(async {
+        let tls = h2_tls_config(&root);
+        let builder = h2::client::Builder::new();
+        let mut held = Vec::new();
+        let mut senders = Vec::new();
+        let mut opened = 0usize;
+        // 24 connections, each trying 300 streams that declare 64 KiB bodies
+        // and send 60 KiB of them, then stop.
+        for _ in 0..24 {
+            let send = h2_connect(&addr, tls.clone(), &builder).await;
+            for _ in 0..300 {
+                let send = send.clone();
+                let ready = tokio::time::timeout(Duration::from_millis(200), send.ready()).await;
+                let Ok(Ok(mut send)) = ready else { break };
+                let request = http::Request::builder()
+                    .method("POST")
+                    .uri("https://localhost/api/v1/cfssl/authsign")
+                    .header("content-length", "65536")
+                    .body(())
+                    .unwrap();
+                let Ok((response, mut body)) = send.send_request(request, false) else {
+                    break;
+                };
+                body.reserve_capacity(60 * 1024);
+                let _ = body.send_data(bytes::Bytes::from(vec![b'{'; 60 * 1024]), false);
+                opened += 1;
+                held.push((response, body));
+            }
+            senders.push(send);
+        }
+        (opened, held, senders)
+    });
+    let (opened, held, senders) = streams_opened;
+    // Wait until the server has taken what the windows allowed: its
+    // buffered-bytes gauge is non-zero and stable.
+    let mut last = -1.0;
+    for _ in 0..50 {
+        let now = server.metric("trellis_body_bytes_buffered", "");
+        if now > 0.0 && now == last {
+            break;
+        }
+        last = now;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(last > 0.0, "the server buffered nothing: the test did not load it");
+    assert!(
+        last <= 16.0 * 1024.0 * 1024.0,
+        "buffered body bytes {last} above the 16 MiB budget"
+    );
+    assert!(opened >= 24 * 16, "only {opened} streams opened");
+    let peak = rss_kib(pid);
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    // The body budget is 16 MiB and each connection's HTTP/2 windows hold
+    // at most 256 KiB; with TLS and HTTP/2 state, 96 MiB is a generous
+    // ceiling (unbounded, this is about 400 MiB).
+    eprintln!("resident set {before} KiB -> {peak} KiB with {opened} unfinished streams");
+    assert!(
+        growth_mib < 96,
+        "resident set grew by {growth_mib} MiB with unfinished HTTP/2 bodies"
+    );
+    // A fresh client is served while the streams are held.
+    let started = Instant::now();
+    let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr}));
+    assert_eq!(status, 200, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    drop(held);
+    drop(senders);
+    drop(rt);
+}
