@@ -81,13 +81,10 @@ pub enum ResolveError {
     /// `file:` or `env:` with nothing (usable) after it.
     #[error("'{0}' names no file or variable")]
     EmptyReference(&'static str),
-    /// The file cannot be looked at or read.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The file cannot be looked at or read (the I/O error is part of the
+    /// message, not a separate source, so that it is printed once).
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     /// A device, FIFO, socket or directory (`kind` says which).
     #[error("{path}: not a regular file ({kind})")]
     NotRegular { path: String, kind: String },
@@ -286,9 +283,9 @@ fn read_checked(
     mode: Option<SecretFileMode>,
 ) -> Result<Vec<u8>, ResolveError> {
     let shown = path.display().to_string();
-    let io = |source: std::io::Error| ResolveError::Io {
+    let io = |error: std::io::Error| ResolveError::Io {
         path: shown.clone(),
-        source,
+        error,
     };
     let link = std::fs::symlink_metadata(path).map_err(io)?;
     // Follows symlinks; nothing is opened yet, so a FIFO cannot block us
@@ -371,9 +368,9 @@ fn check_directories(path: &Path, shown: &str) -> Result<(), ResolveError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let io = |source: std::io::Error| ResolveError::Io {
+    let io = |error: std::io::Error| ResolveError::Io {
         path: shown.to_string(),
-        source,
+        error,
     };
     for start in [
         std::fs::canonicalize(&written_parent).map_err(io)?,
@@ -456,7 +453,11 @@ fn redact_parse_message(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = one_line.strip_prefix(prefix) {
             let unexpected = rest.split(", expected ").next().unwrap_or("");
-            let kind = unexpected.split(['`', '"', '\'']).next().unwrap_or("").trim();
+            let kind = unexpected
+                .split(['`', '"', '\''])
+                .next()
+                .unwrap_or("")
+                .trim();
             return format!("{prefix}{kind}{}", expected(rest));
         }
     }
@@ -566,7 +567,10 @@ mod tests {
     fn refuses_group_and_world_access_unless_relaxed() {
         let (_dir, path) = planted(0o644, VALUE.as_bytes());
         let e = refused(&path, SecretFileMode::Strict);
-        assert!(e.contains("mode 0644") && e.contains(&path.display().to_string()), "{e}");
+        assert!(
+            e.contains("mode 0644") && e.contains(&path.display().to_string()),
+            "{e}"
+        );
         refused(&path, SecretFileMode::GroupReadable);
         for ok in [0o640, 0o440] {
             chmod(&path, ok);
@@ -664,7 +668,10 @@ mod tests {
         let path = Path::new("/etc/trellis/auth-keys.toml");
         let text = format!("[[key]]\nid = \"a\"\nsecret = \"{VALUE}\n");
         let shown = describe_parse_error(path, &text, Some(26..27), "invalid basic string");
-        assert_eq!(shown, "/etc/trellis/auth-keys.toml:3:10: invalid basic string");
+        assert_eq!(
+            shown,
+            "/etc/trellis/auth-keys.toml:3:10: invalid basic string"
+        );
         for (message, want) in [
             (
                 format!("invalid type: string \"{VALUE}\", expected a sequence"),

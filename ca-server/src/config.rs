@@ -14,13 +14,19 @@ use std::path::{Path, PathBuf};
 pub enum ConfigError {
     /// Not a readable regular file of at most `MAX_CONFIG_BYTES`.
     #[error("config: {0}")]
-    Read(#[from] ResolveError),
+    Read(ResolveError),
     /// Not TOML or not the schema: `path:line:column: what was expected`
     /// (never the offending text).
     #[error("{0}")]
     Parse(String),
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+}
+
+impl From<ResolveError> for ConfigError {
+    fn from(e: ResolveError) -> Self {
+        ConfigError::Read(e)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -25,8 +25,8 @@ impl Pin {
     /// (`[server] secret_file_mode`). A relative `file:` path is relative to
     /// the working directory (the server's config resolves it first).
     pub fn resolve_with(reference: &str, mode: SecretFileMode) -> HsmResult<Pin> {
-        let reference = SecretRef::parse(reference, Path::new(""))
-            .map_err(|e| HsmError::Pin(e.to_string()))?;
+        let reference =
+            SecretRef::parse(reference, Path::new("")).map_err(|e| HsmError::Pin(e.to_string()))?;
         let origin = reference.origin();
         let secret = reference
             .resolve(mode)
@@ -108,7 +108,10 @@ mod tests {
             assert_eq!(relaxed.is_ok(), relaxed_ok, "{mode:o} group-readable");
             if let Err(e) = strict {
                 let shown = e.to_string();
-                assert!(shown.contains("mode") && !shown.contains("s3cret"), "{shown}");
+                assert!(
+                    shown.contains("mode") && !shown.contains("s3cret"),
+                    "{shown}"
+                );
             }
         }
         let e = Pin::resolve("file:/dev/zero").unwrap_err().to_string();

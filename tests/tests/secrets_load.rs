@@ -106,6 +106,12 @@ impl Deployment {
             .unwrap_or_else(|| panic!("{case}: no error line in:\n{output}"))
             .to_string();
         eprintln!("{case}: {line}");
+        let last = output.lines().rev().find(|l| !l.trim().is_empty());
+        assert_eq!(
+            last,
+            Some(line.as_str()),
+            "{case}: the reason is not one line"
+        );
         for part in reason {
             assert!(line.contains(part), "{case}: {part:?} missing from: {line}");
         }
@@ -190,7 +196,11 @@ fn a_pin_that_is_a_symlink_to_dev_zero_is_refused() {
     std::os::unix::fs::symlink("/dev/zero", &pin).unwrap();
     d.refused(
         "PIN symlink to /dev/zero",
-        &["online.pin", "not a regular file", "symlink to a character device"],
+        &[
+            "online.pin",
+            "not a regular file",
+            "symlink to a character device",
+        ],
     );
 }
 
@@ -232,7 +242,10 @@ fn a_huge_secret_file_is_refused_without_reading_it_all() {
         &["key 'db' secret", "auth-db.hex", "larger than 4096 bytes"],
     );
     // and as the PIN
-    write_private(&d.path("secrets/auth-db.hex"), format!("{SECRET}\n").as_bytes());
+    write_private(
+        &d.path("secrets/auth-db.hex"),
+        format!("{SECRET}\n").as_bytes(),
+    );
     let mut pin = std::fs::File::create(d.path("secrets/online.pin")).unwrap();
     pin.write_all(PIN.repeat(10 * 1024 * 1024 / PIN.len()).as_bytes())
         .unwrap();
@@ -248,7 +261,10 @@ fn a_fifo_as_secret_is_refused_at_once() {
     assert!(made.status.success(), "mkfifo: {}", text(&made));
     chmod(&secret, 0o600);
     let started = Instant::now();
-    d.refused("FIFO secret", &["auth-db.hex", "not a regular file (a FIFO)"]);
+    d.refused(
+        "FIFO secret",
+        &["auth-db.hex", "not a regular file (a FIFO)"],
+    );
     assert!(started.elapsed() < Duration::from_secs(30), "it waited");
 }
 
@@ -276,7 +292,10 @@ fn a_toml_syntax_error_on_an_inline_secret_reports_the_position_only() {
         &format!("secret = \"{SECRET}"),
         "secret = 5123456789012345",
     );
-    d.refused("unquoted secret", &["auth-keys.toml:", "invalid type: integer"]);
+    d.refused(
+        "unquoted secret",
+        &["auth-keys.toml:", "invalid type: integer"],
+    );
     // nor an inline secret that is not hex
     d.edit(
         "auth-keys.toml",
@@ -378,7 +397,8 @@ fn the_ca_class_is_issued_only_to_a_key_that_names_it() {
     );
     let keys = d.path("auth-keys.toml");
     let mut text = std::fs::read_to_string(&keys).unwrap();
-    assert!(text.contains("id = \"admin\"\nsecret = \"file:secrets/auth-admin.hex\"\nclasses = [\"*\"]"));
+    assert!(text
+        .contains("id = \"admin\"\nsecret = \"file:secrets/auth-admin.hex\"\nclasses = [\"*\"]"));
     text.push_str(
         "\n[[key]]\nid = \"ops\"\nsecret = \"file:secrets/auth-ops.hex\"\nclasses = [\"ca\"]\ncfssl = true\n",
     );
@@ -427,7 +447,10 @@ fn the_ca_class_is_issued_only_to_a_key_that_names_it() {
             assert_eq!(body["success"], true, "{key}: {body}");
         } else {
             assert_eq!(response.status, 403, "{key}: {body}");
-            assert!(body.to_string().contains("forbidden_scope"), "{key}: {body}");
+            assert!(
+                body.to_string().contains("forbidden_scope"),
+                "{key}: {body}"
+            );
         }
     }
 }

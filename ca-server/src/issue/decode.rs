@@ -133,7 +133,10 @@ pub fn check_key_and_signature(
 fn signature_params(alg: &AlgorithmIdentifier<'_>) -> spki::SignatureParams {
     match &alg.parameters {
         None => spki::SignatureParams::Absent,
-        Some(p) if p.header.tag() == x509_parser::der_parser::asn1_rs::Tag::Null && p.data.is_empty() => {
+        Some(p)
+            if p.header.tag() == x509_parser::der_parser::asn1_rs::Tag::Null
+                && p.data.is_empty() =>
+        {
             spki::SignatureParams::Null
         }
         Some(_) => spki::SignatureParams::Other,

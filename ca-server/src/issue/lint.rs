@@ -172,7 +172,9 @@ fn check_subject(cert: &X509Certificate<'_>, grant: &Grant) -> Result<(), LintEr
     if ok {
         Ok(())
     } else {
-        Err(LintError("subject differs from the grant's common name".into()))
+        Err(LintError(
+            "subject differs from the grant's common name".into(),
+        ))
     }
 }
 
@@ -259,7 +261,11 @@ fn check_extensions(
             return fail(format!(
                 "{name} is {} but the grant {} it",
                 if present { "present" } else { "missing" },
-                if wanted { "asks for" } else { "does not ask for" }
+                if wanted {
+                    "asks for"
+                } else {
+                    "does not ask for"
+                }
             ));
         }
     }
@@ -290,7 +296,11 @@ fn check_names(names: &[GeneralName<'_>], grant: &Grant) -> Result<(), LintError
                 16 => IpAddr::from(<[u8; 16]>::try_from(*bytes).map_err(|_| bad_ip())?),
                 _ => return Err(bad_ip()),
             }),
-            other => return Err(LintError(format!("SAN carries a name the grant has not: {other:?}"))),
+            other => {
+                return Err(LintError(format!(
+                    "SAN carries a name the grant has not: {other:?}"
+                )))
+            }
         }
     }
     if dns != grant.dns_names {
@@ -326,7 +336,9 @@ fn check_key_usage(
     if same {
         Ok(())
     } else {
-        Err(LintError(format!("key usages {usage} differ from the grant")))
+        Err(LintError(format!(
+            "key usages {usage} differ from the grant"
+        )))
     }
 }
 
@@ -346,6 +358,375 @@ fn check_ext_key_usage(
     if same {
         Ok(())
     } else {
-        Err(LintError("extended key usages differ from the grant".into()))
+        Err(LintError(
+            "extended key usages differ from the grant".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issue::build::leaf_params;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose,
+        Issuer, KeyPair, PublicKeyData, SanType, SerialNumber, SubjectPublicKeyInfo,
+    };
+    use std::time::Duration;
+    use time::OffsetDateTime;
+
+    struct Ca {
+        key: KeyPair,
+        issuing: IssuingCa,
+    }
+
+    fn ca(name: &str) -> Ca {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let not_after = OffsetDateTime::now_utc() + time::Duration::days(30);
+        params.not_after = not_after;
+        let cert = params.self_signed(&key).unwrap();
+        let issuing = IssuingCa {
+            key: hsm::KeyInfo {
+                label: format!("{name}-key"),
+                algorithm: hsm::KeyAlgorithm::EcP256,
+                public_key: key.public_key_raw().to_vec(),
+            },
+            cert_der: cert.der().to_vec(),
+            cert_pem: cert.pem(),
+            chain_extra_pem: String::new(),
+            not_after: rcgen_truncated(not_after),
+            fingerprint: String::new(),
+        };
+        Ca { key, issuing }
+    }
+
+    fn rcgen_truncated(t: OffsetDateTime) -> OffsetDateTime {
+        t.replace_nanosecond(0).unwrap()
+    }
+
+    fn grant() -> Grant {
+        Grant {
+            class: "db".into(),
+            profile: "server".into(),
+            common_name: Some("pg-0.db.internal".into()),
+            dns_names: vec!["pg-0.db.internal".into(), "pg.db.internal".into()],
+            ip_addrs: vec!["10.1.2.3".parse().unwrap()],
+            uris: vec!["spiffe://db.internal/pg".into()],
+            key_usages: vec![KeyUsage::DigitalSignature],
+            ext_key_usages: vec![ExtKeyUsage::ServerAuth, ExtKeyUsage::ClientAuth],
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    struct Case {
+        ca: Ca,
+        grant: Grant,
+        built: Built,
+        subject: KeyPair,
+    }
+
+    fn case() -> Case {
+        let ca = ca("db intermediate");
+        let grant = grant();
+        let built = leaf_params(&grant, &ca.issuing, OffsetDateTime::now_utc()).unwrap();
+        let subject = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        Case {
+            ca,
+            grant,
+            built,
+            subject,
+        }
+    }
+
+    /// Sign `params` for `subject` with `ca`, as sign.rs does.
+    fn sign(params: &CertificateParams, subject: &KeyPair, ca: &Ca) -> Vec<u8> {
+        let spki = SubjectPublicKeyInfo::from_der(&subject.subject_public_key_info()).unwrap();
+        let issuer =
+            Issuer::from_ca_cert_der(&ca.issuing.cert_der.as_slice().into(), &ca.key).unwrap();
+        params.signed_by(&spki, &issuer).unwrap().der().to_vec()
+    }
+
+    fn lint(c: &Case, params: &CertificateParams) -> Result<(), LintError> {
+        let der = sign(params, &c.subject, &c.ca);
+        after_signing(
+            &der,
+            &c.built,
+            &c.grant,
+            &c.subject.subject_public_key_info(),
+        )
+    }
+
+    #[test]
+    fn what_was_built_from_the_grant_passes() {
+        let c = case();
+        before_signing(&c.built, &c.ca.issuing).unwrap();
+        assert_eq!(lint(&c, &c.built.params), Ok(()));
+        // without a CN (SAN critical), key usages or EKUs
+        let mut c = case();
+        c.grant.common_name = None;
+        c.grant.ext_key_usages.clear();
+        c.built = leaf_params(&c.grant, &c.ca.issuing, OffsetDateTime::now_utc()).unwrap();
+        assert_eq!(lint(&c, &c.built.params), Ok(()));
+    }
+
+    /// Every field the lint checks, tampered with one at a time.
+    #[test]
+    fn every_field_that_differs_from_the_grant_fails() {
+        let tamper: Vec<(&str, &str, Box<dyn Fn(&mut CertificateParams)>)> = vec![
+            (
+                "extra DNS name",
+                "DNS names differ",
+                Box::new(|p| {
+                    p.subject_alt_names
+                        .push(SanType::DnsName("evil.example".try_into().unwrap()))
+                }),
+            ),
+            (
+                "reordered DNS names",
+                "DNS names differ",
+                Box::new(|p| p.subject_alt_names.swap(0, 1)),
+            ),
+            (
+                "other IP",
+                "IP addresses differ",
+                Box::new(|p| {
+                    p.subject_alt_names[2] = SanType::IpAddress("10.9.9.9".parse().unwrap())
+                }),
+            ),
+            (
+                "dropped URI",
+                "URIs differ",
+                Box::new(|p| {
+                    p.subject_alt_names.pop();
+                }),
+            ),
+            (
+                "email SAN",
+                "SAN carries a name",
+                Box::new(|p| {
+                    p.subject_alt_names
+                        .push(SanType::Rfc822Name("a@b.example".try_into().unwrap()))
+                }),
+            ),
+            (
+                "extra key usage",
+                "key usages",
+                Box::new(|p| p.key_usages.push(KeyUsagePurpose::KeyEncipherment)),
+            ),
+            (
+                "keyCertSign",
+                "Key Cert Sign",
+                Box::new(|p| p.key_usages.push(KeyUsagePurpose::KeyCertSign)),
+            ),
+            (
+                "no key usage",
+                "keyUsage is missing",
+                Box::new(|p| p.key_usages.clear()),
+            ),
+            (
+                "extra EKU",
+                "extended key usages",
+                Box::new(|p| {
+                    p.extended_key_usages
+                        .push(ExtendedKeyUsagePurpose::CodeSigning)
+                }),
+            ),
+            (
+                "missing EKU",
+                "extended key usages",
+                Box::new(|p| {
+                    p.extended_key_usages.pop();
+                }),
+            ),
+            (
+                "any EKU",
+                "extended key usages",
+                Box::new(|p| p.extended_key_usages.push(ExtendedKeyUsagePurpose::Any)),
+            ),
+            (
+                "CA:TRUE",
+                "CA:TRUE",
+                Box::new(|p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)),
+            ),
+            (
+                "no basicConstraints",
+                "basicConstraints is missing",
+                Box::new(|p| p.is_ca = IsCa::NoCa),
+            ),
+            (
+                "notAfter later",
+                "validity differs",
+                Box::new(|p| p.not_after += time::Duration::seconds(1)),
+            ),
+            (
+                "notBefore earlier",
+                "validity differs",
+                Box::new(|p| p.not_before -= time::Duration::hours(1)),
+            ),
+            (
+                "other serial",
+                "serial differs",
+                Box::new(|p| p.serial_number = Some(SerialNumber::from_slice(&[0x42; 16]))),
+            ),
+            (
+                "other CN",
+                "subject differs",
+                Box::new(|p| {
+                    p.distinguished_name = rcgen::DistinguishedName::new();
+                    p.distinguished_name
+                        .push(DnType::CommonName, "evil.example");
+                }),
+            ),
+            (
+                "extra subject attribute",
+                "subject differs",
+                Box::new(|p| p.distinguished_name.push(DnType::OrganizationName, "Evil")),
+            ),
+            (
+                "custom extension",
+                "outside the profile",
+                Box::new(|p| {
+                    p.custom_extensions.push(CustomExtension::from_oid_content(
+                        &[1, 3, 6, 1, 4, 1, 99999, 1],
+                        vec![0x05, 0x00],
+                    ))
+                }),
+            ),
+            (
+                "repeated SAN extension",
+                "appears twice",
+                Box::new(|p| {
+                    p.custom_extensions.push(CustomExtension::from_oid_content(
+                        &[2, 5, 29, 17],
+                        vec![0x30, 0x03, 0x82, 0x01, b'x'],
+                    ))
+                }),
+            ),
+            (
+                "no AKI",
+                "authorityKeyIdentifier is missing",
+                Box::new(|p| p.use_authority_key_identifier_extension = false),
+            ),
+            (
+                "other SKI",
+                "subjectKeyIdentifier is not derived",
+                Box::new(|p| {
+                    p.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![1; 20])
+                }),
+            ),
+        ];
+        for (what, expected, change) in tamper {
+            let c = case();
+            let mut params = c.built.params.clone();
+            change(&mut params);
+            match lint(&c, &params) {
+                Err(LintError(message)) => assert!(message.contains(expected), "{what}: {message}"),
+                Ok(()) => panic!("{what} passed the lint"),
+            }
+        }
+    }
+
+    #[test]
+    fn another_key_or_issuer_fails() {
+        let c = case();
+        // the certificate certifies another key than the CSR's
+        let other = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let der = sign(&c.built.params, &other, &c.ca);
+        let err = after_signing(
+            &der,
+            &c.built,
+            &c.grant,
+            &c.subject.subject_public_key_info(),
+        );
+        assert_eq!(
+            err,
+            Err(LintError("public key differs from the CSR's".into()))
+        );
+        // signed by another intermediate than the one built for
+        let stranger = ca("stranger");
+        let der = sign(&c.built.params, &c.subject, &stranger);
+        let err = after_signing(
+            &der,
+            &c.built,
+            &c.grant,
+            &c.subject.subject_public_key_info(),
+        );
+        assert_eq!(
+            err,
+            Err(LintError(
+                "issuer differs from the intermediate's subject".into()
+            ))
+        );
+        // same name, other key: the AKI gives it away
+        let twin = ca("db intermediate");
+        let der = sign(&c.built.params, &c.subject, &twin);
+        let err = after_signing(
+            &der,
+            &c.built,
+            &c.grant,
+            &c.subject.subject_public_key_info(),
+        );
+        assert_eq!(
+            err,
+            Err(LintError(
+                "authorityKeyIdentifier is not the intermediate's key id".into()
+            ))
+        );
+        // an intermediate recorded as RSA but the certificate is ECDSA-signed
+        let mut built = leaf_params(&c.grant, &c.ca.issuing, OffsetDateTime::now_utc()).unwrap();
+        let der = sign(&built.params, &c.subject, &c.ca);
+        built.issuer.key = hsm::KeyAlgorithm::Rsa2048;
+        assert!(
+            after_signing(&der, &built, &c.grant, &c.subject.subject_public_key_info()).is_err()
+        );
+        // trailing bytes
+        let mut der = sign(&c.built.params, &c.subject, &c.ca);
+        der.push(0);
+        assert!(after_signing(
+            &der,
+            &c.built,
+            &c.grant,
+            &c.subject.subject_public_key_info()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_grant_that_differs_from_the_certificate_fails() {
+        let c = case();
+        let der = sign(&c.built.params, &c.subject, &c.ca);
+        let spki = c.subject.subject_public_key_info();
+        let changes: Vec<(&str, Box<dyn Fn(&mut Grant)>)> = vec![
+            (
+                "ttl shorter",
+                Box::new(|g| g.ttl = Duration::from_secs(3600)),
+            ),
+            ("no CN", Box::new(|g| g.common_name = None)),
+            (
+                "fewer DNS names",
+                Box::new(|g| {
+                    g.dns_names.pop();
+                }),
+            ),
+            ("no IPs", Box::new(|g| g.ip_addrs.clear())),
+            ("no URIs", Box::new(|g| g.uris.clear())),
+            (
+                "key agreement",
+                Box::new(|g| g.key_usages.push(KeyUsage::KeyAgreement)),
+            ),
+            ("no EKUs", Box::new(|g| g.ext_key_usages.clear())),
+        ];
+        for (what, change) in changes {
+            let mut grant = c.grant.clone();
+            change(&mut grant);
+            assert!(
+                after_signing(&der, &c.built, &grant, &spki).is_err(),
+                "{what}"
+            );
+        }
     }
 }

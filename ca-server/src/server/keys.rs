@@ -34,12 +34,18 @@ pub const CA_CLASS: &str = "ca";
 pub enum KeysError {
     /// The file could not be read, or is not a safe secret file.
     #[error("auth keys: {0}")]
-    File(#[from] ResolveError),
+    File(ResolveError),
     /// Not TOML, or not the schema: `path:line:column: what was expected`.
     #[error("auth keys: {0}")]
     Syntax(String),
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+}
+
+impl From<ResolveError> for KeysError {
+    fn from(e: ResolveError) -> Self {
+        KeysError::File(e)
+    }
 }
 
 #[derive(Deserialize)]

@@ -171,20 +171,32 @@ mod tests {
     #[test]
     fn one_extension_request_is_returned() {
         let exts = extensions(&[san(), ca_true()]);
-        let der = cri(&[ext_request(OID_PKCS9_EXTENSION_REQUEST, std::slice::from_ref(&exts))]);
+        let der = cri(&[ext_request(
+            OID_PKCS9_EXTENSION_REQUEST,
+            std::slice::from_ref(&exts),
+        )]);
         assert_eq!(extension_request(&der), Ok(Some(&exts[..])));
-        let der = cri(&[ext_request(OID_MS_EXTENSION_REQUEST, std::slice::from_ref(&exts))]);
+        let der = cri(&[ext_request(
+            OID_MS_EXTENSION_REQUEST,
+            std::slice::from_ref(&exts),
+        )]);
         assert_eq!(extension_request(&der), Ok(Some(&exts[..])));
         // other attributes are fine, and no attributes at all
         let challenge = tlv(
             der::SEQUENCE,
             &[
-                tlv(der::OID, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x07]),
+                tlv(
+                    der::OID,
+                    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x07],
+                ),
                 tlv(der::SET, &tlv(0x0c, b"pw")),
             ]
             .concat(),
         );
-        let der = cri(&[challenge.clone(), ext_request(OID_PKCS9_EXTENSION_REQUEST, std::slice::from_ref(&exts))]);
+        let der = cri(&[
+            challenge.clone(),
+            ext_request(OID_PKCS9_EXTENSION_REQUEST, std::slice::from_ref(&exts)),
+        ]);
         assert_eq!(extension_request(&der), Ok(Some(&exts[..])));
         assert_eq!(extension_request(&cri(&[challenge])), Ok(None));
         assert_eq!(extension_request(&cri(&[])), Ok(None));
@@ -225,13 +237,20 @@ mod tests {
     fn a_repeated_extension_is_refused() {
         let der = cri(&[ext_request(
             OID_PKCS9_EXTENSION_REQUEST,
-            &[extensions(&[san(), extension(BC, false, &[0x30, 0x00]), ca_true()])],
+            &[extensions(&[
+                san(),
+                extension(BC, false, &[0x30, 0x00]),
+                ca_true(),
+            ])],
         )]);
         assert_eq!(
             extension_request(&der),
             Err(AttributeError::RepeatedExtension("2.5.29.19".into()))
         );
-        let der = cri(&[ext_request(OID_PKCS9_EXTENSION_REQUEST, &[extensions(&[san(), san()])])]);
+        let der = cri(&[ext_request(
+            OID_PKCS9_EXTENSION_REQUEST,
+            &[extensions(&[san(), san()])],
+        )]);
         assert_eq!(
             extension_request(&der),
             Err(AttributeError::RepeatedExtension("2.5.29.17".into()))
@@ -242,17 +261,31 @@ mod tests {
     fn malformed_structures_are_refused() {
         let bad_flag = tlv(
             der::SEQUENCE,
-            &[tlv(der::OID, BC), tlv(der::BOOLEAN, &[0x01]), tlv(der::OCTET_STRING, &[0x30, 0])].concat(),
+            &[
+                tlv(der::OID, BC),
+                tlv(der::BOOLEAN, &[0x01]),
+                tlv(der::OCTET_STRING, &[0x30, 0]),
+            ]
+            .concat(),
         );
-        let der = cri(&[ext_request(OID_PKCS9_EXTENSION_REQUEST, &[extensions(&[bad_flag])])]);
+        let der = cri(&[ext_request(
+            OID_PKCS9_EXTENSION_REQUEST,
+            &[extensions(&[bad_flag])],
+        )]);
         assert_eq!(extension_request(&der), Err(AttributeError::CriticalFlag));
         let not_a_sequence = tlv(der::SET, &san());
         let der = cri(&[ext_request(OID_PKCS9_EXTENSION_REQUEST, &[not_a_sequence])]);
-        assert!(matches!(extension_request(&der), Err(AttributeError::Extension(_))));
+        assert!(matches!(
+            extension_request(&der),
+            Err(AttributeError::Extension(_))
+        ));
         let mut v1 = cri(&[]);
         v1[4] = 1; // version INTEGER content
         assert_eq!(extension_request(&v1), Err(AttributeError::Version));
-        let good = cri(&[ext_request(OID_PKCS9_EXTENSION_REQUEST, &[extensions(&[san()])])]);
+        let good = cri(&[ext_request(
+            OID_PKCS9_EXTENSION_REQUEST,
+            &[extensions(&[san()])],
+        )]);
         for cut in 0..good.len() {
             assert!(extension_request(&good[..cut]).is_err(), "cut at {cut}");
         }

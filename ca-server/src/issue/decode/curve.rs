@@ -303,7 +303,12 @@ mod tests {
         let n0 = neg_inverse(P256.p[0]);
         // mont(R mod p, 7) = R·7·R⁻¹ = 7
         assert_eq!(mont_mul(&r_mod_p, &[7, 0, 0, 0], &P256.p, n0), [7, 0, 0, 0]);
-        let product = mont_mul(&mont_mul(&r_mod_p, &[6, 0, 0, 0], &P256.p, n0), &r_mod_p, &P256.p, n0);
+        let product = mont_mul(
+            &mont_mul(&r_mod_p, &[6, 0, 0, 0], &P256.p, n0),
+            &r_mod_p,
+            &P256.p,
+            n0,
+        );
         // mont(6, R) = 6
         assert_eq!(product, [6, 0, 0, 0]);
         // (p − 1)² ≡ 1 = 1·1, so both products carry the same R⁻¹
@@ -358,10 +363,16 @@ mod tests {
             // x = p is out of range, even though p ≡ 0
             let mut x_is_p = g.clone();
             x_is_p[1..1 + len].copy_from_slice(&p_be);
-            assert_eq!(validate_point(curve, &x_is_p), Err(PointError::CoordinateRange));
+            assert_eq!(
+                validate_point(curve, &x_is_p),
+                Err(PointError::CoordinateRange)
+            );
             let mut y_is_p = g.clone();
             y_is_p[1 + len..].copy_from_slice(&p_be);
-            assert_eq!(validate_point(curve, &y_is_p), Err(PointError::CoordinateRange));
+            assert_eq!(
+                validate_point(curve, &y_is_p),
+                Err(PointError::CoordinateRange)
+            );
         }
     }
 
@@ -387,7 +398,10 @@ mod tests {
             Err(PointError::Length { got: 64, want: 65 })
         );
         let zero = [vec![4], vec![0; 64]].concat();
-        assert_eq!(validate_point(Curve::P256, &zero), Err(PointError::NotOnCurve));
+        assert_eq!(
+            validate_point(Curve::P256, &zero),
+            Err(PointError::NotOnCurve)
+        );
     }
 
     #[test]

@@ -194,10 +194,7 @@ mod tests {
         for (bytes, expected) in cases {
             assert_eq!(Reader::new(bytes).any(), Err(expected), "{bytes:02x?}");
         }
-        assert_eq!(
-            single(&[0x05, 0x00, 0x00], NULL),
-            Err(DerError::Trailing)
-        );
+        assert_eq!(single(&[0x05, 0x00, 0x00], NULL), Err(DerError::Trailing));
         assert_eq!(
             single(&[0x05, 0x00], OID),
             Err(DerError::UnexpectedTag {

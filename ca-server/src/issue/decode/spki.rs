@@ -171,7 +171,12 @@ fn check_ec(params: Option<der::Tlv<'_>>, key: &[u8]) -> Result<KeyAlgorithm, Sp
     let (curve, algorithm) = match curve_oid {
         oid::P256 => (Curve::P256, KeyAlgorithm::EcP256),
         oid::P384 => (Curve::P384, KeyAlgorithm::EcP384),
-        other => return Ok(KeyAlgorithm::Other(format!("EC curve {}", describe_oid(other)))),
+        other => {
+            return Ok(KeyAlgorithm::Other(format!(
+                "EC curve {}",
+                describe_oid(other)
+            )))
+        }
     };
     curve::validate_point(curve, key).map_err(|error| SpkiError::EcPoint {
         curve: curve.name(),
@@ -316,7 +321,10 @@ pub fn check_signature_algorithm(
     let agrees = matches!(
         (key, family),
         (KeyFamily::Ec, SignatureFamily::Ecdsa)
-            | (KeyFamily::Rsa, SignatureFamily::RsaPkcs1 | SignatureFamily::RsaPss)
+            | (
+                KeyFamily::Rsa,
+                SignatureFamily::RsaPkcs1 | SignatureFamily::RsaPss
+            )
             | (KeyFamily::Ed25519, SignatureFamily::Ed25519)
     );
     if !agrees {
@@ -442,7 +450,10 @@ mod tests {
             (rsa_key(&n, &[1]), SpkiError::RsaExponent("is below 3")),
             (rsa_key(&n, &[0]), SpkiError::RsaExponent("is below 3")),
             (rsa_key(&n, &[1, 0, 0]), SpkiError::RsaExponent("is even")),
-            (rsa_key(&n, &[0xff, 0x01]), SpkiError::RsaExponent("is negative")),
+            (
+                rsa_key(&n, &[0xff, 0x01]),
+                SpkiError::RsaExponent("is negative"),
+            ),
             (
                 rsa_key(&n, &[0x01, 0, 0, 0, 1]),
                 SpkiError::RsaExponent("is 2^32 or larger"),
@@ -451,7 +462,10 @@ mod tests {
                 rsa_key(&n, &[0x01; 9]),
                 SpkiError::RsaExponent("is 2^32 or larger"),
             ),
-            (rsa_key(&n[1..], &[1, 0, 1]), SpkiError::RsaModulus("is negative")),
+            (
+                rsa_key(&n[1..], &[1, 0, 1]),
+                SpkiError::RsaModulus("is negative"),
+            ),
             (rsa_key(&[0], &[1, 0, 1]), SpkiError::RsaModulus("is zero")),
             (
                 rsa_key(&[&n[..n.len() - 1], &[0x02]].concat(), &[1, 0, 1]),
@@ -468,7 +482,12 @@ mod tests {
             (
                 tlv(
                     der::SEQUENCE,
-                    &[tlv(der::INTEGER, &n), tlv(der::INTEGER, &[1, 0, 1]), vec![0x05, 0]].concat(),
+                    &[
+                        tlv(der::INTEGER, &n),
+                        tlv(der::INTEGER, &[1, 0, 1]),
+                        vec![0x05, 0],
+                    ]
+                    .concat(),
                 ),
                 SpkiError::RsaStructure(DerError::Trailing),
             ),
@@ -609,7 +628,11 @@ mod tests {
         assert_eq!(
             check_spki(&tlv(
                 der::SEQUENCE,
-                &[tlv(der::SEQUENCE, &tlv(der::OID, oid::ED25519)), tlv(der::BIT_STRING, &[])].concat()
+                &[
+                    tlv(der::SEQUENCE, &tlv(der::OID, oid::ED25519)),
+                    tlv(der::BIT_STRING, &[])
+                ]
+                .concat()
             )),
             Err(SpkiError::EmptyBitString)
         );
@@ -629,7 +652,11 @@ mod tests {
         use SignatureParams::{Absent, Null, Other};
         let ok = |key, sig: &[u8], params| check_signature_algorithm(key, sig, params, 0);
         assert_eq!(ok(KeyFamily::Ec, ECDSA_SHA256, Absent), Ok(()));
-        assert_eq!(ok(KeyFamily::Ec, ECDSA_SHA1, Absent), Ok(()), "SHA-1 is policy's call");
+        assert_eq!(
+            ok(KeyFamily::Ec, ECDSA_SHA1, Absent),
+            Ok(()),
+            "SHA-1 is policy's call"
+        );
         assert_eq!(ok(KeyFamily::Rsa, SHA256_RSA, Null), Ok(()));
         assert_eq!(ok(KeyFamily::Rsa, SHA256_RSA, Absent), Ok(()));
         assert_eq!(ok(KeyFamily::Rsa, SHA1_RSA, Null), Ok(()));
@@ -647,7 +674,11 @@ mod tests {
             (KeyFamily::Ed25519, SHA256_RSA, Null),
             (KeyFamily::Ec, oid::RSA_ENCRYPTION, Null),
             (KeyFamily::Ec, oid::ECDSA_SIGNATURES, Absent),
-            (KeyFamily::Rsa, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07], Absent),
+            (
+                KeyFamily::Rsa,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x07],
+                Absent,
+            ),
         ] {
             assert!(
                 matches!(ok(key, sig, params), Err(SignatureMismatch::Family { .. })),
@@ -661,7 +692,10 @@ mod tests {
             (KeyFamily::Rsa, RSA_PSS, Absent),
         ] {
             assert!(
-                matches!(ok(key, sig, params), Err(SignatureMismatch::Parameters { .. })),
+                matches!(
+                    ok(key, sig, params),
+                    Err(SignatureMismatch::Parameters { .. })
+                ),
                 "{key:?} {sig:02x?} {params:?}"
             );
         }
@@ -669,7 +703,9 @@ mod tests {
             check_signature_algorithm(KeyFamily::Ec, ECDSA_SHA256, Absent, 3),
             Err(SignatureMismatch::UnusedBits(3))
         );
-        let message = ok(KeyFamily::Ec, oid::ED25519, Absent).unwrap_err().to_string();
+        let message = ok(KeyFamily::Ec, oid::ED25519, Absent)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             message,
             "the CSR is signed with 1.3.101.112, which an EC key cannot make"
