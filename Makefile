@@ -50,7 +50,7 @@ soak: deps-test
 # FUZZ_SANITIZER=none builds without AddressSanitizer.
 FUZZ_SECONDS ?= 60
 FUZZ_SANITIZER ?= address
-FUZZ_TARGETS ?= csr_decode cfssl_envelope auth_header policy_names log_scan
+FUZZ_TARGETS ?= csr_decode cfssl_envelope auth_header policy_names log_scan spki_check
 FUZZ_ENV = RUSTC_BOOTSTRAP=1 CARGO_BUILD_JOBS=1 CARGO_TARGET_DIR=$(CURDIR)/fuzz/target
 
 fuzz:

@@ -7,7 +7,7 @@ use crate::hierarchy::{self, AdminTokens, CaShape, ClassState};
 use crate::issue::{Authority, IssueRequest};
 use crate::state::{write_atomic, StateDir};
 use anyhow::{bail, Context, Result};
-use hsm::{softhsm, Module, Pin, SigningPool, Token};
+use hsm::{softhsm, Module, SigningPool, Token};
 use policies::PolicySet;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -22,12 +22,12 @@ pub fn open_module(config: &Config) -> Result<Module> {
 }
 
 pub fn online_token(config: &Config, module: &Module) -> Result<Token> {
-    let pin = Pin::resolve(&config.hsm.online_pin).context("online token PIN")?;
+    let pin = config.read_online_pin().context("online token PIN")?;
     Ok(module.token(&config.hsm.online_token, pin)?)
 }
 
 pub fn admin_tokens(config: &Config, module: &Module) -> Result<AdminTokens> {
-    let pin = Pin::resolve(&config.hsm.root_pin).context("root token PIN")?;
+    let pin = config.read_root_pin().context("root token PIN")?;
     Ok(AdminTokens {
         root: module.token(&config.hsm.root_token, pin)?,
         online: online_token(config, module)?,

@@ -592,7 +592,10 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
         .clone()
         .map(ca_server::server::tls::server_config)
         .transpose()?;
-    let keys = ca_server::server::keys::AuthKeys::load(&config.server.auth_keys)?;
+    let keys = ca_server::server::keys::AuthKeys::load_with(
+        &config.server.auth_keys,
+        config.server.secret_file_mode,
+    )?;
     let app = std::sync::Arc::new(ca_server::server::app::App::new(
         authority.clone(),
         keys,

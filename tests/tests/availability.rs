@@ -344,3 +344,134 @@ fn http2_unfinished_bodies_are_bounded_and_fresh_clients_served() {
     drop(senders);
     drop(rt);
 }
+
+fn signed_get(server: &TestServer, path: &str) -> String {
+    let creds = ca_proto::auth::Credentials::new("admin", server.secret("admin"));
+    ca_proto::auth::sign_request(
+        &creds,
+        "GET",
+        path,
+        b"",
+        now_unix(),
+        &ca_proto::auth::new_nonce(),
+    )
+}
+
+#[test]
+fn http2_readers_that_never_read_cannot_make_the_server_hold_their_responses() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Budgets smaller than the defaults (64 MiB, 4 MiB per connection) so
+    // that a few connections reach them: the mechanism is the same.
+    let server = server_with(
+        tmp.path(),
+        "idle_timeout_secs = 20\nmax_queued_response_bytes = 8388608\nmax_connection_response_bytes = 2097152",
+    );
+    let pid = server.pid().unwrap();
+    // Fill the log so that an entries page is large (~250 KiB of entries).
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let server = &server;
+            let dir = tmp.path();
+            s.spawn(move || {
+                for i in 0..60 {
+                    let csr = db_csr(dir, &format!("fill-{t}-{i}"));
+                    let (status, body) =
+                        server.native_sign("db", &json!({"class": "db", "csr": csr}));
+                    assert_eq!(status, 200, "{body}");
+                }
+            });
+        }
+    });
+    let page = server.client().request(
+        "GET",
+        "/v1/log/dev-1/entries?start=0",
+        &[("authorization", &signed_get(&server, "/v1/log/dev-1/entries?start=0"))],
+        b"",
+    );
+    assert_eq!(page.status, 200, "{}", page.text());
+    let page_len = page.body.len();
+    assert!(page_len > 200_000, "an entries page is only {page_len} bytes");
+    let before = rss_kib(pid);
+    let root = server.dir.join("classes/ca/root.pem");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = server.addr.clone();
+    let (ok, busy, held, senders) = rt.block_on(async {
+        let tls = h2_tls_config(&root);
+        let mut builder = h2::client::Builder::new();
+        // Zero receive window: the server may send headers, never data.
+        builder.initial_window_size(0);
+        let (mut ok, mut busy) = (0usize, 0usize);
+        let mut held = Vec::new();
+        let mut senders = Vec::new();
+        // 10 connections × 10 streams × a page each: ~35 MB if the server
+        // kept every unread response, against an 8 MiB budget.
+        for _ in 0..10 {
+            let send = h2_connect(&addr, tls.clone(), &builder).await;
+            for _ in 0..10 {
+                let path = "/v1/log/dev-1/entries?start=0";
+                let request = http::Request::builder()
+                    .uri(format!("https://localhost{path}"))
+                    .header("authorization", signed_get(&server, path))
+                    .body(())
+                    .unwrap();
+                let ready = tokio::time::timeout(Duration::from_secs(2), send.clone().ready()).await;
+                let Ok(Ok(mut s)) = ready else { break };
+                let Ok((response, _)) = s.send_request(request, true) else {
+                    break;
+                };
+                match tokio::time::timeout(Duration::from_secs(5), response).await {
+                    Ok(Ok(r)) if r.status() == 200 => {
+                        ok += 1;
+                        held.push(r);
+                    }
+                    Ok(Ok(r)) => {
+                        busy += 1;
+                        held.push(r);
+                    }
+                    _ => break,
+                }
+            }
+            senders.push(send);
+        }
+        (ok, busy, held, senders)
+    });
+    let peak = rss_kib(pid);
+    let queued = server.metric("trellis_response_bytes_queued", "");
+    eprintln!(
+        "{ok} pages answered and unread, {busy} refused; resident set {before} KiB -> {peak} KiB; {queued} bytes queued"
+    );
+    assert!(ok > 0, "no page was answered: the test did not load the server");
+    assert!(busy > 0, "no response was refused: the budget was never reached");
+    let refused_global = server.metric("trellis_budget_refusals_total", "budget=\"response_bytes\"");
+    let refused_conn =
+        server.metric("trellis_budget_refusals_total", "budget=\"connection_response_bytes\"");
+    assert!(refused_global > 0.0, "the global response budget was never reached");
+    assert!(refused_conn > 0.0, "no connection reached its share");
+    assert!(queued <= 8.0 * 1024.0 * 1024.0, "{queued} response bytes queued");
+    assert!(queued >= 4.0 * 1024.0 * 1024.0, "only {queued} response bytes queued: responses were not held");
+    let growth_mib = peak.saturating_sub(before) / 1024;
+    assert!(
+        growth_mib < 64,
+        "resident set grew by {growth_mib} MiB for unread responses"
+    );
+    // A fresh client is served meanwhile.
+    let csr = db_csr(tmp.path(), "fresh");
+    let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr}));
+    assert_eq!(status, 200, "{body}");
+    // Past the idle deadline the server lets go of the unread responses.
+    let mut released = false;
+    for _ in 0..50 {
+        if server.metric("trellis_response_bytes_queued", "") < 1024.0 * 1024.0 {
+            released = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(released, "unread responses still held after the idle deadline");
+    drop((held, senders));
+    drop(rt);
+}

@@ -574,6 +574,41 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds used so far by process `pid` (user + system, from
+/// `/proc/<pid>/stat`, at the usual 100 ticks per second).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // fields after the command name, which is in parentheses
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// DIAG: CPU seconds per thread-name prefix of `pid`.
+fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let name: String = comm.trim().chars().filter(|c| !c.is_ascii_digit()).collect();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
+    }
+    out
+}
+
+fn diff(a: &std::collections::BTreeMap<String, f64>, b: &std::collections::BTreeMap<String, f64>) -> String {
+    b.iter().map(|(k, v)| format!("{k}={:.2}", v - a.get(k).copied().unwrap_or(0.0))).collect::<Vec<_>>().join(" ")
+}
+
 /// Signing requests answered 200 over `secs` seconds by `threads` clients.
 fn sign_for(server: &TestServer, csrs: &[String], secs: u64) -> u64 {
     let done = AtomicU64::new(0);
@@ -646,10 +681,17 @@ fn fifty_log_readers_do_not_starve_signing_or_grow_the_server() {
     let mut max_kib = baseline_kib;
     let mut pages = 0;
     let mut busy = 0;
+    let (mut cpu_unloaded, mut cpu_loaded) = (0.0, 0.0);
     // unloaded and loaded phases alternate, so that a change in the
     // machine's background load affects both alike
     for _round in 0..2 {
+        let cpu = cpu_secs(pid);
+        let (t0, me0) = (thread_cpu(pid), cpu_secs(std::process::id()));
         unloaded += sign_for(&server, &csrs, PHASE_SECS);
+        let (t1, me1) = (thread_cpu(pid), cpu_secs(std::process::id()));
+        eprintln!("DIAG unloaded: test {:.2} server {}", me1 - me0, diff(&t0, &t1));
+        cpu_unloaded += cpu_secs(pid) - cpu;
+        let cpu = cpu_secs(pid);
         let stop = AtomicBool::new(false);
         let read_pages = AtomicU64::new(0);
         let read_busy = AtomicU64::new(0);
@@ -696,6 +738,9 @@ fn fifty_log_readers_do_not_starve_signing_or_grow_the_server() {
             let _ = done_tx.send(());
             peak = sampler.join().unwrap();
         });
+        let (t2, me2) = (thread_cpu(pid), cpu_secs(std::process::id()));
+        eprintln!("DIAG loaded: test {:.2} server {}", me2 - me1, diff(&t1, &t2));
+        cpu_loaded += cpu_secs(pid) - cpu;
         max_kib = max_kib.max(peak);
         pages += read_pages.into_inner();
         busy += read_busy.into_inner();
@@ -703,9 +748,11 @@ fn fifty_log_readers_do_not_starve_signing_or_grow_the_server() {
     let rate = |n: u64| n as f64 / (2 * PHASE_SECS) as f64;
     eprintln!(
         "signing {:.0}/s unloaded, {:.0}/s with {READERS} readers ({pages} pages read, {busy} busy); \
-         server RSS {} → max {} KiB",
+         server CPU {:.0}% → {:.0}%; server RSS {} → max {} KiB",
         rate(unloaded),
         rate(loaded),
+        100.0 * cpu_unloaded / (2 * PHASE_SECS) as f64,
+        100.0 * cpu_loaded / (2 * PHASE_SECS) as f64,
         baseline_kib,
         max_kib
     );

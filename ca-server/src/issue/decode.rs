@@ -232,3 +232,275 @@ fn pss_algorithm(alg: &AlgorithmIdentifier<'_>) -> SignatureAlgorithm {
         SignatureAlgorithm::Other(format!("rsassa-pss with hash {hash}"))
     }
 }
+
+/// Crafted CSRs, assembled in DER and signed with rcgen (ring) keys; also
+/// used by the `prove` tests.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rcgen::{KeyPair, PublicKeyData, SigningKey};
+
+    pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let len = content.len();
+        let mut out = vec![tag];
+        match len {
+            0..=0x7f => out.push(len as u8),
+            0x80..=0xff => out.extend([0x81, len as u8]),
+            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    pub(crate) fn seq(parts: &[&[u8]]) -> Vec<u8> {
+        tlv(der::SEQUENCE, &parts.concat())
+    }
+
+    pub(crate) const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+    const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
+    const SAN: &[u8] = &[0x55, 0x1d, 0x11];
+
+    pub(crate) fn alg_id(oid: &[u8]) -> Vec<u8> {
+        seq(&[&tlv(der::OID, oid)])
+    }
+
+    pub(crate) fn spki(alg: &[u8], key: &[u8]) -> Vec<u8> {
+        seq(&[alg, &tlv(der::BIT_STRING, &[&[0u8][..], key].concat())])
+    }
+
+    pub(crate) fn p256_alg() -> Vec<u8> {
+        seq(&[
+            &tlv(der::OID, spki::oid::EC_PUBLIC_KEY),
+            &tlv(der::OID, spki::oid::P256),
+        ])
+    }
+
+    fn extension(oid: &[u8], critical: bool, value: &[u8]) -> Vec<u8> {
+        let flag = if critical {
+            tlv(der::BOOLEAN, &[0xff])
+        } else {
+            Vec::new()
+        };
+        seq(&[&tlv(der::OID, oid), &flag, &tlv(der::OCTET_STRING, value)])
+    }
+
+    fn ca_true() -> Vec<u8> {
+        extension(BASIC_CONSTRAINTS, true, &[0x30, 0x03, 0x01, 0x01, 0xff])
+    }
+
+    fn san(name: &str) -> Vec<u8> {
+        extension(SAN, false, &seq(&[&tlv(0x82, name.as_bytes())]))
+    }
+
+    pub(crate) fn ext_request(oid: &[u8], extensions: &[Vec<u8>]) -> Vec<u8> {
+        seq(&[
+            &tlv(der::OID, oid),
+            &tlv(der::SET, &tlv(der::SEQUENCE, &extensions.concat())),
+        ])
+    }
+
+    /// CertificationRequest { info, signatureAlgorithm, signature }.
+    pub(crate) fn csr(
+        spki: &[u8],
+        attributes: &[Vec<u8>],
+        signature_alg: &[u8],
+        sign: impl Fn(&[u8]) -> Vec<u8>,
+    ) -> Vec<u8> {
+        let cn = seq(&[
+            &tlv(der::OID, &[0x55, 0x04, 0x03]),
+            &tlv(0x0c, b"x.db.internal"),
+        ]);
+        let subject = seq(&[&tlv(der::SET, &cn)]);
+        let info = seq(&[
+            &tlv(der::INTEGER, &[0]),
+            &subject,
+            spki,
+            &tlv(der::CONTEXT_0, &attributes.concat()),
+        ]);
+        let signature = sign(&info);
+        seq(&[
+            &info,
+            signature_alg,
+            &tlv(der::BIT_STRING, &[&[0u8][..], &signature].concat()),
+        ])
+    }
+
+    pub(crate) fn signer(key: &KeyPair) -> impl Fn(&[u8]) -> Vec<u8> + '_ {
+        move |msg| key.sign(msg).unwrap()
+    }
+
+    pub(crate) fn p256() -> KeyPair {
+        KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
+    }
+
+    pub(crate) fn ed25519() -> KeyPair {
+        KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap()
+    }
+
+    /// A well-formed P-256 CSR with the given attributes.
+    pub(crate) fn p256_csr(key: &KeyPair, attributes: &[Vec<u8>]) -> Vec<u8> {
+        csr(
+            &key.subject_public_key_info(),
+            attributes,
+            &alg_id(ECDSA_SHA256),
+            signer(key),
+        )
+    }
+
+    fn facts_of(der: &[u8]) -> Result<CsrFacts, DecodeError> {
+        facts(&parse(der)?)
+    }
+
+    #[test]
+    fn a_well_formed_crafted_csr_gives_its_facts() {
+        let key = p256();
+        let der = p256_csr(
+            &key,
+            &[ext_request(
+                attributes::OID_PKCS9_EXTENSION_REQUEST,
+                &[san("x.db.internal")],
+            )],
+        );
+        let facts = facts_of(&der).unwrap();
+        assert_eq!(facts.key, KeyAlgorithm::EcP256);
+        assert_eq!(facts.signature, SignatureAlgorithm::EcdsaSha256);
+        assert_eq!(facts.dns_names, ["x.db.internal"]);
+        assert!(!facts.requests_ca);
+        // and rcgen's own CSRs
+        let params = rcgen::CertificateParams::new(vec!["a.db.internal".to_string()]).unwrap();
+        let der = params.serialize_request(&key).unwrap().der().to_vec();
+        assert_eq!(facts_of(&der).unwrap().dns_names, ["a.db.internal"]);
+    }
+
+    #[test]
+    fn a_p256_spki_with_ed25519_bytes_signed_with_ed25519_is_malformed() {
+        let ed = ed25519();
+        let der = csr(
+            &spki(&p256_alg(), ed.public_key_raw()),
+            &[],
+            &alg_id(spki::oid::ED25519),
+            signer(&ed),
+        );
+        let csr = parse(&der).unwrap();
+        // x509-parser alone accepts the signature: this is the confusion
+        assert!(csr.verify_signature().is_ok());
+        assert!(matches!(
+            facts(&csr),
+            Err(DecodeError::PublicKey(spki::SpkiError::EcPoint { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_signature_algorithm_of_another_family_is_malformed() {
+        let key = p256();
+        let der = csr(
+            &key.subject_public_key_info(),
+            &[],
+            &alg_id(spki::oid::ED25519),
+            signer(&key),
+        );
+        let err = facts_of(&der).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::SignatureAlgorithm(spki::SignatureMismatch::Family { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "CSR signature algorithm: the CSR is signed with 1.3.101.112, which an EC key cannot make"
+        );
+        // ECDSA with NULL parameters
+        let with_null = seq(&[&tlv(der::OID, ECDSA_SHA256), &[0x05, 0x00]]);
+        let der = csr(
+            &key.subject_public_key_info(),
+            &[],
+            &with_null,
+            signer(&key),
+        );
+        assert!(matches!(
+            facts_of(&der),
+            Err(DecodeError::SignatureAlgorithm(
+                spki::SignatureMismatch::Parameters { .. }
+            ))
+        ));
+    }
+
+    #[test]
+    fn a_second_extension_request_is_malformed() {
+        let key = p256();
+        for second_oid in [
+            attributes::OID_PKCS9_EXTENSION_REQUEST,
+            attributes::OID_MS_EXTENSION_REQUEST,
+        ] {
+            for second in [ca_true(), san("evil.example")] {
+                let der = p256_csr(
+                    &key,
+                    &[
+                        ext_request(
+                            attributes::OID_PKCS9_EXTENSION_REQUEST,
+                            &[san("x.db.internal")],
+                        ),
+                        ext_request(second_oid, &[second]),
+                    ],
+                );
+                let csr = parse(&der).unwrap();
+                // what x509-parser alone shows: only the first one
+                assert_eq!(csr.requested_extensions().map(|e| e.count()), Some(1));
+                assert_eq!(
+                    facts(&csr),
+                    Err(DecodeError::Attributes(
+                        attributes::AttributeError::TooManyExtensionRequests(2)
+                    ))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_extension_is_malformed() {
+        let key = p256();
+        let der = p256_csr(
+            &key,
+            &[ext_request(
+                attributes::OID_PKCS9_EXTENSION_REQUEST,
+                &[san("x.db.internal"), san("evil.example")],
+            )],
+        );
+        assert_eq!(
+            facts_of(&der),
+            Err(DecodeError::Attributes(
+                attributes::AttributeError::RepeatedExtension("2.5.29.17".into())
+            ))
+        );
+    }
+
+    #[test]
+    fn the_legacy_microsoft_extension_request_is_read() {
+        let key = p256();
+        let der = p256_csr(
+            &key,
+            &[ext_request(
+                attributes::OID_MS_EXTENSION_REQUEST,
+                &[san("x.db.internal"), ca_true()],
+            )],
+        );
+        let facts = facts_of(&der).unwrap();
+        assert!(
+            facts.requests_ca,
+            "CA:TRUE in the legacy attribute was missed"
+        );
+        assert_eq!(facts.dns_names, ["x.db.internal"]);
+    }
+
+    #[test]
+    fn a_malformed_key_is_described_not_trusted() {
+        let ed = ed25519();
+        let bad = spki(&p256_alg(), ed.public_key_raw());
+        let (_, parsed) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&bad).unwrap();
+        assert!(
+            matches!(key_algorithm(&parsed), KeyAlgorithm::Other(s) if s.starts_with("malformed public key"))
+        );
+    }
+}

@@ -375,6 +375,9 @@ mod tests {
     use std::time::Duration;
     use time::OffsetDateTime;
 
+    /// One way of tampering with a value.
+    type Change<T> = Box<dyn Fn(&mut T)>;
+
     struct Ca {
         key: KeyPair,
         issuing: IssuingCa,
@@ -476,7 +479,7 @@ mod tests {
     /// Every field the lint checks, tampered with one at a time.
     #[test]
     fn every_field_that_differs_from_the_grant_fails() {
-        let tamper: Vec<(&str, &str, Box<dyn Fn(&mut CertificateParams)>)> = vec![
+        let tamper: Vec<(&str, &str, Change<CertificateParams>)> = vec![
             (
                 "extra DNS name",
                 "DNS names differ",
@@ -700,7 +703,7 @@ mod tests {
         let c = case();
         let der = sign(&c.built.params, &c.subject, &c.ca);
         let spki = c.subject.subject_public_key_info();
-        let changes: Vec<(&str, Box<dyn Fn(&mut Grant)>)> = vec![
+        let changes: Vec<(&str, Change<Grant>)> = vec![
             (
                 "ttl shorter",
                 Box::new(|g| g.ttl = Duration::from_secs(3600)),

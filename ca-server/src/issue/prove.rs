@@ -21,3 +21,43 @@ pub fn proof_of_possession(csr: &X509CertificationRequest<'_>) -> Result<(), Pro
     csr.verify_signature()
         .map_err(|e| ProofError(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issue::decode::tests::*;
+    use crate::issue::decode::{parse, spki};
+    use rcgen::PublicKeyData;
+
+    #[test]
+    fn a_well_formed_csr_proves_possession() {
+        let key = p256();
+        let der = p256_csr(&key, &[]);
+        assert_eq!(proof_of_possession(&parse(&der).unwrap()), Ok(()));
+        let ed = ed25519();
+        let der = csr(
+            &ed.subject_public_key_info(),
+            &[],
+            &alg_id(spki::oid::ED25519),
+            signer(&ed),
+        );
+        assert_eq!(proof_of_possession(&parse(&der).unwrap()), Ok(()));
+    }
+
+    #[test]
+    fn the_signature_must_verify_under_the_algorithm_the_spki_names() {
+        let ed = ed25519();
+        let der = csr(
+            &spki(&p256_alg(), ed.public_key_raw()),
+            &[],
+            &alg_id(spki::oid::ED25519),
+            signer(&ed),
+        );
+        let csr = parse(&der).unwrap();
+        assert!(
+            csr.verify_signature().is_ok(),
+            "x509-parser alone is fooled"
+        );
+        assert!(proof_of_possession(&csr).is_err());
+    }
+}

@@ -1,8 +1,9 @@
 //! Log reads for the HTTP API (`entries`, `proof`), kept from starving
 //! signing: they run on a few dedicated threads at the lowest CPU priority
-//! (never on the async workers), take jobs from a bounded queue (a full
-//! queue is refused at once, not buffered), and an `entries` page is bounded
-//! in bytes as well as in entries, so one read costs bounded CPU and memory.
+//! (`SCHED_IDLE`; never on the async workers), take jobs from a bounded
+//! queue (a full queue is refused at once, not buffered), and an `entries`
+//! page is bounded in bytes as well as in entries, so one read costs bounded
+//! CPU and memory.
 
 use super::record::{self, KIND_ENTRY};
 use super::LogError;
@@ -138,16 +139,25 @@ fn reader_thread(receiver: &Mutex<Receiver<Job>>) {
 
 #[cfg(target_os = "linux")]
 fn lower_priority() {
-    // On Linux a thread has its own nice value; raising it needs no privilege.
+    // SCHED_IDLE: the thread runs only on CPU time no normal thread wants,
+    // and any waking normal thread (a signing-pool thread, the log writer,
+    // an async worker) preempts it at once, so reads add no latency to
+    // signing either. On Linux this applies to the calling thread only, and
+    // lowering one's own priority needs no privilege. Nice 19 first, as the
+    // fallback should SCHED_IDLE be refused (e.g. by a seccomp profile).
     // SAFETY: plain system calls on the calling thread.
-    let rc = unsafe {
+    let (niced, idle) = unsafe {
         let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
+        let niced = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        let param = libc::sched_param { sched_priority: 0 };
+        (niced, libc::sched_setscheduler(0, libc::SCHED_IDLE, &param))
     };
-    if rc != 0 {
-        tracing::debug!(
+    if niced != 0 || idle != 0 {
+        tracing::warn!(
             event = "log_reader_priority",
-            "setpriority: {}",
+            niced = niced == 0,
+            sched_idle = idle == 0,
+            "could not lower the log reader's CPU priority: {}",
             std::io::Error::last_os_error()
         );
     }

@@ -421,19 +421,22 @@ mod tests {
         let d = reg.admit(addr(2)).unwrap();
         assert!(c.state.killed.load(Ordering::Acquire), "silent c goes first");
         assert!(!a.state.killed.load(Ordering::Acquire));
-        // Next: no connection without a request left, so the idle keep-alive.
+        // d completes a request: no connection without one is left, so the
+        // oldest idle keep-alive (a, older than d) goes next.
+        drop(d.state.request());
         let e = reg.admit(addr(2)).unwrap();
         assert!(a.state.killed.load(Ordering::Acquire));
-        // d (silent, newer than b) goes before anything busy.
+        assert!(!d.state.killed.load(Ordering::Acquire));
+        // e (silent, the newest) goes before the idle d; b, busy, never.
         let _f = reg.admit(addr(2)).unwrap();
-        assert!(d.state.killed.load(Ordering::Acquire));
+        assert!(e.state.killed.load(Ordering::Acquire));
+        assert!(!d.state.killed.load(Ordering::Acquire));
         assert!(!b.state.killed.load(Ordering::Acquire));
-        drop((c, d));
-        assert_eq!(reg.len(), 4);
-        drop(e);
+        assert_eq!(reg.len(), 6);
+        drop((c, e, a));
+        assert_eq!(reg.len(), 3);
         drop(running);
-        drop(b);
-        drop(a);
+        drop((b, d));
         assert_eq!(reg.len(), 1);
     }
 

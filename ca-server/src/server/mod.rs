@@ -279,6 +279,10 @@ async fn handle(
                         .headers
                         .get(header::AUTHORIZATION)
                         .and_then(|v| v.to_str().ok());
+                    // Cheap, key-independent refusals before any body byte
+                    // is read: a declared length over the limit, then a
+                    // header that does not even parse.
+                    body.check_declared(&parts)?;
                     app.precheck_native(auth, &path_and_query)?;
                     let (body, _room) = body.read(&parts).await?;
                     native::sign(app, auth, &path_and_query, &body).await
@@ -424,25 +428,33 @@ impl BodyReader<'_> {
         result
     }
 
-    async fn read_inner(
-        &mut self,
-        parts: &hyper::http::request::Parts,
-    ) -> Result<(Bytes, budget::BodyReservation), ApiError> {
-        let max = self.app.max_body_bytes;
-        let too_large = || {
-            ApiError::new(
-                ErrorCode::BodyTooLarge,
-                format!("request body is larger than {max} bytes"),
-            )
-        };
+    fn too_large(&self) -> ApiError {
+        ApiError::new(
+            ErrorCode::BodyTooLarge,
+            format!("request body is larger than {} bytes", self.app.max_body_bytes),
+        )
+    }
+
+    /// A declared `Content-Length` over the limit is refused (413) without
+    /// reading anything.
+    fn check_declared(&self, parts: &hyper::http::request::Parts) -> Result<(), ApiError> {
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max as u64) {
-            return Err(too_large());
+        if declared.is_some_and(|n| n > self.app.max_body_bytes as u64) {
+            return Err(self.too_large());
         }
+        Ok(())
+    }
+
+    async fn read_inner(
+        &mut self,
+        parts: &hyper::http::request::Parts,
+    ) -> Result<(Bytes, budget::BodyReservation), ApiError> {
+        let max = self.app.max_body_bytes;
+        self.check_declared(parts)?;
         let Some(mut body) = self.body.take() else {
             return Err(ApiError::new(ErrorCode::Internal, "body already read"));
         };
@@ -490,7 +502,7 @@ impl BodyReader<'_> {
                 continue; // trailers
             };
             if buf.len() + data.len() > max {
-                return Err(too_large());
+                return Err(self.too_large());
             }
             room.grow(data.len()).await.map_err(|_| busy())?;
             buf.extend_from_slice(&data);

@@ -55,7 +55,7 @@ pub fn extension_request(cri_der: &[u8]) -> Result<Option<&[u8]>, AttributeError
     while !attributes.is_empty() {
         let attribute = attributes.expect(der::SEQUENCE)?;
         let mut parts = Reader::new(attribute.content);
-        let oid = parts.expect(der::OID)?;
+        let oid = der::expect_oid(&mut parts)?;
         let values = parts.expect(der::SET)?;
         parts.finish()?;
         if oid.content != OID_PKCS9_EXTENSION_REQUEST && oid.content != OID_MS_EXTENSION_REQUEST {
@@ -98,7 +98,7 @@ fn check_extensions(value: der::Tlv<'_>) -> Result<(), AttributeError> {
     while !extensions.is_empty() {
         let extension = extensions.expect(der::SEQUENCE).map_err(bad)?;
         let mut parts = Reader::new(extension.content);
-        let oid = parts.expect(der::OID).map_err(bad)?;
+        let oid = der::expect_oid(&mut parts).map_err(bad)?;
         if let Some(critical) = parts.optional(der::BOOLEAN).map_err(bad)? {
             if critical.content != [0x00] && critical.content != [0xff] {
                 return Err(AttributeError::CriticalFlag);

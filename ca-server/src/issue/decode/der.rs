@@ -35,6 +35,8 @@ pub enum DerError {
     NonMinimalInteger,
     #[error("empty DER INTEGER")]
     EmptyInteger,
+    #[error("malformed OBJECT IDENTIFIER")]
+    BadOid,
 }
 
 /// One tag-length-value: `raw` is all of it, `content` the value.
@@ -160,6 +162,29 @@ pub fn integer(content: &[u8]) -> Result<(bool, &[u8]), DerError> {
     }
 }
 
+/// An OBJECT IDENTIFIER's content: non-empty, each sub-identifier
+/// minimally encoded (no leading 0x80) and terminated.
+pub fn oid(content: &[u8]) -> Result<(), DerError> {
+    let mut start = true;
+    for &b in content {
+        if start && b == 0x80 {
+            return Err(DerError::BadOid);
+        }
+        start = b & 0x80 == 0;
+    }
+    if content.is_empty() || !start {
+        return Err(DerError::BadOid);
+    }
+    Ok(())
+}
+
+/// The next TLV, which must be a well-formed OBJECT IDENTIFIER.
+pub fn expect_oid<'a>(reader: &mut Reader<'a>) -> Result<Tlv<'a>, DerError> {
+    let tlv = reader.expect(OID)?;
+    oid(tlv.content)?;
+    Ok(tlv)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +227,16 @@ mod tests {
                 found: NULL
             })
         );
+    }
+
+    #[test]
+    fn oids_are_well_formed() {
+        assert_eq!(oid(&[0x2b, 0x65, 0x70]), Ok(()));
+        assert_eq!(oid(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]), Ok(()));
+        assert_eq!(oid(&[]), Err(DerError::BadOid));
+        assert_eq!(oid(&[0x2a, 0x86]), Err(DerError::BadOid));
+        assert_eq!(oid(&[0x2a, 0x80, 0x01]), Err(DerError::BadOid));
+        assert_eq!(oid(&[0x80, 0x01]), Err(DerError::BadOid));
     }
 
     #[test]

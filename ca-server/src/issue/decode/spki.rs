@@ -115,7 +115,7 @@ pub fn check_spki(spki_der: &[u8]) -> Result<CheckedKey, SpkiError> {
     let bits = fields.expect(der::BIT_STRING)?;
     fields.finish()?;
     let mut alg = Reader::new(algorithm.content);
-    let alg_oid = alg.expect(der::OID)?;
+    let alg_oid = der::expect_oid(&mut alg)?;
     let params = if alg.is_empty() {
         None
     } else {
@@ -159,7 +159,10 @@ pub fn check_spki(spki_der: &[u8]) -> Result<CheckedKey, SpkiError> {
 
 fn check_ec(params: Option<der::Tlv<'_>>, key: &[u8]) -> Result<KeyAlgorithm, SpkiError> {
     let curve_oid = match params {
-        Some(p) if p.tag == der::OID => p.content,
+        Some(p) if p.tag == der::OID => {
+            der::oid(p.content)?;
+            p.content
+        }
         // implicitCurve (NULL) and specifiedCurve (SEQUENCE) are forbidden
         // in PKIX (RFC 5480); policy refuses them as unknown keys.
         Some(p) if p.tag == der::NULL || p.tag == der::SEQUENCE => {
