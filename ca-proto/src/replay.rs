@@ -151,10 +151,17 @@ impl ReplayCache {
     }
 }
 
-/// One [`ReplayCache`] per auth key, each with its own share of the total
-/// capacity, so that one key (however busy, or however hostile its holder)
-/// can fill or evict only its own nonces: when a key's share is full its own
-/// requests are refused (fail closed) and every other key is unaffected.
+/// One [`ReplayCache`] per auth key, each with its own bounded share, so
+/// that one key (however busy, or however hostile its holder) can fill only
+/// its own nonces: when a key's share is full its own requests are refused
+/// (fail closed) and every other key is unaffected.
+///
+/// The caller sizes each share; the server gives a key what its rate limit
+/// can use within the window (burst + rate × 2 × window, the most nonces it
+/// can have admitted while they are still replayable), capped by the
+/// configured maximum per key. Room for up to [`RESERVE`] entries of each
+/// share is reserved up front; a busier key's set grows on demand up to its
+/// share.
 ///
 /// The set of keys is fixed at construction (the server's auth keys); a key
 /// id outside it is refused with [`ReplayError::CacheFull`], which the server
@@ -162,44 +169,37 @@ impl ReplayCache {
 #[derive(Debug)]
 pub struct KeyedReplayCache {
     per_key: std::collections::HashMap<String, std::sync::Mutex<ReplayCache>>,
-    share: usize,
 }
 
-/// The smallest share a key gets, whatever the total.
-pub const MIN_SHARE: usize = 1024;
+/// Entries reserved up front in each key's share.
+pub const RESERVE: usize = 65_536;
 
 impl KeyedReplayCache {
-    /// `total_capacity` split evenly over `key_ids` (at least [`MIN_SHARE`]
-    /// entries each), every share reserved up front.
-    pub fn new<'a>(
-        key_ids: impl IntoIterator<Item = &'a str>,
-        total_capacity: usize,
-        window_secs: i64,
-    ) -> Self {
-        let ids: Vec<&str> = key_ids.into_iter().collect();
-        let share = (total_capacity / ids.len().max(1)).max(MIN_SHARE);
-        let per_key = ids
+    /// One share of `capacity` entries per `(key id, capacity)`.
+    pub fn new<'a>(shares: impl IntoIterator<Item = (&'a str, usize)>, window_secs: i64) -> Self {
+        let per_key = shares
             .into_iter()
-            .map(|id| {
-                (
-                    id.to_string(),
-                    std::sync::Mutex::new(ReplayCache::new(share, window_secs)),
-                )
+            .map(|(id, capacity)| {
+                let mut cache = ReplayCache::new(capacity.min(RESERVE), window_secs);
+                cache.capacity = capacity;
+                (id.to_string(), std::sync::Mutex::new(cache))
             })
             .collect();
-        KeyedReplayCache { per_key, share }
+        KeyedReplayCache { per_key }
     }
 
-    /// The capacity of each key's share.
-    pub fn share(&self) -> usize {
-        self.share
+    /// The capacity of `key_id`'s share (0 for a key outside the set).
+    pub fn share(&self, key_id: &str) -> usize {
+        self.per_key.get(key_id).map_or(0, |c| {
+            c.lock().unwrap_or_else(|p| p.into_inner()).capacity()
+        })
     }
 
     /// Entries held for `key_id` (0 for a key outside the set).
     pub fn len_for(&self, key_id: &str) -> usize {
-        self.per_key
-            .get(key_id)
-            .map_or(0, |c| c.lock().unwrap_or_else(|p| p.into_inner()).len())
+        self.per_key.get(key_id).map_or(0, |c| {
+            c.lock().unwrap_or_else(|p| p.into_inner()).len()
+        })
     }
 
     /// [`ReplayCache::check_and_insert`] in `key_id`'s own share.
@@ -378,9 +378,10 @@ mod tests {
 
     #[test]
     fn keyed_shares_are_independent() {
-        let c = KeyedReplayCache::new(["a", "b"], 2 * MIN_SHARE, 300);
-        assert_eq!(c.share(), MIN_SHARE);
-        for i in 0..MIN_SHARE {
+        let c = KeyedReplayCache::new([("a", 100), ("b", 200_000)], 300);
+        assert_eq!(c.share("a"), 100);
+        assert_eq!(c.share("b"), 200_000);
+        for i in 0..100 {
             assert_eq!(c.check_and_insert("a", &format!("n{i}"), NOW, NOW), Ok(()));
         }
         // a's share is full: a is refused, b is not.
@@ -388,9 +389,12 @@ mod tests {
             c.check_and_insert("a", "one-more", NOW, NOW),
             Err(ReplayError::CacheFull)
         );
-        assert_eq!(c.check_and_insert("b", "n0", NOW, NOW), Ok(()));
-        assert_eq!(c.len_for("a"), MIN_SHARE);
-        assert_eq!(c.len_for("b"), 1);
+        // b grows past the up-front reservation.
+        for i in 0..(RESERVE + 10) {
+            assert_eq!(c.check_and_insert("b", &format!("n{i}"), NOW, NOW), Ok(()));
+        }
+        assert_eq!(c.len_for("a"), 100);
+        assert_eq!(c.len_for("b"), RESERVE + 10);
         // Replays are still per key and nonce.
         assert_eq!(
             c.check_and_insert("b", "n0", NOW, NOW),
@@ -402,9 +406,6 @@ mod tests {
             Err(ReplayError::CacheFull)
         );
         // Expiry frees a's share.
-        assert_eq!(
-            c.check_and_insert("a", "later", NOW + 700, NOW + 700),
-            Ok(())
-        );
+        assert_eq!(c.check_and_insert("a", "later", NOW + 700, NOW + 700), Ok(()));
     }
 }

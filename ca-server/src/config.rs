@@ -122,11 +122,9 @@ pub struct ServerConfig {
     /// Accepted clock difference for signed native requests.
     #[serde(default = "default_skew")]
     pub max_skew_secs: i64,
-    /// Nonces remembered for replay protection (each until its timestamp
-    /// leaves the skew window). Sustained signed requests per second this
-    /// replica can take are about replay_cache_entries / max_skew_secs;
-    /// beyond, requests are refused (fail closed). About 70 bytes per entry,
-    /// reserved at start.
+    /// Nonces remembered for replay protection, at most, per auth key (each
+    /// key has its own share: what its rate limit can use within the window,
+    /// capped by this). See deploy/config/ca-server.toml.
     #[serde(default = "default_replay_entries")]
     pub replay_cache_entries: usize,
     /// Open connections from one source address at most; 0 = no limit.
@@ -322,6 +320,10 @@ pub struct LogConfig {
     /// most 1000 entries, and at least one).
     #[serde(default = "default_page_bytes")]
     pub page_bytes: usize,
+    /// Percent of one CPU that log reads together may use on average
+    /// (1 ..= 6400), on top of running at the lowest priority.
+    #[serde(default = "default_read_cpu_percent")]
+    pub read_cpu_percent: u32,
 }
 
 impl Default for LogConfig {
@@ -332,6 +334,7 @@ impl Default for LogConfig {
             read_threads: default_read_threads(),
             read_queue: default_read_queue(),
             page_bytes: default_page_bytes(),
+            read_cpu_percent: default_read_cpu_percent(),
         }
     }
 }
@@ -348,6 +351,9 @@ impl LogConfig {
         if !(4096..=16 * 1024 * 1024).contains(&self.page_bytes) {
             return Err("log.page_bytes must be between 4 KiB and 16 MiB".into());
         }
+        if !(1..=6400).contains(&self.read_cpu_percent) {
+            return Err("log.read_cpu_percent must be between 1 and 6400".into());
+        }
         Ok(())
     }
 }
@@ -363,6 +369,9 @@ fn default_read_queue() -> usize {
 }
 fn default_page_bytes() -> usize {
     256 * 1024
+}
+fn default_read_cpu_percent() -> u32 {
+    25
 }
 
 fn default_state_dir() -> PathBuf {

@@ -259,7 +259,19 @@ fn malformed_bodies_and_csrs_get_clear_errors() {
     let mut negative = der.clone();
     negative[at + 2] = 0xff;
     let (status, body) = sign(&der_pem(&negative));
-    assert!(matches!(status, 400 | 403), "{body}");
+    // refused as malformed before policy (the SPKI checks of issue 11)
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("malformed_csr")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("RSA public exponent is negative"),
+        "{body}"
+    );
     // truncated DER, and an empty body
     let (status, body) = sign(&der_pem(&der[..der.len() / 2]));
     assert_eq!(

@@ -1,9 +1,17 @@
 //! Log reads for the HTTP API (`entries`, `proof`), kept from starving
-//! signing: they run on a few dedicated threads at the lowest CPU priority
-//! (`SCHED_IDLE`; never on the async workers), take jobs from a bounded
-//! queue (a full queue is refused at once, not buffered), and an `entries`
-//! page is bounded in bytes as well as in entries, so one read costs bounded
-//! CPU and memory.
+//! signing:
+//! - they run on a few dedicated threads (never on the async workers) at the
+//!   lowest CPU priority (`SCHED_IDLE`: any signing thread that wakes
+//!   preempts a reader at once);
+//! - together they use at most a set share of one CPU (`read_cpu_percent`):
+//!   each job's thread CPU time is charged to a shared clock, and readers
+//!   wait while it runs ahead. Priority alone is not enough where "idle" CPU
+//!   is not free — a VM whose host caps it, hyperthread siblings, a cgroup
+//!   quota shared with signing;
+//! - jobs wait in a bounded queue; a full queue is refused at once (503
+//!   `busy`), not buffered;
+//! - an `entries` page is bounded in bytes as well as in entries, so one read
+//!   costs bounded CPU and memory.
 
 use super::record::{self, KIND_ENTRY};
 use super::LogError;
@@ -11,6 +19,7 @@ use crate::config::LogConfig;
 use std::io::Read;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Most entries in one `entries` page, whatever their size.
 pub const MAX_PAGE_ENTRIES: u64 = 1000;
@@ -26,6 +35,8 @@ pub struct ReadLimits {
     pub queue: usize,
     /// Entry bytes in one `entries` page (at least one entry is always sent).
     pub page_bytes: usize,
+    /// Percent of one CPU that all reads together may use on average.
+    pub cpu_percent: u32,
 }
 
 impl Default for ReadLimits {
@@ -41,6 +52,7 @@ impl ReadLimits {
             threads: config.read_threads.max(1),
             queue: config.read_queue,
             page_bytes: config.page_bytes,
+            cpu_percent: config.read_cpu_percent.max(1),
         }
     }
 }
@@ -60,6 +72,40 @@ type Job = Box<dyn FnOnce() + Send>;
 pub(crate) struct ReadPool {
     pub limits: ReadLimits,
     sender: Mutex<Option<SyncSender<Job>>>,
+}
+
+/// The readers' CPU budget as a clock: every job pushes `free_at` forward
+/// by its CPU time divided by the share, and no job starts before
+/// `free_at`. Idle time earns no credit, so the share holds over any window
+/// longer than a few jobs (each job is bounded: one page or one proof).
+pub(crate) struct CpuBudget {
+    /// CPUs the readers may use on average (0.25 = a quarter of one).
+    share: f64,
+    free_at: Mutex<Instant>,
+}
+
+impl CpuBudget {
+    pub fn new(percent: u32) -> CpuBudget {
+        CpuBudget {
+            share: f64::from(percent.max(1)) / 100.0,
+            free_at: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// How long a job must wait before it may start.
+    fn wait(&self, now: Instant) -> Duration {
+        self.free_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .saturating_duration_since(now)
+    }
+
+    /// Charge a job that started at `started` and used `cpu` of CPU time.
+    fn charge(&self, started: Instant, cpu: Duration) {
+        let mut free_at = self.free_at.lock().unwrap_or_else(|p| p.into_inner());
+        let from = (*free_at).max(started);
+        *free_at = from + cpu.div_f64(self.share);
+    }
 }
 
 impl ReadPool {
@@ -114,27 +160,50 @@ impl ReadPool {
     fn start(&self) -> std::io::Result<SyncSender<Job>> {
         let (sender, receiver) = sync_channel::<Job>(self.limits.queue);
         let receiver = Arc::new(Mutex::new(receiver));
+        let budget = Arc::new(CpuBudget::new(self.limits.cpu_percent));
         for i in 0..self.limits.threads {
-            let receiver = receiver.clone();
+            let (receiver, budget) = (receiver.clone(), budget.clone());
             std::thread::Builder::new()
                 .name(format!("log-reader-{i}"))
-                .spawn(move || reader_thread(&receiver))?;
+                .spawn(move || reader_thread(&receiver, &budget))?;
         }
         Ok(sender)
     }
 }
 
-/// Take jobs until the pool is dropped. The thread runs at the lowest CPU
-/// priority: reads use what signing leaves idle.
-fn reader_thread(receiver: &Mutex<Receiver<Job>>) {
+/// Take jobs until the pool is dropped, within the CPU budget, at the
+/// lowest CPU priority: reads use only what signing leaves idle, and not
+/// all of that.
+fn reader_thread(receiver: &Mutex<Receiver<Job>>, budget: &CpuBudget) {
     lower_priority();
     loop {
         let job = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        match job {
-            Ok(job) => job(),
-            Err(_) => return,
+        let Ok(job) = job else { return };
+        let wait = budget.wait(Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
         }
+        let started = Instant::now();
+        let cpu_before = thread_cpu_time();
+        job();
+        budget.charge(started, thread_cpu_time().saturating_sub(cpu_before));
     }
+}
+
+/// CPU time used by the calling thread so far.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
 }
 
 #[cfg(target_os = "linux")]
@@ -296,6 +365,7 @@ mod tests {
             threads: 1,
             queue: 1,
             page_bytes: 1,
+            cpu_percent: 100,
         });
         let (done, finished) = std::sync::mpsc::channel::<u32>();
         // hold the one thread until released
@@ -325,5 +395,24 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(runtime.block_on(pool.run(|| 4)), Ok(4));
+    }
+
+    #[test]
+    fn the_cpu_budget_spaces_jobs_by_their_cost_over_the_share() {
+        let budget = CpuBudget::new(25);
+        let t0 = Instant::now();
+        assert_eq!(budget.wait(t0), Duration::ZERO);
+        // a 10 ms job at a quarter CPU: the next may start 40 ms after it began
+        budget.charge(t0, Duration::from_millis(10));
+        assert_eq!(budget.wait(t0), Duration::from_millis(40));
+        // a second job charged meanwhile (another thread) queues behind it
+        budget.charge(t0, Duration::from_millis(5));
+        assert_eq!(budget.wait(t0), Duration::from_millis(60));
+        // idle time earns no credit: after a long pause the clock restarts
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(budget.wait(later), Duration::ZERO);
+        budget.charge(later, Duration::from_millis(1));
+        assert_eq!(budget.wait(later), Duration::from_millis(4));
+        assert!(thread_cpu_time() > Duration::ZERO);
     }
 }

@@ -28,7 +28,7 @@ pub struct App {
     pub keys: AuthKeys,
     /// None only with `--no-log` (benchmarks).
     pub log: Option<IssuanceLog>,
-    /// One share per auth key (see `KeyedReplayCache`).
+    /// One bounded share per auth key (see `KeyedReplayCache`).
     pub replay: KeyedReplayCache,
     pub limiter: RateLimiter,
     pub max_body_bytes: usize,
@@ -53,9 +53,15 @@ impl App {
         max_skew_secs: i64,
         replay_cache_entries: usize,
     ) -> App {
+        // A key's share: what its rate limit can use while nonces are still
+        // replayable (burst + rate × 2 × window), at most the configured
+        // entries per key.
+        let share = |k: &AuthKey| {
+            let need = k.burst + k.rate_per_second * 2.0 * max_skew_secs.max(1) as f64;
+            (need.ceil() as usize).clamp(1, replay_cache_entries.max(1))
+        };
         let replay = KeyedReplayCache::new(
-            keys.iter().map(|k| k.id.as_str()),
-            replay_cache_entries,
+            keys.iter().map(|k| (k.id.as_str(), share(k))),
             max_skew_secs,
         );
         let mut dummy_secret = [0u8; 32];
