@@ -4,17 +4,27 @@
 //!
 //! # One renewal ([`Agent::renew`])
 //!
-//! 1. make sure the CA's TLS root is known (file, or pinned first contact);
-//! 2. refresh the bundles: the client's own class (kept in memory, to check
-//!    the issuer) and every `trust` class (written to `trust/<class>.pem`
-//!    when changed);
+//! 1. make sure the CA's TLS root is known (file, or pinned first contact),
+//!    and that no symbolic link was planted where the trust bundles and the
+//!    pinned-roots state go;
+//! 2. the class's profiles (`GET /v1/classes`, kept for an hour), and the
+//!    bundles of the client's own class and every `trust` class, each
+//!    judged against the pinned roots ([`crate::pins`]) — in memory only;
 //! 3. a new key (or, with `rotate_key = false`, the current one), a CSR,
 //!    `POST /v1/sign`;
-//! 4. check the answer before touching a file: the leaf carries our public
-//!    key, is currently valid, was signed by the returned intermediate,
-//!    which chains to a root of the class bundle; the inclusion-proof hook;
-//! 5. install the generation atomically ([`crate::store::install`]), then
-//!    run the reload action (its failure is reported, the files stay).
+//! 4. check the answer before touching a file ([`crate::verify`]): our key,
+//!    a leaf (no CA bits), exactly the requested names, the profile's
+//!    extended key usage, a lifetime within what was asked, a notBefore not
+//!    beyond the clock skew, the response's serial and dates, a path to a
+//!    pinned root of the class through valid CA certificates; then the
+//!    issuance-log evidence, whose entry must match the certificate and the
+//!    request ([`crate::inclusion`]);
+//! 5. install the generation atomically ([`crate::store::install`]); only
+//!    now are the accepted bundles written (`trust/<class>.pem`) and pinned
+//!    (the state file); then the reload action runs (its failure is
+//!    reported, the files stay).
+//!
+//! A failure anywhere before step 5 leaves every file as it was.
 //!
 //! # Daemon ([`Agent::run`])
 //!
@@ -33,7 +43,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ca_proto::native::{format_duration, SignRequest};
+use ca_proto::native::{format_duration, ProfileInfo, SignRequest};
 use rustls_pki_types::CertificateDer;
 use tokio::time::Instant;
 
@@ -42,10 +52,12 @@ use crate::config::{CaTrust, Settings};
 use crate::inspect::{inspect, Installed};
 use crate::keys::LocalKey;
 use crate::metrics::Metrics;
-use crate::pem::{chains_to, encode, encode_certs, facts, issued_by, parse_certs, CertFacts};
+use crate::pem::{encode, encode_certs, parse_certs, CertFacts};
+use crate::pins::{PinStore, TrustError, Verdict};
 use crate::reload::{environment, Event};
 use crate::renew::{if_needed, renewal_point, retry_delay, Backoff, Decision, FailureKind};
 use crate::store::{self, Material};
+use crate::verify::{CheckError, Checked, Expectation, MAX_CHAIN_CERTS, MAX_CLOCK_SKEW};
 
 /// Longest sleep between two looks at the files.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(30);
@@ -84,6 +96,22 @@ impl std::fmt::Display for Failure {
     }
 }
 
+impl From<CheckError> for Failure {
+    fn from(e: CheckError) -> Failure {
+        Failure::new(FailureKind::Transient, e.reason(), e.to_string())
+    }
+}
+
+impl From<TrustError> for Failure {
+    fn from(e: TrustError) -> Failure {
+        let kind = match e {
+            TrustError::Malformed { .. } => FailureKind::Transient,
+            _ => FailureKind::Permanent,
+        };
+        Failure::new(kind, "untrusted_bundle", e.to_string())
+    }
+}
+
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Failure {
         Failure {
@@ -116,15 +144,22 @@ pub struct OnceOutcome {
     pub warning: Option<String>,
 }
 
-/// RFC 3339 text of a Unix time (for logs).
-pub fn rfc3339(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
+pub use crate::verify::rfc3339;
+
+/// Bundles fetched and judged in one attempt, not yet written.
+struct Judged {
+    /// The client's own class (must be acceptable).
+    own: Verdict,
+    /// Every `trust` class, in order.
+    trust: Vec<(String, Result<Verdict, Failure>)>,
+}
+
+/// Runs CPU-bound checks off the async executor (the metrics listener keeps
+/// answering); they are bounded anyway ([`crate::verify`]).
+async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Failure::new(FailureKind::Transient, "internal", format!("check task: {e}"))
+    })
 }
 
 /// The client's state between attempts.
@@ -133,6 +168,10 @@ pub struct Agent {
     metrics: Arc<Metrics>,
     api: Option<(Vec<u8>, ApiClient)>,
     class_roots: Option<Vec<CertificateDer<'static>>>,
+    /// The class's profiles, and when they were fetched.
+    profiles: Option<(Instant, Vec<ProfileInfo>)>,
+    /// Refused bundle roots seen since the last look (for `--once`).
+    warnings: Vec<String>,
     jitter: Option<(String, f64)>,
     backoff: Backoff,
     /// Issuance-log keys by log id (pinned, or fetched once).
@@ -148,18 +187,29 @@ impl std::fmt::Debug for Agent {
     }
 }
 
+fn write_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::new(FailureKind::Transient, "write", e.to_string())
+}
+
 impl Agent {
     /// An agent for `settings`, reporting to `metrics`. Removes temporary
     /// files an interrupted earlier run may have left (the caller holds
     /// the directory lock, see [`store::lock`]).
     pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Agent {
         store::remove_stale_temps(&settings.layout.dir);
-        store::remove_stale_temps(&settings.layout.trust_dir);
+        for dir in [&settings.layout.trust_dir, &settings.state_dir] {
+            // Only real directories: a planted link is not followed.
+            if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+                store::remove_stale_temps(dir);
+            }
+        }
         Agent {
             settings,
             metrics,
             api: None,
             class_roots: None,
+            profiles: None,
+            warnings: Vec::new(),
             jitter: None,
             backoff: Backoff::default(),
             log_keys: std::collections::HashMap::new(),
@@ -210,8 +260,13 @@ impl Agent {
                 let pin = pin.unwrap_or_default();
                 let root = fetch_pinned_root(&self.settings.servers, &pin).await?;
                 let pem = encode("CERTIFICATE", &root);
-                store::write_atomic(&path, pem.as_bytes(), self.settings.layout.cert_attrs)
-                    .map_err(|e| Failure::new(FailureKind::Transient, "write", e.to_string()))?;
+                store::write_atomic_in(
+                    &self.settings.layout.dir,
+                    &path,
+                    pem.as_bytes(),
+                    self.settings.layout.cert_attrs,
+                )
+                .map_err(write_failure)?;
                 tracing::info!(path = %path.display(), "saved the pinned CA root");
                 Ok((pem.into_bytes(), vec![root]))
             }
@@ -236,57 +291,213 @@ impl Agent {
             &roots,
             self.settings.key_id.clone(),
             self.settings.key_secret_file.clone(),
+            self.settings.secret_file_mode,
         )
         .map_err(|e| Failure::new(FailureKind::Permanent, "ca_root", e))?;
         self.api = Some((bytes, client.clone()));
         Ok(client)
     }
 
-    /// Refreshes the own class bundle (memory) and the `trust` bundles
-    /// (files). Returns whether a trust file changed. If the own class
-    /// bundle cannot be fetched, that error is returned at once (the CA is
-    /// most likely unreachable); otherwise every trust class is tried and
-    /// the first failure returned.
-    pub async fn refresh_bundles(&mut self) -> Result<bool, Failure> {
-        let api = self.api().await?;
-        match api.bundle(&self.settings.class).await {
-            Ok(roots) => self.class_roots = Some(roots),
-            Err(e) => {
-                self.metrics.bundle_refresh_failed();
-                let f = Failure::from(e);
-                return Err(Failure {
-                    message: format!("bundle of class '{}': {}", self.settings.class, f.message),
-                    ..f
-                });
+    /// The trust directory and the state directory, where they lie inside
+    /// the output directory, must not be links someone else planted: checked
+    /// before anything is requested, so that such a run changes nothing.
+    fn preflight(&self) -> Result<(), Failure> {
+        let base = &self.settings.layout.dir;
+        for dir in [&self.settings.layout.trust_dir, &self.settings.state_dir] {
+            let Ok(rel) = dir.strip_prefix(base) else {
+                continue;
+            };
+            let mut at = base.clone();
+            for part in rel.components() {
+                at.push(part);
+                match std::fs::symlink_metadata(&at) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        return Err(Failure::new(
+                            FailureKind::Permanent,
+                            "symlink",
+                            store::StoreError::Symlink(at).to_string(),
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
             }
         }
-        let mut first_error = None;
-        let mut changed = false;
-        for class in self.settings.trust.clone() {
-            let result = match api.bundle(&class).await {
-                Ok(roots) => store::write_if_changed(
-                    &self.settings.layout.trust_path(&class),
-                    encode_certs(&roots).as_bytes(),
-                    self.settings.layout.cert_attrs,
+        Ok(())
+    }
+
+    fn load_pins(&self) -> Result<PinStore, Failure> {
+        PinStore::load(&self.settings.state_dir)
+            .map_err(|e| Failure::new(FailureKind::Permanent, "trust_state", e.to_string()))
+    }
+
+    /// The profiles of the client's class (`GET /v1/classes`, kept for
+    /// [`BUNDLE_REFRESH`]).
+    async fn profiles(&mut self, api: &ApiClient) -> Result<Vec<ProfileInfo>, Failure> {
+        if let Some((at, profiles)) = &self.profiles {
+            if at.elapsed() < BUNDLE_REFRESH {
+                return Ok(profiles.clone());
+            }
+        }
+        let list = api.classes().await?;
+        let class = &self.settings.class;
+        let info = list
+            .classes
+            .into_iter()
+            .find(|c| &c.name == class)
+            .ok_or_else(|| {
+                Failure::new(
+                    FailureKind::Permanent,
+                    "unknown_class",
+                    format!("the CA does not list class '{class}' (GET /v1/classes)"),
                 )
-                .map_err(|e| Failure::new(FailureKind::Transient, "write", e.to_string())),
-                Err(e) => Err(Failure::from(e)),
+            })?;
+        self.profiles = Some((Instant::now(), info.profiles.clone()));
+        Ok(info.profiles)
+    }
+
+    /// Fetches the bundle of `class` and judges it against the pins.
+    async fn judge(
+        &self,
+        api: &ApiClient,
+        pins: &PinStore,
+        class: &str,
+    ) -> Result<Verdict, Failure> {
+        let bundle = api.bundle(class).await?;
+        let configured = self.settings.root_pins(class).to_vec();
+        let pinned = pins.roots(class, &configured);
+        let (anchors, basis) =
+            crate::pins::anchors_for(class, &bundle, pinned.as_deref(), &configured)?;
+        let crosses = if basis != crate::pins::Basis::FirstUse
+            && crate::pins::needs_crosses(&bundle, &anchors)
+        {
+            match api.chain(class).await {
+                Ok(chain) => chain,
+                Err(e) => {
+                    tracing::warn!(class, error = %e, "no chain to look for cross certificates in");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let owned_class = class.to_owned();
+        let now = crate::unix_now();
+        let verdict = off_thread(move || {
+            crate::pins::evaluate(&owned_class, &bundle, &anchors, basis, &crosses, now)
+        })
+        .await??;
+        for refused in &verdict.refused {
+            self.metrics.root_refused(class);
+            tracing::error!(
+                class,
+                root = %refused.sha256,
+                subject = %refused.subject,
+                "bundle root refused: {}", refused.reason
+            );
+        }
+        Ok(verdict)
+    }
+
+    /// Judges the own class's bundle (an error is returned at once: the CA
+    /// is most likely unreachable, or the bundle is refused) and every
+    /// trust class's (their failures are kept beside).
+    async fn judge_all(&mut self, api: &ApiClient, pins: &PinStore) -> Result<Judged, Failure> {
+        self.warnings.clear();
+        let class = self.settings.class.clone();
+        let own = self.judge(api, pins, &class).await.map_err(|f| Failure {
+            message: format!("bundle of class '{class}': {}", f.message),
+            ..f
+        })?;
+        let mut trust = Vec::new();
+        for class in self.settings.trust.clone() {
+            let result = if class == self.settings.class {
+                Ok(own.clone())
+            } else {
+                self.judge(api, pins, &class).await.map_err(|f| Failure {
+                    message: format!("trust bundle of class '{class}': {}", f.message),
+                    ..f
+                })
             };
-            match result {
+            trust.push((class, result));
+        }
+        for verdict in std::iter::once(&own).chain(trust.iter().filter_map(|(_, r)| r.as_ref().ok())) {
+            if let Some(w) = verdict.warning() {
+                if !self.warnings.contains(&w) {
+                    self.warnings.push(w);
+                }
+            }
+        }
+        Ok(Judged { own, trust })
+    }
+
+    /// After a success: pins the accepted roots (state file) and writes the
+    /// trust files that changed. Returns whether a trust file changed and
+    /// the first trust-class failure (judging or writing).
+    fn commit(&mut self, judged: Judged) -> Result<(bool, Option<Failure>), Failure> {
+        let mut pins = self.load_pins()?;
+        let layout = &self.settings.layout;
+        let own_class = self.settings.class.clone();
+        pins.update(
+            &own_class,
+            self.settings.root_pins(&own_class),
+            &judged.own.accepted,
+        );
+        for (class, verdict) in &judged.trust {
+            if let Ok(v) = verdict {
+                pins.update(class, self.settings.root_pins(class), &v.accepted);
+            }
+        }
+        pins.save(&layout.dir, layout.cert_attrs)
+            .map_err(write_failure)?;
+        let mut changed = false;
+        let mut first_error = None;
+        for (class, verdict) in judged.trust {
+            let written = verdict.and_then(|v| {
+                store::write_if_changed_in(
+                    &layout.dir,
+                    &layout.trust_path(&class),
+                    encode_certs(&v.accepted).as_bytes(),
+                    layout.cert_attrs,
+                )
+                .map_err(|e| Failure {
+                    message: format!("trust bundle of class '{class}': {e}"),
+                    ..write_failure("")
+                })
+            });
+            match written {
                 Ok(true) => {
                     tracing::info!(class = %class, "trust bundle updated");
                     changed = true;
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    let e = Failure {
-                        message: format!("trust bundle of class '{class}': {}", e.message),
-                        ..e
-                    };
                     first_error.get_or_insert(e);
                 }
             }
         }
+        self.class_roots = Some(judged.own.accepted);
+        Ok((changed, first_error))
+    }
+
+    /// Refreshes the own class bundle (memory) and the `trust` bundles
+    /// (files), each judged against the pins and written only when its
+    /// bundle was acceptable. Returns whether a trust file changed. If the
+    /// own class bundle cannot be fetched or is refused, that error is
+    /// returned at once and nothing is written; otherwise every trust class
+    /// is tried and the first failure returned.
+    pub async fn refresh_bundles(&mut self) -> Result<bool, Failure> {
+        let api = self.api().await?;
+        self.preflight()?;
+        let pins = self.load_pins()?;
+        let judged = match self.judge_all(&api, &pins).await {
+            Ok(j) => j,
+            Err(e) => {
+                self.metrics.bundle_refresh_failed();
+                return Err(e);
+            }
+        };
+        let (changed, first_error) = self.commit(judged)?;
         match first_error {
             Some(e) => {
                 self.metrics.bundle_refresh_failed();
@@ -294,21 +505,6 @@ impl Agent {
             }
             None => Ok(changed),
         }
-    }
-
-    /// Like [`Agent::refresh_bundles`], but an own-class failure is an
-    /// error and trust-class failures are returned beside the result.
-    async fn refresh_for_renewal(&mut self) -> Result<Option<Failure>, Failure> {
-        let before = self.class_roots.clone();
-        self.class_roots = None;
-        let r = self.refresh_bundles().await;
-        if self.class_roots.is_none() {
-            self.class_roots = before;
-            return Err(r.err().unwrap_or_else(|| {
-                Failure::new(FailureKind::Transient, "bundle", "class bundle unknown")
-            }));
-        }
-        Ok(r.err())
     }
 
     fn key_for_request(&self) -> Result<LocalKey, Failure> {
@@ -331,48 +527,14 @@ impl Agent {
             .map_err(|e| Failure::new(FailureKind::Permanent, "key_generation", e.to_string()))
     }
 
-    fn check_issued(
-        &self,
-        key: &LocalKey,
-        leaf: &CertificateDer<'static>,
-        intermediates: &[CertificateDer<'static>],
-    ) -> Result<CertFacts, Failure> {
-        let bad = |msg: &str| Failure::new(FailureKind::Transient, "bad_certificate", msg);
-        if !key.matches_cert(leaf) {
-            return Err(bad("the issued certificate does not carry our public key"));
-        }
-        let f = facts(leaf).map_err(|e| bad(&e.to_string()))?;
-        let now = crate::unix_now();
-        if now >= f.not_after {
-            return Err(bad("the issued certificate is already expired"));
-        }
-        if let Some(first) = intermediates.first() {
-            if !issued_by(leaf, first) {
-                return Err(bad("the returned chain did not issue the certificate"));
-            }
-        }
-        if let Some(roots) = &self.class_roots {
-            if !chains_to(leaf, intermediates, roots) {
-                return Err(Failure::new(
-                    FailureKind::Transient,
-                    "untrusted_chain",
-                    format!(
-                        "the issued certificate does not chain to a root of class '{}'",
-                        self.settings.class
-                    ),
-                ));
-            }
-        }
-        Ok(f)
-    }
-
-    /// One renewal attempt (see the module documentation).
     /// The issuance-log evidence of `response` must prove that `leaf` was
-    /// logged (see [`crate::inclusion`]).
+    /// logged, and the logged entry must say what the certificate says (see
+    /// [`crate::inclusion`]).
     async fn check_inclusion(
         &mut self,
         response: &ca_proto::native::SignResponse,
         leaf: &[u8],
+        checked: &Checked,
     ) -> Result<(), Failure> {
         use crate::inclusion;
         let refused = |e: inclusion::InclusionError| {
@@ -404,14 +566,27 @@ impl Agent {
                 key
             }
         };
-        let index = inclusion::verify(&evidence, &key, leaf, &response.serial).map_err(refused)?;
+        let (index, entry) =
+            inclusion::verify_entry(&evidence, &key, leaf, &checked.facts.serial)
+                .map_err(refused)?;
+        inclusion::check_entry(
+            &entry,
+            &self.settings.class,
+            self.settings.profile.as_deref(),
+            checked,
+        )
+        .map_err(refused)?;
         tracing::debug!(log_id = %evidence.log_id, index, tree_size = evidence.sth.tree_size, "inclusion proof verified");
         Ok(())
     }
 
+    /// One renewal attempt (see the module documentation).
     pub async fn renew(&mut self) -> Result<Renewed, Failure> {
         let api = self.api().await?;
-        let bundle_error = self.refresh_for_renewal().await?;
+        self.preflight()?;
+        let pins = self.load_pins()?;
+        let profiles = self.profiles(&api).await?;
+        let judged = self.judge_all(&api, &pins).await?;
         let key = self.key_for_request()?;
         let s = &self.settings;
         let csr = key
@@ -424,35 +599,56 @@ impl Agent {
             hosts: Some(s.names.hosts()),
             ttl: s.ttl.map(format_duration),
         };
+        let expected = Expectation {
+            class: s.class.clone(),
+            profile: s.profile.clone(),
+            names: s.names.clone(),
+            common_name: s.common_name.clone(),
+            ttl: s.ttl,
+            profiles,
+        };
         let response = api.sign(&request).await?;
 
-        let bad = |what: &str, e: crate::pem::PemError| {
-            Failure::new(
-                FailureKind::Transient,
-                "bad_certificate",
-                format!("{what}: {e}"),
-            )
-        };
-        let leaf = parse_certs(response.certificate.as_bytes())
-            .map_err(|e| bad("certificate", e))?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Failure::new(FailureKind::Transient, "bad_certificate", "empty"))?;
-        let mut intermediates =
-            parse_certs(response.chain.as_bytes()).map_err(|e| bad("chain", e))?;
+        let leaf = crate::verify::parse_certs_capped(
+            response.certificate.as_bytes(),
+            1,
+            "the issued certificate",
+        )?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Failure::new(FailureKind::Transient, "bad_certificate", "empty"))?;
+        let mut intermediates = crate::verify::parse_certs_capped(
+            response.chain.as_bytes(),
+            MAX_CHAIN_CERTS,
+            "the returned chain",
+        )?;
         if intermediates.first() == Some(&leaf) {
             intermediates.remove(0);
         }
-        let facts = self.check_issued(&key, &leaf, &intermediates)?;
-        self.check_inclusion(&response, &leaf).await?;
+        let roots = judged.own.accepted.clone();
+        let public_key = key.public_key_bits().to_vec();
+        let (leaf_c, ints_c) = (leaf.clone(), intermediates.clone());
+        let checked = off_thread(move || {
+            crate::verify::check_issued(
+                &leaf_c,
+                &ints_c,
+                &roots,
+                &public_key,
+                &expected,
+                crate::unix_now(),
+            )
+        })
+        .await??;
+        crate::verify::check_response_fields(&response, &checked.facts)?;
+        self.check_inclusion(&response, &leaf, &checked).await?;
 
         let material = Material {
             key_pem: key.pem().to_owned(),
             cert_pem: encode("CERTIFICATE", &leaf),
             chain_pem: encode_certs(&intermediates),
         };
-        store::install(&self.settings.layout, &material)
-            .map_err(|e| Failure::new(FailureKind::Transient, "write", e.to_string()))?;
+        store::install(&self.settings.layout, &material).map_err(write_failure)?;
+        let facts = checked.facts;
         let now = crate::unix_now();
         self.metrics.renewal_succeeded(now);
         self.metrics.set_certificate(Some((
@@ -464,6 +660,10 @@ impl Agent {
             not_after = %rfc3339(facts.not_after),
             "installed a new certificate"
         );
+        let bundle_error = match self.commit(judged) {
+            Ok((_, e)) => e,
+            Err(e) => Some(e),
+        };
         let reload_error = self.reload(Event::Renewed).await;
         Ok(Renewed {
             facts,
@@ -505,6 +705,20 @@ impl Agent {
     /// `--once`: make sure valid files are in place (see the binary's
     /// documentation). `Err` is the one-line reason.
     pub async fn run_once(&mut self, only_if_needed: bool) -> Result<OnceOutcome, String> {
+        let mut outcome = self.once(only_if_needed).await?;
+        // Refused bundle roots are said on standard error (exit status 0:
+        // the pinned roots were kept and are what the files hold).
+        let warnings: Vec<String> = self
+            .warnings
+            .drain(..)
+            .map(|w| format!("warning: {w}"))
+            .chain(outcome.warning.take())
+            .collect();
+        outcome.warning = (!warnings.is_empty()).then(|| warnings.join("; "));
+        Ok(outcome)
+    }
+
+    async fn once(&mut self, only_if_needed: bool) -> Result<OnceOutcome, String> {
         let now = crate::unix_now();
         let present = crate::inspect::present(&self.settings.layout, None);
         let decision = if_needed(&present, now, self.settings.renew_fraction);
@@ -637,6 +851,10 @@ impl Agent {
                     );
                     if now >= i.facts.not_after {
                         (Some("certificate expired".to_owned()), at)
+                    } else if now + MAX_CLOCK_SKEW < i.facts.not_before {
+                        // A clock that jumped back: never sit idle until
+                        // a notBefore far ahead.
+                        (Some("certificate not yet valid".to_owned()), now)
                     } else if now >= at {
                         (Some("renewal point reached".to_owned()), at)
                     } else {

@@ -3,7 +3,10 @@
 //! - `POST /v1/sign` with the `TRELLIS-HMAC-SHA256` `Authorization` header
 //!   (fresh timestamp and nonce per attempt; the secret file is re-read for
 //!   every request so that it can be rotated in place);
-//! - `GET /v1/classes/{class}/bundle` (unauthenticated PEM);
+//! - `GET /v1/classes/{class}/bundle` and `/chain` (unauthenticated PEM,
+//!   refused above [`crate::verify::MAX_BUNDLE_ROOTS`] /
+//!   [`crate::verify::MAX_CHAIN_CERTS`] certificates before parsing);
+//! - `GET /v1/classes` (profiles: extended key usages and default TTLs);
 //! - servers are tried in order: a transient failure (connection, TLS,
 //!   timeout, 429, 5xx, unreadable answer) moves on to the next one; a
 //!   permanent one (401, 403, 400, 404, 413) is returned at once, since
@@ -23,7 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ca_proto::native::{class_bundle_path, SignRequest, SignResponse, PATH_SIGN};
+use ca_proto::native::{
+    class_bundle_path, class_chain_path, ClassList, SignRequest, SignResponse, PATH_CLASSES,
+    PATH_SIGN,
+};
 use ca_proto::{ErrorCode, ErrorEnvelope, ReasonBody};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{
@@ -432,6 +438,7 @@ pub struct ApiClient {
     tls: Arc<ClientConfig>,
     key_id: String,
     secret_file: std::path::PathBuf,
+    secret_mode: ca_proto::secret::SecretFileMode,
 }
 
 impl fmt::Debug for ApiClient {
@@ -445,27 +452,27 @@ impl fmt::Debug for ApiClient {
 
 impl ApiClient {
     /// A client for `servers` trusting `ca_roots`, authenticating as
-    /// `key_id` with the hex secret in `secret_file`.
+    /// `key_id` with the hex secret in `secret_file` (checked as
+    /// [`crate::config::read_secret`] says, with `secret_mode`).
     pub fn new(
         servers: Vec<ServerUrl>,
         ca_roots: &[CertificateDer<'static>],
         key_id: String,
         secret_file: std::path::PathBuf,
+        secret_mode: ca_proto::secret::SecretFileMode,
     ) -> Result<ApiClient, String> {
         Ok(ApiClient {
             servers,
             tls: tls_config(ca_roots)?,
             key_id,
             secret_file,
+            secret_mode,
         })
     }
 
     fn credentials(&self) -> Result<ca_proto::auth::Credentials, ApiError> {
-        let text = std::fs::read_to_string(&self.secret_file).map_err(|e| {
-            ApiError::Credentials(format!("reading {}: {e}", self.secret_file.display()))
-        })?;
-        let secret = ca_proto::auth::parse_secret(&text)
-            .map_err(|e| ApiError::Credentials(format!("{}: {e}", self.secret_file.display())))?;
+        let secret = crate::config::read_secret(&self.secret_file, self.secret_mode)
+            .map_err(ApiError::Credentials)?;
         Ok(ca_proto::auth::Credentials::new(
             self.key_id.clone(),
             secret,
@@ -550,11 +557,61 @@ impl ApiClient {
             .await
     }
 
-    /// `GET /v1/classes/{class}/bundle`: the class root(s).
+    /// `GET /v1/classes/{class}/bundle`: the class root(s), at most
+    /// [`crate::verify::MAX_BUNDLE_ROOTS`].
     pub async fn bundle(&self, class: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
         let tls = self.tls.clone();
         self.with_failover(|server| get_bundle(tls.clone(), server, class.to_owned()))
             .await
+    }
+
+    /// `GET /v1/classes/{class}/chain`: the active intermediate, any cross
+    /// certificate, the root (at most [`crate::verify::MAX_CHAIN_CERTS`]).
+    pub async fn chain(&self, class: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
+        let tls = self.tls.clone();
+        self.with_failover(|server| {
+            let tls = tls.clone();
+            let class = class.to_owned();
+            async move {
+                let path = class_chain_path(&class);
+                let answer = exchange(&tls, &server, Method::GET, &path, None, Vec::new()).await?;
+                if answer.status != 200 {
+                    return Err(status_error(&server.url, &answer));
+                }
+                crate::verify::parse_certs_capped(
+                    &answer.body,
+                    crate::verify::MAX_CHAIN_CERTS,
+                    &format!("chain of class '{class}'"),
+                )
+                .map_err(|e| ApiError::BadResponse {
+                    url: server.url.clone(),
+                    detail: e.to_string(),
+                })
+            }
+        })
+        .await
+    }
+
+    /// `GET /v1/classes`: the classes and their profiles.
+    pub async fn classes(&self) -> Result<ClassList, ApiError> {
+        let tls = self.tls.clone();
+        self.with_failover(|server| {
+            let tls = tls.clone();
+            async move {
+                let answer =
+                    exchange(&tls, &server, Method::GET, PATH_CLASSES, None, Vec::new()).await?;
+                if answer.status != 200 {
+                    return Err(status_error(&server.url, &answer));
+                }
+                serde_json::from_slice::<ClassList>(&answer.body).map_err(|e| {
+                    ApiError::BadResponse {
+                        url: server.url.clone(),
+                        detail: format!("class list: {e}"),
+                    }
+                })
+            }
+        })
+        .await
     }
 }
 
@@ -585,9 +642,14 @@ async fn get_bundle(
     if answer.status != 200 {
         return Err(status_error(&server.url, &answer));
     }
-    crate::pem::parse_certs(&answer.body).map_err(|e| ApiError::BadResponse {
+    crate::verify::parse_certs_capped(
+        &answer.body,
+        crate::verify::MAX_BUNDLE_ROOTS,
+        &format!("bundle of class '{class}'"),
+    )
+    .map_err(|e| ApiError::BadResponse {
         url: server.url.clone(),
-        detail: format!("bundle of class '{class}': {e}"),
+        detail: e.to_string(),
     })
 }
 
@@ -699,6 +761,9 @@ mod tests {
     fn client(urls: &[String], root: &CertificateDer<'static>, dir: &std::path::Path) -> ApiClient {
         let secret = dir.join("secret.hex");
         std::fs::write(&secret, "00112233445566778899aabbccddeeff\n").expect("secret");
+        // The client refuses secret files others can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("mode");
         ApiClient::new(
             urls.iter()
                 .map(|u| ServerUrl::parse(u).expect("url"))
@@ -706,6 +771,7 @@ mod tests {
             std::slice::from_ref(root),
             "db".into(),
             secret,
+            ca_proto::secret::SecretFileMode::Strict,
         )
         .expect("client")
     }

@@ -36,6 +36,10 @@
 //! metrics_listen = "127.0.0.1:9901"
 //! require_inclusion_proof = true          # default: refuse certificates without verified log evidence
 //! log_public_key = "/etc/trellis/log-key.pem"  # optional pin; else fetched from the CA over TLS
+//! secret_file_mode = "strict"             # or "group-readable" (0640/0440 secret mounts)
+//! state_dir = "/var/run/trellis/.state"   # pinned class roots (default OUT/.state)
+//! [class_root_sha256]                     # optional: pins for first contact, per class
+//! db = ["ab12…"]                          #   (own class and trust classes)
 //! ```
 //!
 //! With `ca_root_sha256` and no readable `ca_root`, the client fetches
@@ -49,6 +53,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ca_proto::secret::SecretFileMode;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -63,7 +68,7 @@ use crate::store::{FileAttrs, FileKind, Layout};
 pub enum ConfigError {
     /// The file could not be read.
     #[error("reading {path}: {err}", path = .0.display(), err = .1)]
-    Read(PathBuf, std::io::Error),
+    Read(PathBuf, String),
     /// The file is not valid TOML or has unknown/mistyped keys.
     #[error("{path}: {msg}", path = .0.display(), msg = .1)]
     Parse(PathBuf, String),
@@ -114,6 +119,25 @@ impl ModeValue {
     }
 }
 
+/// One fingerprint or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// One.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
 /// Settings as written: every key optional. The file and the flags each
 /// produce one; [`RawConfig::merge`] combines them.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -154,21 +178,40 @@ pub struct RawConfig {
     pub metrics_listen: Option<String>,
     pub require_inclusion_proof: Option<bool>,
     pub log_public_key: Option<PathBuf>,
+    pub secret_file_mode: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub class_root_sha256: Option<std::collections::BTreeMap<String, OneOrMany>>,
 }
 
 impl RawConfig {
     /// Parses TOML text; relative paths are resolved against `base`.
+    /// Errors give the file, line and column and never a value from the
+    /// file ([`ca_proto::secret::describe_parse_error`]); an unknown key is
+    /// named (keys are not secrets, and a typo is easiest fixed by name).
     pub fn from_toml(text: &str, origin: &Path, base: &Path) -> Result<RawConfig, ConfigError> {
-        let mut raw: RawConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse(origin.to_path_buf(), one_line(&e.to_string())))?;
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let message = e.message();
+            let described = if message.starts_with("unknown field `") {
+                let (line, col) = e
+                    .span()
+                    .map_or((0, 0), |s| ca_proto::secret::line_column(text, s.start));
+                format!("{}:{line}:{col}: {}", origin.display(), one_line(message))
+            } else {
+                ca_proto::secret::describe_parse_error(origin, text, e.span(), message)
+            };
+            ConfigError::Parse(origin.to_path_buf(), one_line(&described))
+        })?;
         raw.resolve_paths(base);
         Ok(raw)
     }
 
-    /// Reads and parses a config file.
+    /// Reads and parses a config file (a regular file of at most
+    /// [`ca_proto::secret::MAX_CONFIG_BYTES`]).
     pub fn load(path: &Path) -> Result<RawConfig, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        let bytes = ca_proto::secret::read_regular_file(path, ca_proto::secret::MAX_CONFIG_BYTES)
+            .map_err(|e| ConfigError::Read(path.to_path_buf(), e.to_string()))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ConfigError::Read(path.to_path_buf(), "not UTF-8 text".into()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         RawConfig::from_toml(&text, path, base)
     }
@@ -193,6 +236,7 @@ impl RawConfig {
             &mut self.trust_dir,
             &mut self.reload_pidfile,
             &mut self.log_public_key,
+            &mut self.state_dir,
         ] {
             fix(p);
         }
@@ -241,6 +285,9 @@ impl RawConfig {
             metrics_listen,
             require_inclusion_proof,
             log_public_key,
+            secret_file_mode,
+            state_dir,
+            class_root_sha256,
         )
     }
 }
@@ -304,6 +351,45 @@ pub struct Settings {
     pub require_inclusion_proof: bool,
     /// A pinned issuance-log public key (PEM); else fetched from the CA.
     pub log_public_key: Option<PathBuf>,
+    /// How strictly the secret file's mode is checked.
+    pub secret_file_mode: SecretFileMode,
+    /// Where the pinned class roots are kept ([`crate::pins::STATE_FILE`]).
+    pub state_dir: PathBuf,
+    /// Configured root pins per class (lowercase hex SHA-256 of the DER,
+    /// sorted); a class without an entry is pinned on first use.
+    pub class_root_sha256: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Settings {
+    /// The configured root pins of `class` (empty: trust on first use).
+    pub fn root_pins(&self, class: &str) -> &[String] {
+        self.class_root_sha256
+            .get(class)
+            .map_or(&[][..], Vec::as_slice)
+    }
+}
+
+/// Reads and parses the HMAC secret file with the server's rules for secret
+/// files ([`ca_proto::secret::read_secret_file`]: a regular file, owned by
+/// this user or root, not accessible by group or others unless `mode`
+/// allows group read, small). The error is one line and never holds the
+/// secret.
+pub fn read_secret(path: &Path, mode: SecretFileMode) -> Result<Vec<u8>, String> {
+    let secret = ca_proto::secret::read_secret_file(path, mode, ca_proto::secret::MAX_SECRET_BYTES)
+        .map_err(|e| {
+            let mut msg = e.to_string();
+            if matches!(e, ca_proto::secret::ResolveError::Mode { .. }) {
+                msg.push_str(
+                    " — for ca-client: secret_file_mode = \"group-readable\" \
+                     (--secret-file-mode group-readable) allows 0640/0440",
+                );
+            }
+            msg
+        })?;
+    let text = secret
+        .as_text(&path.display().to_string())
+        .map_err(|e| e.to_string())?;
+    ca_proto::auth::parse_secret(text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Class names as the server spells them: `[a-z0-9][a-z0-9_-]{0,62}`.
@@ -401,18 +487,18 @@ impl Settings {
         let key_secret_file = raw
             .key_secret_file
             .ok_or(ConfigError::Missing("key_secret_file"))?;
-        let secret = std::fs::read_to_string(&key_secret_file).map_err(|e| {
-            invalid(
-                "key_secret_file",
-                format!("cannot read {}: {e}", key_secret_file.display()),
-            )
-        })?;
-        ca_proto::auth::parse_secret(&secret).map_err(|e| {
-            invalid(
-                "key_secret_file",
-                format!("{}: {e}", key_secret_file.display()),
-            )
-        })?;
+        let secret_file_mode = match raw.secret_file_mode.as_deref() {
+            None | Some("strict") => SecretFileMode::Strict,
+            Some("group-readable") => SecretFileMode::GroupReadable,
+            Some(other) => {
+                return Err(invalid(
+                    "secret_file_mode",
+                    format!("'{other}': expected \"strict\" or \"group-readable\""),
+                ))
+            }
+        };
+        read_secret(&key_secret_file, secret_file_mode)
+            .map_err(|e| invalid("key_secret_file", e))?;
 
         let mut names = Names {
             dns: raw.dns.unwrap_or_default(),
@@ -498,6 +584,36 @@ impl Settings {
         }
         trust.sort();
         trust.dedup();
+
+        let mut class_root_sha256 = std::collections::BTreeMap::new();
+        for (pinned_class, pins) in raw.class_root_sha256.unwrap_or_default() {
+            if pinned_class != class && !trust.contains(&pinned_class) {
+                return Err(invalid(
+                    "class_root_sha256",
+                    format!("'{pinned_class}' is neither `class` nor one of `trust`"),
+                ));
+            }
+            let mut hex_pins = Vec::new();
+            for pin in pins.into_vec() {
+                let fp = parse_fingerprint(&pin).ok_or_else(|| {
+                    invalid(
+                        "class_root_sha256",
+                        format!("{pinned_class}: expected 64 hex digits (SHA-256 of the root's DER)"),
+                    )
+                })?;
+                hex_pins.push(hex::encode(fp));
+            }
+            hex_pins.sort();
+            hex_pins.dedup();
+            if hex_pins.is_empty() {
+                return Err(invalid(
+                    "class_root_sha256",
+                    format!("{pinned_class}: no fingerprint"),
+                ));
+            }
+            class_root_sha256.insert(pinned_class, hex_pins);
+        }
+        let state_dir = raw.state_dir.unwrap_or_else(|| out.join(".state"));
 
         let mut layout = Layout::new(&out);
         if let Some(dir) = raw.trust_dir {
@@ -596,6 +712,9 @@ impl Settings {
             metrics_listen,
             require_inclusion_proof: raw.require_inclusion_proof.unwrap_or(true),
             log_public_key: raw.log_public_key,
+            secret_file_mode,
+            state_dir,
+            class_root_sha256,
         })
     }
 }
@@ -613,6 +732,13 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let dir = tmp.path().to_path_buf();
         std::fs::write(dir.join("secret.hex"), format!("{}\n", "ab".repeat(32))).expect("secret");
+        // Secret files must not be readable by group or others.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("secret.hex"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("mode");
         Fixture { _tmp: tmp, dir }
     }
 

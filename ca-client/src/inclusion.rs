@@ -1,8 +1,10 @@
 //! Checking the issuance-log evidence of a new certificate before it is
 //! installed: the signed tree head verifies with the log's public key, the
 //! inclusion proof places the entry in that tree, and the entry is the one
-//! for *this* certificate (issued, same DER, same serial). A CA that signed
-//! without logging — or logged something else — is caught here.
+//! for *this* certificate (issued, same DER, same serial) and says what the
+//! certificate and the request say ([`check_entry`]: class, profile, names,
+//! validity, key). A CA that signed without logging — or logged something
+//! else — is caught here.
 //!
 //! The log key comes from `log_public_key` in the configuration (pinned, the
 //! strongest choice) or, failing that, from `GET /v1/log/{log_id}/key` over
@@ -13,6 +15,8 @@ use ca_proto::logentry::{LogDecision, LogEntry};
 use ca_proto::native::SignResponse;
 use ca_proto::sth::{LogEvidence, LogPublicKey};
 use thiserror::Error;
+
+use crate::verify::{parse_rfc3339, rfc3339, Checked, NameSet};
 
 /// Why a certificate was not accepted for lack of a verified proof.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -29,6 +33,9 @@ pub enum InclusionError {
     /// The logged entry is not the certificate that was returned.
     #[error("the logged entry is not this certificate: {0}")]
     WrongEntry(&'static str),
+    /// The logged entry's facts disagree with the certificate or request.
+    #[error("the logged entry does not match the certificate: {0}")]
+    Mismatch(String),
 }
 
 /// The evidence of `response`, if any (parsed, not yet verified).
@@ -47,6 +54,16 @@ pub fn verify(
     leaf_der: &[u8],
     serial_hex: &str,
 ) -> Result<u64, InclusionError> {
+    verify_entry(evidence, key, leaf_der, serial_hex).map(|(index, _)| index)
+}
+
+/// [`verify`], returning the verified entry too.
+pub fn verify_entry(
+    evidence: &LogEvidence,
+    key: &LogPublicKey,
+    leaf_der: &[u8],
+    serial_hex: &str,
+) -> Result<(u64, LogEntry), InclusionError> {
     let entry_bytes = evidence
         .verify(key)
         .map_err(|e| InclusionError::Invalid(e.to_string()))?;
@@ -61,7 +78,81 @@ pub fn verify(
     if entry.serial.as_deref() != Some(serial_hex) {
         return Err(InclusionError::WrongEntry("serial differs"));
     }
-    Ok(evidence.index)
+    Ok((evidence.index, entry))
+}
+
+/// The logged entry must say what the certificate says and what was
+/// requested: the class, a profile whose extended key usage the certificate
+/// has (the configured one, if any), exactly its names, its validity and its
+/// key.
+pub fn check_entry(
+    entry: &LogEntry,
+    class: &str,
+    profile: Option<&str>,
+    checked: &Checked,
+) -> Result<(), InclusionError> {
+    let bad = |s: String| Err(InclusionError::Mismatch(s));
+    if entry.class != class {
+        return bad(format!(
+            "it is for class '{}', the request for '{class}'",
+            entry.class
+        ));
+    }
+    if profile.is_some_and(|p| p != entry.profile)
+        || !checked.profiles.iter().any(|p| *p == entry.profile)
+    {
+        return bad(format!(
+            "it is for profile '{}', the certificate fits [{}]",
+            entry.profile,
+            checked.profiles.join(", ")
+        ));
+    }
+    let mut logged = NameSet::default();
+    logged.dns.extend(entry.dns.iter().cloned());
+    logged.uris.extend(entry.uris.iter().cloned());
+    for ip in &entry.ips {
+        match ip.parse() {
+            Ok(ip) => {
+                logged.ips.insert(ip);
+            }
+            Err(_) => return bad(format!("it logs '{ip}' as an IP address")),
+        }
+    }
+    if logged != checked.names {
+        let show = |n: &NameSet| {
+            n.dns
+                .iter()
+                .cloned()
+                .chain(n.ips.iter().map(ToString::to_string))
+                .chain(n.uris.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return bad(format!(
+            "it names [{}], the certificate [{}]",
+            show(&logged),
+            show(&checked.names)
+        ));
+    }
+    for (what, logged, cert) in [
+        ("not_before", &entry.not_before, checked.facts.not_before),
+        ("not_after", &entry.not_after, checked.facts.not_after),
+    ] {
+        let at = logged.as_deref().and_then(parse_rfc3339);
+        if at != Some(cert) {
+            return bad(format!(
+                "its {what} is {}, the certificate's {}",
+                logged.as_deref().unwrap_or("missing"),
+                rfc3339(cert)
+            ));
+        }
+    }
+    if let Some(spki) = &entry.spki_sha256 {
+        if !spki.eq_ignore_ascii_case(&checked.spki_sha256) {
+            return bad("it logs another public key".into());
+        }
+    }
+    Ok(())
 }
 
 /// What to do when a response has no evidence.

@@ -16,7 +16,9 @@
 //! | [`store`] | atomic files; the generation directory that keeps key and certificate consistent |
 //! | [`inspect`] | what is on disk now, and whether it is usable |
 //! | [`api`] | HTTPS client of the CA (failover, HMAC auth, error envelopes, root pinning) |
-//! | [`inclusion`] | the issuance-log inclusion-proof hook (pending) |
+//! | [`pins`] | pinned class roots (state file), judging a bundle against them |
+//! | [`verify`] | checks of an issued certificate and its chain (bounded path building) |
+//! | [`inclusion`] | issuance-log evidence: proof, and the entry consistent with the certificate |
 //! | [`renew`] | pure schedule math: renewal point, backoff, `--if-needed` decision |
 //! | [`reload`] | the reload action: command with environment, or signal to a PID |
 //! | [`metrics`] | Prometheus metrics and `/healthz` |
@@ -31,10 +33,12 @@ pub mod inspect;
 pub mod keys;
 pub mod metrics;
 pub mod pem;
+pub mod pins;
 pub mod reload;
 pub mod renew;
 pub mod store;
 pub mod tls;
+pub mod verify;
 
 /// Current time as Unix seconds (0 if the clock is before 1970).
 pub fn unix_now() -> i64 {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ca_client::agent::Agent;
-use ca_client::config::{ModeValue, RawConfig, Settings};
+use ca_client::config::{ModeValue, OneOrMany, RawConfig, Settings};
 use ca_client::metrics::Metrics;
 use ca_client::store;
 use clap::{Parser, ValueEnum};
@@ -132,6 +132,18 @@ struct Cli {
     /// Pinned issuance-log public key (PEM); default: fetched from the CA.
     #[arg(long, value_name = "FILE")]
     log_public_key: Option<PathBuf>,
+    /// How strictly the secret file's mode is checked: strict (0600/0400,
+    /// default) or group-readable (also 0640/0440, e.g. Kubernetes secret
+    /// volumes with defaultMode 0440).
+    #[arg(long, value_name = "MODE")]
+    secret_file_mode: Option<String>,
+    /// Directory of the pinned class roots (default: OUT/.state).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Pin for the roots of a class at first contact, CLASS=SHA256
+    /// (repeatable; default: trust on first use).
+    #[arg(long, value_name = "CLASS=HEX")]
+    class_root_sha256: Vec<String>,
     /// Get the files once and exit (init containers).
     #[arg(long)]
     once: bool,
@@ -145,9 +157,9 @@ struct Cli {
 }
 
 impl Cli {
-    fn raw(&self) -> RawConfig {
+    fn raw(&self) -> Result<RawConfig, String> {
         let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
-        RawConfig {
+        Ok(RawConfig {
             ca: list(&self.ca),
             ca_root: self.ca_root.clone(),
             ca_root_sha256: self.ca_root_sha256.clone(),
@@ -182,7 +194,32 @@ impl Cli {
             metrics_listen: self.metrics_listen.clone(),
             require_inclusion_proof: self.no_require_inclusion_proof.then_some(false),
             log_public_key: self.log_public_key.clone(),
+            secret_file_mode: self.secret_file_mode.clone(),
+            state_dir: self.state_dir.clone(),
+            class_root_sha256: self.class_root_pins()?,
+        })
+    }
+
+    /// `--class-root-sha256 CLASS=HEX` flags as the file's table.
+    #[allow(clippy::type_complexity)]
+    fn class_root_pins(
+        &self,
+    ) -> Result<Option<std::collections::BTreeMap<String, OneOrMany>>, String> {
+        if self.class_root_sha256.is_empty() {
+            return Ok(None);
         }
+        let mut map: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for flag in &self.class_root_sha256 {
+            let (class, pin) = flag
+                .split_once('=')
+                .ok_or_else(|| format!("--class-root-sha256 '{flag}': expected CLASS=SHA256"))?;
+            map.entry(class.to_owned()).or_default().push(pin.to_owned());
+        }
+        Ok(Some(
+            map.into_iter()
+                .map(|(k, v)| (k, OneOrMany::Many(v)))
+                .collect(),
+        ))
     }
 }
 
@@ -221,7 +258,11 @@ fn main() -> ExitCode {
         },
         None => RawConfig::default(),
     };
-    let settings = match Settings::from_raw(file.merge(cli.raw())) {
+    let flags = match cli.raw() {
+        Ok(raw) => raw,
+        Err(e) => return fail(2, &format!("config: {e}")),
+    };
+    let settings = match Settings::from_raw(file.merge(flags)) {
         Ok(s) => s,
         Err(e) => return fail(2, &format!("config: {e}")),
     };

@@ -11,6 +11,7 @@
 //! | `trellis_client_last_success_timestamp_seconds` | gauge | time of the last installed certificate |
 //! | `trellis_client_reload_failures_total{reason}` | counter | failed reload actions |
 //! | `trellis_client_bundle_refresh_failures_total` | counter | failed trust-bundle refreshes |
+//! | `trellis_client_bundle_roots_refused_total{class}` | counter | roots of a served bundle that were neither pinned nor cross-signed by a pinned root (kept out) |
 //!
 //! `GET /healthz` answers 200 `ok` while a certificate is installed and
 //! more than 10 % of its lifetime remains, 503 with the reason otherwise
@@ -40,6 +41,7 @@ pub struct Metrics {
     last_success: Gauge,
     reload_failures: IntCounterVec,
     bundle_failures: IntCounter,
+    roots_refused: IntCounterVec,
     cert: Mutex<Option<(i64, i64)>>,
 }
 
@@ -94,7 +96,16 @@ impl Metrics {
             "Failed trust bundle refreshes.",
         ))?;
         registry.register(Box::new(bundle_failures.clone()))?;
+        let roots_refused = IntCounterVec::new(
+            Opts::new(
+                "trellis_client_bundle_roots_refused_total",
+                "Roots of a served bundle neither pinned nor cross-signed by a pinned root.",
+            ),
+            &["class"],
+        )?;
+        registry.register(Box::new(roots_refused.clone()))?;
         Ok(Metrics {
+            roots_refused,
             registry,
             expiry,
             not_after,
@@ -141,6 +152,11 @@ impl Metrics {
     /// A trust bundle refresh failed.
     pub fn bundle_refresh_failed(&self) {
         self.bundle_failures.inc();
+    }
+
+    /// A root of `class`'s bundle was refused.
+    pub fn root_refused(&self, class: &str) {
+        self.roots_refused.with_label_values(&[class]).inc();
     }
 
     /// Health at `now`.

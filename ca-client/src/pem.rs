@@ -135,20 +135,15 @@ pub fn issued_by(child: &[u8], issuer: &[u8]) -> bool {
         && child.verify_signature(Some(issuer.public_key())).is_ok()
 }
 
-/// Whether `leaf` chains to one of `roots`, directly or through one of
-/// `intermediates` (at most one intermediate: Trellis hierarchies are
-/// root → intermediate → leaf).
+/// Whether `leaf` chains to one of `roots` through `intermediates`: the
+/// bounded path builder of [`crate::verify::build_path`], with time not
+/// judged (the renewal decision does that).
 pub fn chains_to(
     leaf: &[u8],
     intermediates: &[CertificateDer<'_>],
     roots: &[CertificateDer<'_>],
 ) -> bool {
-    if roots.iter().any(|r| issued_by(leaf, r)) {
-        return true;
-    }
-    intermediates
-        .iter()
-        .any(|i| issued_by(leaf, i) && roots.iter().any(|r| issued_by(i, r)))
+    crate::verify::build_path(leaf, intermediates, roots, None).is_ok()
 }
 
 #[cfg(test)]
@@ -169,6 +164,12 @@ pub(crate) mod testca {
 
     impl TestCa {
         pub fn new(name: &str) -> TestCa {
+            TestCa::shaped(name, |_| {})
+        }
+
+        /// A hierarchy whose intermediate's parameters pass through `shape`
+        /// before it is signed.
+        pub fn shaped(name: &str, shape: impl FnOnce(&mut CertificateParams)) -> TestCa {
             let root_key = KeyPair::generate().expect("root key");
             let mut root = CertificateParams::new(Vec::<String>::new()).expect("params");
             root.distinguished_name
@@ -185,12 +186,22 @@ pub(crate) mod testca {
             int.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
             int.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
             int.use_authority_key_identifier_extension = true;
+            shape(&mut int);
             let int_cert = int.signed_by(&int_key, &root_issuer).expect("int");
             TestCa {
                 root_der: root_cert.der().clone(),
                 int_der: int_cert.der().clone(),
                 int_issuer: Issuer::new(int, int_key),
             }
+        }
+
+        /// `params` for `key`, signed by the intermediate.
+        pub fn sign(&self, key: &KeyPair, params: CertificateParams) -> CertificateDer<'static> {
+            params
+                .signed_by(key, &self.int_issuer)
+                .expect("leaf")
+                .der()
+                .clone()
         }
 
         /// A leaf for `key` valid from `not_before` to `not_after` (Unix s).

@@ -184,14 +184,16 @@ pub fn if_needed(present: &Present, now: i64, fraction: f64) -> Decision {
     }
 }
 
-/// Health of a certificate: unhealthy when expired, not yet valid, or
-/// within 10 % of its lifetime of expiry.
+/// Health of a certificate: unhealthy when expired, not yet valid (by more
+/// than the clock skew the client accepts at install,
+/// [`crate::verify::MAX_CLOCK_SKEW`]), or within 10 % of its lifetime of
+/// expiry.
 pub fn health(now: i64, not_before: i64, not_after: i64) -> Result<(), String> {
     let lifetime = (not_after - not_before).max(0);
     if now >= not_after {
         return Err(format!("certificate expired {} s ago", now - not_after));
     }
-    if now < not_before {
+    if now + crate::verify::MAX_CLOCK_SKEW < not_before {
         return Err("certificate not yet valid".into());
     }
     let margin = lifetime / 10;

@@ -53,8 +53,19 @@
 //! `combined.pem` — should resolve the path first (`realpath`): the resolved
 //! `.gen-…` directory stays put until two switches later.
 //!
-//! Peer trust bundles (`DIR/trust/<class>.pem`) are single files and use
-//! [`write_atomic`] directly.
+//! Peer trust bundles (`DIR/trust/<class>.pem`) and the pinned-roots state
+//! (`DIR/.state/`) are single files written with [`write_atomic_in`].
+//!
+//! # Symbolic links
+//!
+//! Inside the output directory the client follows no symbolic link it did
+//! not create: directories it needs there (`trust/`, `.state/`) are made
+//! with mkdir and checked with `symlink_metadata` ([`ensure_dir`]; a
+//! planted link is [`StoreError::Symlink`]); files are created exclusively
+//! in a fresh name and renamed over the target (a link there is replaced,
+//! not written through); `.lock` and old contents are opened with
+//! `O_NOFOLLOW`. Paths outside the directory are the operator's choice and
+//! used as configured.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -142,7 +153,7 @@ impl FileAttrs {
 
     /// Mode for a directory holding files of this mode: read bits become
     /// read+search bits; the owner always has full access.
-    fn dir_mode(self) -> u32 {
+    pub(crate) fn dir_mode(self) -> u32 {
         let mut m = 0o700;
         if self.mode & 0o040 != 0 {
             m |= 0o050;
@@ -254,6 +265,13 @@ pub enum StoreError {
     /// Another process holds the directory's lock.
     #[error("another ca-client is managing {}", .0.display())]
     Locked(PathBuf),
+    /// A symbolic link where ca-client creates a directory or file of its
+    /// own inside the output directory: someone else planted it.
+    #[error(
+        "{} is a symbolic link that ca-client did not create: refusing to follow it (remove it)",
+        .0.display()
+    )]
+    Symlink(PathBuf),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -339,17 +357,91 @@ fn write_atomic_with(
 }
 
 /// Writes `path` atomically unless it already holds exactly `contents`.
-/// Returns whether it wrote.
+/// Returns whether it wrote. The old content is read without following a
+/// symbolic link (a link is replaced, never written through).
 pub fn write_if_changed(
     path: &Path,
     contents: &[u8],
     attrs: FileAttrs,
 ) -> Result<bool, StoreError> {
-    if fs::read(path).is_ok_and(|old| old == contents) {
+    let same = crate::pins::read_no_follow(path, contents.len() as u64)
+        .is_ok_and(|old| old.as_deref() == Some(contents));
+    if same {
         return Ok(false);
     }
     write_atomic(path, contents, attrs)?;
     Ok(true)
+}
+
+/// Makes sure `dir` is a directory. Below `base` (the output directory)
+/// every component is created by us or must already be a real directory:
+/// a symbolic link there is [`StoreError::Symlink`], never followed. Above
+/// or outside `base` (paths the operator configured) it is
+/// `create_dir_all`.
+pub fn ensure_dir(base: &Path, dir: &Path, attrs: FileAttrs) -> Result<(), StoreError> {
+    let Ok(rel) = dir.strip_prefix(base) else {
+        return fs::create_dir_all(dir).map_err(io_err("creating", dir));
+    };
+    if !base.exists() {
+        fs::create_dir_all(base).map_err(io_err("creating", base))?;
+    }
+    let mut at = base.to_path_buf();
+    for part in rel.components() {
+        match part {
+            std::path::Component::Normal(name) => at.push(name),
+            std::path::Component::CurDir => continue,
+            _ => {
+                return Err(io_err("creating", dir)(io::Error::other(
+                    "path leaves the output directory",
+                )))
+            }
+        }
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return Err(StoreError::Symlink(at)),
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(io_err("creating", &at)(io::Error::other(
+                    "exists and is not a directory",
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // mkdir(2) never follows a link in the last component.
+                fs::DirBuilder::new()
+                    .mode(attrs.dir_mode())
+                    .create(&at)
+                    .map_err(io_err("creating", &at))?;
+                if attrs.uid.is_some() || attrs.gid.is_some() {
+                    std::os::unix::fs::lchown(&at, attrs.uid, attrs.gid)
+                        .map_err(io_err("changing owner of", &at))?;
+                }
+            }
+            Err(e) => return Err(io_err("inspecting", &at)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// [`write_atomic`] into a directory made by [`ensure_dir`] below `base`.
+pub fn write_atomic_in(
+    base: &Path,
+    path: &Path,
+    contents: &[u8],
+    attrs: FileAttrs,
+) -> Result<(), StoreError> {
+    ensure_dir(base, parent_of(path), attrs)?;
+    write_atomic(path, contents, attrs)
+}
+
+/// [`write_if_changed`] into a directory made by [`ensure_dir`] below
+/// `base`.
+pub fn write_if_changed_in(
+    base: &Path,
+    path: &Path,
+    contents: &[u8],
+    attrs: FileAttrs,
+) -> Result<bool, StoreError> {
+    ensure_dir(base, parent_of(path), attrs)?;
+    write_if_changed(path, contents, attrs)
 }
 
 /// Makes `link` a symbolic link to `target`, atomically (temporary link,
@@ -535,6 +627,7 @@ pub fn lock(dir: &Path) -> Result<DirLock, StoreError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&path)
         .map_err(io_err("opening", &path))?;
     use std::os::fd::AsRawFd;
@@ -546,6 +639,9 @@ pub fn lock(dir: &Path) -> Result<DirLock, StoreError> {
             return Err(StoreError::Locked(dir.to_path_buf()));
         }
         return Err(io_err("locking", &path)(err));
+    }
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(io_err("locking", &path)(io::Error::other("not a regular file")));
     }
     Ok(DirLock { _file: file })
 }

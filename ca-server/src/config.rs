@@ -371,7 +371,7 @@ fn default_page_bytes() -> usize {
     256 * 1024
 }
 fn default_read_cpu_percent() -> u32 {
-    25
+    5
 }
 
 fn default_state_dir() -> PathBuf {

@@ -16,8 +16,7 @@
 
 use ca_server::issue::decode::curve::{validate_point, Curve};
 use ca_server::issue::decode::spki::{
-    check_signature_algorithm, check_spki, CheckedKey, KeyFamily, SignatureFamily,
-    SignatureParams,
+    check_signature_algorithm, check_spki, CheckedKey, KeyFamily, SignatureFamily, SignatureParams,
 };
 use ca_server::issue::decode::{facts, parse};
 use libfuzzer_sys::fuzz_target;
@@ -69,7 +68,10 @@ fn csr_around(spki: &[u8], family: KeyFamily) -> Vec<u8> {
         KeyFamily::Rsa => tlv(
             0x30,
             &[
-                tlv(0x06, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b]),
+                tlv(
+                    0x06,
+                    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b],
+                ),
                 vec![0x05, 0x00],
             ]
             .concat(),
@@ -82,12 +84,15 @@ fn csr_around(spki: &[u8], family: KeyFamily) -> Vec<u8> {
     };
     let info = tlv(
         0x30,
-        &[tlv(0x02, &[0]), tlv(0x30, &[]), spki.to_vec(), tlv(0xa0, &[])].concat(),
+        &[
+            tlv(0x02, &[0]),
+            tlv(0x30, &[]),
+            spki.to_vec(),
+            tlv(0xa0, &[]),
+        ]
+        .concat(),
     );
-    tlv(
-        0x30,
-        &[info, sig_alg, tlv(0x03, &[0, 0x30, 0x00])].concat(),
-    )
+    tlv(0x30, &[info, sig_alg, tlv(0x03, &[0, 0x30, 0x00])].concat())
 }
 
 fn accepted(data: &[u8], key: &CheckedKey) {
@@ -106,9 +111,17 @@ fn accepted(data: &[u8], key: &CheckedKey) {
         KeyAlgorithm::Rsa { bits: size } => {
             let (_, rsa) = x509_parser::public_key::RSAPublicKey::from_der(bits)
                 .expect("x509-parser parses the RSA key");
-            let n: Vec<u8> = rsa.modulus.iter().copied().skip_while(|&b| b == 0).collect();
+            let n: Vec<u8> = rsa
+                .modulus
+                .iter()
+                .copied()
+                .skip_while(|&b| b == 0)
+                .collect();
             let top = n.first().copied().expect("non-zero modulus");
-            assert_eq!(*size as usize, (n.len() - 1) * 8 + 8 - top.leading_zeros() as usize);
+            assert_eq!(
+                *size as usize,
+                (n.len() - 1) * 8 + 8 - top.leading_zeros() as usize
+            );
             assert_eq!(n.last().map(|b| b & 1), Some(1));
             let e = rsa.try_exponent().expect("exponent fits");
             assert!(e >= 3 && e % 2 == 1 && e < 1 << 32, "exponent {e}");
@@ -144,7 +157,12 @@ fuzz_target!(|data: &[u8]| {
         _ => SignatureParams::Other,
     };
     let family = SignatureFamily::of(data);
-    for key in [KeyFamily::Ec, KeyFamily::Rsa, KeyFamily::Ed25519, KeyFamily::Other] {
+    for key in [
+        KeyFamily::Ec,
+        KeyFamily::Rsa,
+        KeyFamily::Ed25519,
+        KeyFamily::Other,
+    ] {
         let ok = check_signature_algorithm(key, data, params, 0).is_ok();
         let allowed = match key {
             KeyFamily::Ec => family == SignatureFamily::Ecdsa,

@@ -2,6 +2,7 @@
 //! starting a real `ca-server dev` on a loopback port, talking HTTPS to it
 //! with a small blocking client, and running real peers (openssl, cfssl).
 
+pub mod fakeca;
 pub mod pg;
 
 use std::io::{BufRead, BufReader, Read, Write};

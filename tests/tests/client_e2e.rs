@@ -154,6 +154,8 @@ fn once_writes_valid_files_and_if_needed_makes_no_request() {
     assert!(err.contains("policy_denied"), "{err}");
     let wrong = tmp.path().join("wrong.hex");
     std::fs::write(&wrong, "00".repeat(32)).unwrap();
+    // ca-client refuses secret files readable by group or others.
+    std::fs::set_permissions(&wrong, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let unauth = run(client_with_secret(&server, &out, &wrong).arg("--once"));
     let err = one_line_failure(&unauth);
     assert!(err.contains("unauthenticated"), "{err}");

@@ -274,6 +274,41 @@ fn a_second_writer_is_refused_naming_the_holder_and_the_first_keeps_serving() {
     );
 }
 
+/// Sets the flag when dropped: a failed assertion in a scope must stop the
+/// scope's load threads, or the scope waits for them forever.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A process that was started beside a running writer (or another starting
+/// one) exited without serving. When it got as far as the log it must have
+/// printed the refusal; SoftHSM2 may also fail first when several processes
+/// open its token files at the same moment (a SoftHSM2 limitation, not a
+/// path that could write the log), which is reported and accepted.
+fn assert_kept_out(p: &mut Proc, log_dir: &Path, holder: Option<u32>) {
+    match p.outcome(Duration::from_secs(60)) {
+        Outcome::Exited(status) => assert!(!status.success()),
+        Outcome::Listening(addr) => panic!("a second writer listens on {addr}"),
+    }
+    assert!(
+        p.started.elapsed() < Duration::from_secs(30),
+        "refusal was not quick"
+    );
+    let stderr = p.stderr_text();
+    if stderr.contains("CKR_") && !stderr.contains("is in use by") {
+        eprintln!(
+            "(the HSM failed before the log was reached: {})",
+            stderr.trim()
+        );
+        return;
+    }
+    assert_refused(&stderr, log_dir, holder);
+}
+
 /// Where the load threads send their requests: the server that listens now.
 struct Target {
     addr: Mutex<Option<String>>,
@@ -330,6 +365,7 @@ fn servers_started_at_once_under_load_lose_no_certificate() {
         }
     };
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         for c in &csrs {
             let (target, stop, received, dir) = (&target, &stop, &received, &dir);
             s.spawn(move || {
@@ -343,24 +379,16 @@ fn servers_started_at_once_under_load_lose_no_certificate() {
                 }
             });
         }
-        wait_for(10, "before the second and third start");
+        wait_for(40, "before the second and third start");
 
         // two more at once while the first issues: both refused
         let mut second = Proc::serve(&dir, "second");
         let mut third = Proc::serve(&dir, "third");
         for p in [&mut second, &mut third] {
-            match p.outcome(Duration::from_secs(60)) {
-                Outcome::Exited(status) => assert!(!status.success()),
-                Outcome::Listening(addr) => panic!("a second writer listens on {addr}"),
-            }
-            assert!(
-                p.started.elapsed() < Duration::from_secs(30),
-                "refusal was not quick"
-            );
-            assert_refused(&p.stderr_text(), &log_dir, Some(first.pid()));
+            assert_kept_out(p, &log_dir, Some(first.pid()));
         }
         let had = received.lock().unwrap().len();
-        wait_for(had + 10, "the first server stopped issuing");
+        wait_for(had + 40, "the first server stopped issuing");
 
         // the holder goes; two start at once: one takes the log, the other
         // is refused naming it (or, in the microseconds between the
@@ -386,14 +414,11 @@ fn servers_started_at_once_under_load_lose_no_certificate() {
             racers[1].stderr_text()
         );
         let (w, l) = (winners[0], 1 - winners[0]);
-        if let Outcome::Exited(status) = &outcomes[l] {
-            assert!(!status.success());
-        }
-        assert_refused(&racers[l].stderr_text(), &log_dir, None);
+        assert_kept_out(&mut racers[l], &log_dir, None);
         if let Outcome::Listening(addr) = &outcomes[w] {
             let had = received.lock().unwrap().len();
             target.set(Some(addr.clone()));
-            wait_for(had + 10, "the winner does not issue");
+            wait_for(had + 40, "the winner does not issue");
         }
         stop.store(true, Ordering::Relaxed);
         target.set(None);
@@ -408,7 +433,7 @@ fn servers_started_at_once_under_load_lose_no_certificate() {
     let verify = ca_server(&dir, &["log", "verify"]);
     assert!(verify.status.success(), "{}", text(&verify));
     let received = received.into_inner().unwrap();
-    assert!(received.len() >= 30, "only {} issued", received.len());
+    assert!(received.len() >= 120, "only {} issued", received.len());
     let logged = logged_serials(&dir);
     let missing: Vec<&String> = received.iter().filter(|s| !logged.contains(*s)).collect();
     assert!(
@@ -590,25 +615,6 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// DIAG: CPU seconds per thread-name prefix of `pid`.
-fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
-    let mut out = std::collections::BTreeMap::new();
-    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        let name: String = comm.trim().chars().filter(|c| !c.is_ascii_digit()).collect();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        *out.entry(name).or_insert(0.0) += (ticks(11) + ticks(12)) / 100.0;
-    }
-    out
-}
-
-fn diff(a: &std::collections::BTreeMap<String, f64>, b: &std::collections::BTreeMap<String, f64>) -> String {
-    b.iter().map(|(k, v)| format!("{k}={:.2}", v - a.get(k).copied().unwrap_or(0.0))).collect::<Vec<_>>().join(" ")
-}
-
 /// Signing requests answered 200 over `secs` seconds by `threads` clients.
 fn sign_for(server: &TestServer, csrs: &[String], secs: u64) -> u64 {
     let done = AtomicU64::new(0);
@@ -633,11 +639,13 @@ fn sign_for(server: &TestServer, csrs: &[String], secs: u64) -> u64 {
 fn fifty_log_readers_do_not_starve_signing_or_grow_the_server() {
     const READERS: usize = 50;
     const PHASE_SECS: u64 = 3;
-    /// Growth allowed over the resident set before the readers came: two
-    /// pages being built (~1 MiB each) and a response per reader in flight
-    /// (~350 KiB each) is ~20 MiB; whole 1000-entry pages on the async
-    /// workers (the old way) would be several times that.
-    const MAX_GROWTH_KIB: u64 = 48 * 1024;
+    /// Growth allowed over the resident set before the readers came. The
+    /// bound by design: two pages being built (~1 MiB each) plus, at worst,
+    /// a finished ~350 KiB response per reader waiting to be sent (~18 MiB);
+    /// seen: ~5 MiB. Whole 1000-entry pages (~1.7 MB each, built as JSON
+    /// values on the async workers, the old way) for 50 readers are several
+    /// times this.
+    const MAX_GROWTH_KIB: u64 = 32 * 1024;
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let server = TestServer::start();
@@ -686,18 +694,15 @@ fn fifty_log_readers_do_not_starve_signing_or_grow_the_server() {
     // machine's background load affects both alike
     for _round in 0..2 {
         let cpu = cpu_secs(pid);
-        let (t0, me0) = (thread_cpu(pid), cpu_secs(std::process::id()));
         unloaded += sign_for(&server, &csrs, PHASE_SECS);
-        let (t1, me1) = (thread_cpu(pid), cpu_secs(std::process::id()));
-        eprintln!("DIAG unloaded: test {:.2} server {}", me1 - me0, diff(&t0, &t1));
         cpu_unloaded += cpu_secs(pid) - cpu;
         let cpu = cpu_secs(pid);
         let stop = AtomicBool::new(false);
         let read_pages = AtomicU64::new(0);
         let read_busy = AtomicU64::new(0);
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let mut peak = baseline_kib;
         std::thread::scope(|s| {
+            let _stop = StopOnDrop(&stop);
             for r in 0..READERS {
                 let (server, stop, read_pages, read_busy) =
                     (&server, &stop, &read_pages, &read_busy);
@@ -724,22 +729,23 @@ fn fifty_log_readers_do_not_starve_signing_or_grow_the_server() {
                 });
             }
             // sample the server's resident set until the phase ends
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            let stop_ref = &stop;
             let sampler = s.spawn(move || {
                 let mut peak = 0;
-                loop {
+                while !stop_ref.load(Ordering::Relaxed) {
                     peak = peak.max(rss_kib(pid));
                     if done_rx.recv_timeout(Duration::from_millis(50)).is_ok() {
-                        return peak;
+                        break;
                     }
                 }
+                peak
             });
             loaded += sign_for(&server, &csrs, PHASE_SECS);
-            stop.store(true, Ordering::Relaxed);
             let _ = done_tx.send(());
             peak = sampler.join().unwrap();
+            stop.store(true, Ordering::Relaxed);
         });
-        let (t2, me2) = (thread_cpu(pid), cpu_secs(std::process::id()));
-        eprintln!("DIAG loaded: test {:.2} server {}", me2 - me1, diff(&t1, &t2));
         cpu_loaded += cpu_secs(pid) - cpu;
         max_kib = max_kib.max(peak);
         pages += read_pages.into_inner();

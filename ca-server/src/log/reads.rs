@@ -1,17 +1,21 @@
 //! Log reads for the HTTP API (`entries`, `proof`), kept from starving
 //! signing:
-//! - they run on a few dedicated threads (never on the async workers) at the
-//!   lowest CPU priority (`SCHED_IDLE`: any signing thread that wakes
-//!   preempts a reader at once);
-//! - together they use at most a set share of one CPU (`read_cpu_percent`):
-//!   each job's thread CPU time is charged to a shared clock, and readers
-//!   wait while it runs ahead. Priority alone is not enough where "idle" CPU
-//!   is not free — a VM whose host caps it, hyperthread siblings, a cgroup
-//!   quota shared with signing;
+//! - they run on a few dedicated threads (never on the async workers) at
+//!   nice 19, so a signing thread that wakes wins the CPU over a reader;
+//! - together they use at most a set share of one CPU (`read_cpu_percent`,
+//!   default 5%): each job's thread CPU time is charged to a shared clock,
+//!   and readers wait while it runs ahead. Priority alone is not enough
+//!   where "idle" CPU is not free (a VM whose host caps it, a cgroup quota
+//!   or autogroup share that signing shares with the readers);
 //! - jobs wait in a bounded queue; a full queue is refused at once (503
 //!   `busy`), not buffered;
 //! - an `entries` page is bounded in bytes as well as in entries, so one read
 //!   costs bounded CPU and memory.
+//!
+//! Not `SCHED_IDLE`: a reader preempted while it holds something signing
+//! needs (an allocator arena, the kernel's mm lock during munmap, the
+//! published-state lock) would then wait for a truly idle CPU, which a busy
+//! server never has; nice 19 bounds that wait.
 
 use super::record::{self, KIND_ENTRY};
 use super::LogError;
@@ -206,26 +210,18 @@ fn thread_cpu_time() -> Duration {
     )
 }
 
+/// Nice 19 for the calling thread (on Linux a thread has its own nice
+/// value, and lowering one's own priority needs no privilege).
 #[cfg(target_os = "linux")]
 fn lower_priority() {
-    // SCHED_IDLE: the thread runs only on CPU time no normal thread wants,
-    // and any waking normal thread (a signing-pool thread, the log writer,
-    // an async worker) preempts it at once, so reads add no latency to
-    // signing either. On Linux this applies to the calling thread only, and
-    // lowering one's own priority needs no privilege. Nice 19 first, as the
-    // fallback should SCHED_IDLE be refused (e.g. by a seccomp profile).
-    // SAFETY: plain system calls on the calling thread.
-    let (niced, idle) = unsafe {
+    // SAFETY: a plain system call on the calling thread.
+    let niced = unsafe {
         let tid = libc::gettid();
-        let niced = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
-        let param = libc::sched_param { sched_priority: 0 };
-        (niced, libc::sched_setscheduler(0, libc::SCHED_IDLE, &param))
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
     };
-    if niced != 0 || idle != 0 {
+    if niced != 0 {
         tracing::warn!(
             event = "log_reader_priority",
-            niced = niced == 0,
-            sched_idle = idle == 0,
             "could not lower the log reader's CPU priority: {}",
             std::io::Error::last_os_error()
         );

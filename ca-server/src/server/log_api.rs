@@ -5,11 +5,11 @@
 //! signature of any auth key unless `[log] public_reads = true`.
 //!
 //! `proof` and `entries` read files: they run on the log's reader threads
-//! (bounded queue, lowest CPU priority; a full queue answers 503 `busy`
-//! with Retry-After), never on the async workers. An `entries` page holds at most
-//! 1000 entries and at most `[log] page_bytes` of entry bytes; `next` says
-//! where to continue. Errors never carry file-system paths: details go to
-//! the server's log only.
+//! (bounded queue, nice 19, a share of one CPU; see `log::reads`), never on
+//! the async workers; a full queue answers 503 `busy` with Retry-After. An
+//! `entries` page holds at most 1000 entries and at most `[log] page_bytes`
+//! of entry bytes; `next` says where to continue. Bad ranges are a 400.
+//! Errors never carry file-system paths: details go to the server's log.
 
 use super::app::App;
 use super::respond::{json, text, ApiError, Body};
@@ -103,7 +103,7 @@ async fn entries(log: &IssuanceLog, query: &str) -> Result<Response<Body>, ApiEr
         .read(move |reader| {
             reader
                 .entries_page(start, end, MAX_PAGE_ENTRIES, page_bytes)
-                .map(|page| render_page(&page))
+                .map(|page| Ok(render_page(&page)))
         })
         .await;
     match read {
@@ -117,11 +117,11 @@ async fn entries(log: &IssuanceLog, query: &str) -> Result<Response<Body>, ApiEr
 /// "tree_size":N,"next":N|null}` — built on the reader thread, by hand:
 /// numbers and base64 need no escaping, so no pass over the bytes is spent
 /// looking for characters to escape.
-fn render_page(page: &crate::log::reads::Page) -> serde_json::Result<Vec<u8>> {
+fn render_page(page: &crate::log::reads::Page) -> Vec<u8> {
     use base64::Engine;
     use std::fmt::Write;
     let entry_bytes: usize = page.entries.iter().map(|(_, e)| e.len()).sum();
-    let mut out = String::with_capacity(entry_bytes / 3 * 4 + page.entries.len() * 40 + 64);
+    let mut out = String::with_capacity(entry_bytes / 3 * 4 + page.entries.len() * 44 + 64);
     out.push_str("{\"entries\":[");
     for (i, (seq, bytes)) in page.entries.iter().enumerate() {
         if i > 0 {
@@ -139,7 +139,7 @@ fn render_page(page: &crate::log::reads::Page) -> serde_json::Result<Vec<u8>> {
         None => out.push_str("null"),
     }
     out.push('}');
-    Ok(out.into_bytes())
+    out.into_bytes()
 }
 
 /// The first `name=value` of the query as a u64; `None` when absent.
@@ -275,8 +275,7 @@ mod tests {
             next: Some(9),
             tree_size: 12,
         };
-        let value: serde_json::Value =
-            serde_json::from_slice(&render_page(&page).unwrap()).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&render_page(&page)).unwrap();
         assert_eq!(value["tree_size"], 12);
         assert_eq!(value["next"], 9);
         let entries = value["entries"].as_array().unwrap();
@@ -292,8 +291,7 @@ mod tests {
             next: None,
             tree_size: 0,
         };
-        let value: serde_json::Value =
-            serde_json::from_slice(&render_page(&empty).unwrap()).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&render_page(&empty)).unwrap();
         assert_eq!(
             value,
             serde_json::json!({"entries": [], "tree_size": 0, "next": null})

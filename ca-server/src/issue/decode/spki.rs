@@ -644,6 +644,56 @@ mod tests {
         }
     }
 
+    /// SPKIs made by openssl (an independent encoder): the fuzz seeds.
+    #[test]
+    fn spkis_made_by_openssl() {
+        macro_rules! seed {
+            ($name:literal) => {
+                include_bytes!(concat!("../../../../fuzz/corpus/spki_check/", $name))
+            };
+        }
+        let ok = |der: &[u8]| check_spki(der).map(|k| k.algorithm);
+        assert_eq!(ok(seed!("ec-p256.der")), Ok(KeyAlgorithm::EcP256));
+        assert_eq!(ok(seed!("ec-p384.der")), Ok(KeyAlgorithm::EcP384));
+        assert_eq!(ok(seed!("ed25519.der")), Ok(KeyAlgorithm::Ed25519));
+        assert_eq!(
+            ok(seed!("rsa-2048.der")),
+            Ok(KeyAlgorithm::Rsa { bits: 2048 })
+        );
+        assert_eq!(
+            ok(seed!("rsa-3072-e3.der")),
+            Ok(KeyAlgorithm::Rsa { bits: 3072 })
+        );
+        assert_eq!(
+            ok(seed!("ec-p192.der")),
+            Ok(KeyAlgorithm::Other("EC curve 1.2.840.10045.3.1.1".into()))
+        );
+        assert_eq!(
+            ok(seed!("rsa-pss-key.der")),
+            Ok(KeyAlgorithm::Other(
+                "public key algorithm 1.2.840.113549.1.1.10".into()
+            ))
+        );
+        assert_eq!(
+            check_spki(seed!("ec-p256-compressed.der")),
+            Err(SpkiError::EcPoint {
+                curve: "P-256",
+                error: PointError::Compressed
+            })
+        );
+        assert!(matches!(
+            check_spki(seed!("p256-with-ed25519-bytes.der")),
+            Err(SpkiError::EcPoint { curve: "P-256", .. })
+        ));
+        assert_eq!(
+            check_spki(seed!("p256-with-rsa-bytes.der")),
+            Err(SpkiError::EcPoint {
+                curve: "P-256",
+                error: PointError::Encoding(0x30)
+            })
+        );
+    }
+
     const ECDSA_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
     const ECDSA_SHA1: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01];
     const SHA256_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b];
