@@ -194,7 +194,10 @@ impl ServerConfig {
     pub fn check_limits(&self) -> Result<(), String> {
         let secs = [
             ("handshake_timeout_secs", self.handshake_timeout_secs),
-            ("first_request_timeout_secs", self.first_request_timeout_secs),
+            (
+                "first_request_timeout_secs",
+                self.first_request_timeout_secs,
+            ),
             ("idle_timeout_secs", self.idle_timeout_secs),
             ("body_timeout_secs", self.body_timeout_secs),
             ("header_read_timeout_secs", self.header_read_timeout_secs),
@@ -411,8 +414,7 @@ impl Config {
         // Capped and regular-file only: `--config /dev/zero` must not eat
         // memory, and a secret file named by mistake is never echoed.
         let bytes = read_regular_file(path, MAX_CONFIG_BYTES)?;
-        let text =
-            String::from_utf8(bytes).map_err(|_| ResolveError::NotText(shown.clone()))?;
+        let text = String::from_utf8(bytes).map_err(|_| ResolveError::NotText(shown.clone()))?;
         let mut config: Config = toml::from_str(&text).map_err(|e| {
             ConfigError::Parse(describe_parse_error(path, &text, e.span(), e.message()))
         })?;
@@ -539,7 +541,10 @@ mod secret_tests {
         assert_eq!(config.server.secret_file_mode, SecretFileMode::Strict);
         let relaxed = write_config(dir.path(), "", "secret_file_mode = \"group-readable\"");
         let config = Config::load(&relaxed).unwrap();
-        assert_eq!(config.server.secret_file_mode, SecretFileMode::GroupReadable);
+        assert_eq!(
+            config.server.secret_file_mode,
+            SecretFileMode::GroupReadable
+        );
     }
 
     #[test]
@@ -572,7 +577,9 @@ mod secret_tests {
         std::fs::write(&pin, format!("{PIN}\n")).unwrap();
         let e = Config::load(&pin).unwrap_err().to_string();
         assert!(e.contains("online.pin:1:") && !e.contains(PIN), "{e}");
-        let e = Config::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a regular file"), "{e}");
     }
 }

@@ -140,7 +140,12 @@ impl Metrics {
             "response_bytes_queued",
             "Response bytes queued for clients that have not read them yet",
         )?;
-        for c in [&auth_failures, &rate_limited, &connections_closed, &budget_refusals] {
+        for c in [
+            &auth_failures,
+            &rate_limited,
+            &connections_closed,
+            &budget_refusals,
+        ] {
             registry.register(Box::new(c.clone()))?;
         }
         for g in [&connections, &body_bytes_buffered, &response_bytes_queued] {

@@ -11,6 +11,7 @@
 use super::keys::{AuthKey, AuthKeys};
 use super::ratelimit::RateLimiter;
 use super::respond::ApiError;
+use super::throttle::Throttle;
 use crate::issue::{Authority, IssueError, IssueRequest, Issued};
 use crate::log::IssuanceLog;
 use crate::metrics::metrics;
@@ -19,7 +20,6 @@ use ca_proto::logentry::{LogDecision, LogEntry, LogReason};
 use ca_proto::replay::KeyedReplayCache;
 use ca_proto::sth::LogEvidence;
 use ca_proto::{ErrorCode, ReasonBody};
-use super::throttle::Throttle;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -8,8 +8,7 @@ use super::app::App;
 use super::respond::{json, ApiError, Body};
 use crate::issue::IssueRequest;
 use ca_proto::cfssl::{
-    decode_authsign, CfsslInfoRequest, CfsslInfoResult, CfsslResponse,
-    CfsslSignRequest,
+    decode_authsign, CfsslInfoRequest, CfsslInfoResult, CfsslResponse, CfsslSignRequest,
 };
 use ca_proto::native::format_duration;
 use ca_proto::ErrorCode;
@@ -57,8 +56,15 @@ pub async fn authsign(app: &App, body: &[u8]) -> Result<Response<Body>, ApiError
     let hosts = request.effective_hosts();
     let profile = app.resolve_profile(&request.label, Some(&request.profile))?;
     if let Err(e) = app.authorize(key, &request.label, &profile) {
-        app.record_denial(&request.label, &profile, &key.id, &e, None, hosts.as_deref())
-            .await;
+        app.record_denial(
+            &request.label,
+            &profile,
+            &key.id,
+            &e,
+            None,
+            hosts.as_deref(),
+        )
+        .await;
         return Err(e);
     }
     let hosts = request.effective_hosts();

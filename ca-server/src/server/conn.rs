@@ -62,8 +62,8 @@ impl Deadlines {
     /// `received / rate` seconds).
     pub fn body_frame_deadline(&self, start: Instant, received: u64) -> Instant {
         let rate = self.body_min_bytes_per_sec.max(1);
-        let by_rate = Duration::from_secs(1)
-            + Duration::from_secs_f64((received as f64 + 1.0) / rate as f64);
+        let by_rate =
+            Duration::from_secs(1) + Duration::from_secs_f64((received as f64 + 1.0) / rate as f64);
         start + by_rate.min(self.body_total)
     }
 }
@@ -147,8 +147,10 @@ impl ConnState {
         if self.active.load(Ordering::Acquire) > 0 {
             return Some(allowed);
         }
-        let idle_for =
-            Duration::from_millis(self.now_ms().saturating_sub(self.idle_since_ms.load(Ordering::Acquire)));
+        let idle_for = Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.idle_since_ms.load(Ordering::Acquire)),
+        );
         allowed.checked_sub(idle_for).filter(|d| !d.is_zero())
     }
 
@@ -419,7 +421,10 @@ mod tests {
         let mut running = b.state.request();
         running.body_done();
         let d = reg.admit(addr(2)).unwrap();
-        assert!(c.state.killed.load(Ordering::Acquire), "silent c goes first");
+        assert!(
+            c.state.killed.load(Ordering::Acquire),
+            "silent c goes first"
+        );
         assert!(!a.state.killed.load(Ordering::Acquire));
         // d completes a request: no connection without one is left, so the
         // oldest idle keep-alive (a, older than d) goes next.
@@ -498,10 +503,7 @@ mod tests {
             d.body_frame_deadline(t0, 0),
             t0 + Duration::from_millis(1001)
         );
-        assert_eq!(
-            d.body_frame_deadline(t0, 1999),
-            t0 + Duration::from_secs(3)
-        );
+        assert_eq!(d.body_frame_deadline(t0, 1999), t0 + Duration::from_secs(3));
         assert_eq!(
             d.body_frame_deadline(t0, 1_000_000),
             t0 + Duration::from_secs(10)

@@ -342,7 +342,11 @@ mod tests {
         for (text, names) in [
             // same current secret
             (
-                [key("db", C, None, "[\"db\"]"), key("api", C, None, "[\"api\"]")].concat(),
+                [
+                    key("db", C, None, "[\"db\"]"),
+                    key("api", C, None, "[\"api\"]"),
+                ]
+                .concat(),
                 ["'db' (secret)", "'api' (secret)"],
             ),
             // one key's current is the other's previous
@@ -372,14 +376,18 @@ mod tests {
                 ["'db' (previous_secret)", "'api' (previous_secret)"],
             ),
         ] {
-            let e = AuthKeys::parse(&text, Path::new(".")).err().unwrap_or_default();
+            let e = AuthKeys::parse(&text, Path::new("."))
+                .err()
+                .unwrap_or_default();
             for name in names {
                 assert!(e.contains(name), "{e} should name {name}");
             }
             assert!(!e.to_lowercase().contains(C), "the secret was echoed: {e}");
         }
         let own = key("db", C, Some(C), "[\"db\"]");
-        let e = AuthKeys::parse(&own, Path::new(".")).err().unwrap_or_default();
+        let e = AuthKeys::parse(&own, Path::new("."))
+            .err()
+            .unwrap_or_default();
         assert!(e.contains("previous_secret is the same as secret"), "{e}");
     }
 
@@ -434,13 +442,20 @@ mod tests {
     #[test]
     fn syntax_errors_give_the_position_not_the_secret() {
         let text = format!("[[key]]\nid = \"db\"\nsecret = \"{C}\nclasses = [\"db\"]\n");
-        let e = AuthKeys::parse(&text, Path::new(".")).err().unwrap_or_default();
+        let e = AuthKeys::parse(&text, Path::new("."))
+            .err()
+            .unwrap_or_default();
         assert!(e.starts_with("auth keys: auth-keys.toml:3:"), "{e}");
         assert!(!e.contains(C) && !e.contains('\n'), "{e}");
         // a value of the wrong type is not repeated either
         let text = format!("[[key]]\nid = \"db\"\nsecret = \"{A}\"\nclasses = \"{C}\"\n");
-        let e = AuthKeys::parse(&text, Path::new(".")).err().unwrap_or_default();
-        assert!(e.contains("auth-keys.toml:4:11") && e.contains("invalid type"), "{e}");
+        let e = AuthKeys::parse(&text, Path::new("."))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("auth-keys.toml:4:11") && e.contains("invalid type"),
+            "{e}"
+        );
         assert!(!e.contains(C), "{e}");
         // nor an invalid inline secret
         let bad = "5ec2e7-not-hex-5ec2e7-not-hex-5ec2e7";
@@ -472,14 +487,22 @@ mod tests {
         assert!(AuthKeys::load(&path).is_ok());
         chmod(&path, 0o644);
         let e = AuthKeys::load(&path).unwrap_err().to_string();
-        assert!(e.contains("auth-keys.toml") && e.contains("mode 0644"), "{e}");
+        assert!(
+            e.contains("auth-keys.toml") && e.contains("mode 0644"),
+            "{e}"
+        );
         // a PIN (any non-TOML file) as the keys file: position, no content
         let pin = dir.path().join("online.pin");
         std::fs::write(&pin, "pin-online-7f3e9d2c\n").unwrap();
         chmod(&pin, 0o600);
         let e = AuthKeys::load(&pin).unwrap_err().to_string();
-        assert!(e.contains("online.pin:1:") && !e.contains("7f3e9d2c"), "{e}");
-        let e = AuthKeys::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(
+            e.contains("online.pin:1:") && !e.contains("7f3e9d2c"),
+            "{e}"
+        );
+        let e = AuthKeys::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a regular file"), "{e}");
     }
 }

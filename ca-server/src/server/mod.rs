@@ -159,15 +159,14 @@ pub async fn serve(
                     let shared = shared.clone();
                     let guard = state.request();
                     async move {
-                        Ok::<_, std::convert::Infallible>(
-                            handle(&app, &shared, req, guard).await,
-                        )
+                        Ok::<_, std::convert::Infallible>(handle(&app, &shared, req, guard).await)
                     }
                 })
             };
             let cut = match acceptor {
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
                     let tls = tokio::select! {
                         r = handshake => r,
                         _ = state.killed() => {
@@ -431,7 +430,10 @@ impl BodyReader<'_> {
     fn too_large(&self) -> ApiError {
         ApiError::new(
             ErrorCode::BodyTooLarge,
-            format!("request body is larger than {} bytes", self.app.max_body_bytes),
+            format!(
+                "request body is larger than {} bytes",
+                self.app.max_body_bytes
+            ),
         )
     }
 
@@ -512,27 +514,33 @@ impl BodyReader<'_> {
     }
 }
 
-/// `/readyz`, answered from a result at most a second old: probing means a
-/// signing-pool job, and an unauthenticated caller must not be able to
-/// queue one per request. One probe runs at a time; callers meanwhile get
-/// the last answer.
+/// `/readyz`. The log's health is read on every call (a flag); the HSM
+/// probe needs a signing-pool job, so one probe runs at a time and a
+/// successful probe is reused for a second: an unauthenticated caller can
+/// never have more than one pool job queued for readiness, and a failing
+/// HSM is re-probed (one at a time) until it answers again.
 #[derive(Default)]
 struct ReadyCache {
-    last: tokio::sync::Mutex<Option<(tokio::time::Instant, StatusCode, String)>>,
+    last_ok: tokio::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl ReadyCache {
     const FRESH: Duration = Duration::from_secs(1);
 
     async fn get(&self, app: &App) -> Response<Body> {
-        let mut last = self.last.lock().await;
-        if let Some((at, status, text)) = last.as_ref() {
-            if at.elapsed() < Self::FRESH {
-                return respond::text(*status, "text/plain", text.clone());
-            }
+        if app.log.as_ref().is_some_and(|log| !log.is_healthy()) {
+            return respond::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "log: last write failed\n",
+            );
+        }
+        let mut last_ok = self.last_ok.lock().await;
+        if last_ok.is_some_and(|at| at.elapsed() < Self::FRESH) {
+            return respond::text(StatusCode::OK, "text/plain", "ready\n");
         }
         let (status, text) = readyz(app).await;
-        *last = Some((tokio::time::Instant::now(), status, text.clone()));
+        *last_ok = (status == StatusCode::OK).then(tokio::time::Instant::now);
         respond::text(status, "text/plain", text)
     }
 }
