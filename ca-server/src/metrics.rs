@@ -34,6 +34,9 @@ pub struct Metrics {
     pub body_bytes_buffered: IntGauge,
     /// Response bytes queued for clients that have not read them yet.
     pub response_bytes_queued: IntGauge,
+    /// Bumped at every HSM error, so that a cached readiness answer older
+    /// than the last failure is not reused.
+    pub hsm_failure_epoch: std::sync::atomic::AtomicU64,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -178,6 +181,7 @@ impl Metrics {
             budget_refusals,
             body_bytes_buffered,
             response_bytes_queued,
+            hsm_failure_epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -42,6 +42,9 @@ pub fn sign_leaf(
             Some(hsm) => {
                 let kind = hsm.rv_name();
                 metrics.hsm_errors.with_label_values(&[kind.as_str()]).inc();
+                metrics
+                    .hsm_failure_epoch
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 SignError::Hsm(hsm)
             }
             None => SignError::Encode(e.to_string()),

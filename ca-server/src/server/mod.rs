@@ -519,9 +519,10 @@ impl BodyReader<'_> {
 /// successful probe is reused for a second: an unauthenticated caller can
 /// never have more than one pool job queued for readiness, and a failing
 /// HSM is re-probed (one at a time) until it answers again.
+/// (An HSM error seen by signing since the last good probe voids it.)
 #[derive(Default)]
 struct ReadyCache {
-    last_ok: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    last_ok: tokio::sync::Mutex<Option<(tokio::time::Instant, u64)>>,
 }
 
 impl ReadyCache {
@@ -535,12 +536,18 @@ impl ReadyCache {
                 "log: last write failed\n",
             );
         }
+        let epoch = || {
+            metrics()
+                .hsm_failure_epoch
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
         let mut last_ok = self.last_ok.lock().await;
-        if last_ok.is_some_and(|at| at.elapsed() < Self::FRESH) {
+        if last_ok.is_some_and(|(at, seen)| at.elapsed() < Self::FRESH && seen == epoch()) {
             return respond::text(StatusCode::OK, "text/plain", "ready\n");
         }
+        let before = epoch();
         let (status, text) = readyz(app).await;
-        *last_ok = (status == StatusCode::OK).then(tokio::time::Instant::now);
+        *last_ok = (status == StatusCode::OK).then(|| (tokio::time::Instant::now(), before));
         respond::text(status, "text/plain", text)
     }
 }
