@@ -403,3 +403,48 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
         body,
     }
 }
+
+/// Resident set of process `pid` in KiB (0 when it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An openssl P-256 CSR for `<name>.db.internal` (CN and the one SAN).
+pub fn db_csr(dir: &Path, name: &str) -> String {
+    openssl_csr(
+        dir,
+        name,
+        &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        &format!("/CN={name}.db.internal"),
+        &["-addext", &format!("subjectAltName=DNS:{name}.db.internal")],
+    )
+}
+
+/// `ca-server dev --init-only` in `dir`, then set `settings` (TOML lines,
+/// `key = value`) in its `[server]` section: an existing key is replaced,
+/// a new one added.
+pub fn init_dev_with_server_settings(dir: &Path, settings: &str) {
+    let out = run(Command::new(bin("ca-server"))
+        .args(["dev", "--init-only", "--dir"])
+        .arg(dir));
+    assert!(out.status.success(), "{}", text(&out));
+    let path = dir.join("config.toml");
+    let mut config = std::fs::read_to_string(&path).unwrap_or_default();
+    for line in settings.lines().filter(|l| !l.trim().is_empty()) {
+        let key = line.split('=').next().unwrap_or_default().trim();
+        let existing = config
+            .lines()
+            .find(|l| l.split('=').next().unwrap_or_default().trim() == key)
+            .map(str::to_string);
+        config = match existing {
+            Some(old) => config.replacen(&old, line, 1),
+            None => config.replacen("[server]\n", &format!("[server]\n{line}\n"), 1),
+        };
+    }
+    std::fs::write(&path, config).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}

@@ -9,59 +9,16 @@ use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use trellis_e2e::{bin, now_unix, openssl_csr, run, text, TestServer};
-
-const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+use trellis_e2e::{db_csr, init_dev_with_server_settings, now_unix, rss_kib, TestServer};
 
 /// A dev deployment whose `[server]` section gets `settings` (lines of
 /// TOML) before it starts.
 fn server_with(tmp: &Path, settings: &str) -> TestServer {
     let dir = tmp.join("var");
-    let out = run(Command::new(bin("ca-server"))
-        .args(["dev", "--init-only", "--dir"])
-        .arg(&dir));
-    assert!(out.status.success(), "{}", text(&out));
-    let path = dir.join("config.toml");
-    let mut config = std::fs::read_to_string(&path).unwrap();
-    for line in settings.lines().filter(|l| !l.trim().is_empty()) {
-        let key = line.split('=').next().unwrap_or_default().trim();
-        let existing = config
-            .lines()
-            .find(|l| l.split('=').next().unwrap_or_default().trim() == key)
-            .map(str::to_string);
-        config = match existing {
-            Some(old) => config.replacen(&old, line, 1),
-            None => config.replacen(
-                "max_skew_secs = 300\n",
-                &format!("max_skew_secs = 300\n{line}\n"),
-                1,
-            ),
-        };
-    }
-    std::fs::write(&path, config).unwrap();
+    init_dev_with_server_settings(&dir, settings);
     TestServer::start_in(&dir, &[])
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn db_csr(dir: &Path, name: &str) -> String {
-    openssl_csr(
-        dir,
-        name,
-        P256,
-        &format!("/CN={name}.db.internal"),
-        &["-addext", &format!("subjectAltName=DNS:{name}.db.internal")],
-    )
 }
 
 /// Until the peer closes (EOF or error), at most `limit`.

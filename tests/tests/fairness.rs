@@ -9,41 +9,33 @@ use serde_json::json;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
-use trellis_e2e::{bin, now_unix, openssl_csr, run, text, TestServer};
-
-const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+use trellis_e2e::{bin, db_csr, init_dev_with_server_settings, now_unix, run, text, TestServer};
 const FLOOD_SECRET: &str = "f100d5ecf100d5ecf100d5ecf100d5ecf100d5ecf100d5ecf100d5ecf100d5ec";
 
 /// A dev deployment with an extra key `flood` (class `db`, the given rate)
 /// and extra `[server]` settings.
 fn server_with_flood_key(tmp: &Path, rate: &str, settings: &str) -> TestServer {
     let dir = tmp.join("var");
-    let out = run(Command::new(bin("ca-server"))
-        .args(["dev", "--init-only", "--dir"])
-        .arg(&dir));
-    assert!(out.status.success(), "{}", text(&out));
+    init_dev_with_server_settings(&dir, settings);
     let keys = dir.join("auth-keys.toml");
     let mut text = std::fs::read_to_string(&keys).unwrap();
     text.push_str(&format!(
         "\n[[key]]\nid = \"flood\"\nsecret = \"{FLOOD_SECRET}\"\nclasses = [\"db\"]\ncfssl = true\n{rate}\n"
     ));
     std::fs::write(&keys, text).unwrap();
-    if !settings.is_empty() {
-        let path = dir.join("config.toml");
-        let config = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(
-            &path,
-            config.replacen("max_skew_secs = 300\n", &format!("max_skew_secs = 300\n{settings}\n"), 1),
-        )
-        .unwrap();
-    }
     TestServer::start_in(&dir, &[])
 }
 
 fn flood_header(body: &[u8], ts: i64) -> String {
-    let creds =
-        ca_proto::auth::Credentials::new("flood", hex::decode(FLOOD_SECRET).unwrap());
-    ca_proto::auth::sign_request(&creds, "POST", "/v1/sign", body, ts, &ca_proto::auth::new_nonce())
+    let creds = ca_proto::auth::Credentials::new("flood", hex::decode(FLOOD_SECRET).unwrap());
+    ca_proto::auth::sign_request(
+        &creds,
+        "POST",
+        "/v1/sign",
+        body,
+        ts,
+        &ca_proto::auth::new_nonce(),
+    )
 }
 
 fn tree_size(server: &TestServer) -> u64 {
@@ -51,7 +43,9 @@ fn tree_size(server: &TestServer) -> u64 {
         .client()
         .request("GET", "/v1/log/dev-1/sth", &[], b"")
         .json();
-    sth["tree_size"].as_u64().expect("tree_size in the signed tree head")
+    sth["tree_size"]
+        .as_u64()
+        .expect("tree_size in the signed tree head")
 }
 
 fn post_sign(server: &TestServer, header: &str, body: &[u8]) -> (u16, serde_json::Value) {
@@ -63,16 +57,6 @@ fn post_sign(server: &TestServer, header: &str, body: &[u8]) -> (u16, serde_json
 
 fn code(v: &serde_json::Value) -> String {
     v["error"]["code"].as_str().unwrap_or_default().to_string()
-}
-
-fn db_csr(dir: &Path, name: &str) -> String {
-    openssl_csr(
-        dir,
-        name,
-        P256,
-        &format!("/CN={name}.db.internal"),
-        &["-addext", &format!("subjectAltName=DNS:{name}.db.internal")],
-    )
 }
 
 #[test]
@@ -97,14 +81,18 @@ fn a_rate_limited_key_flood_costs_nothing_and_leaves_other_keys_alone() {
                             } else {
                                 b"\x00garbage{{{".to_vec()
                             };
-                            let (status, v) = post_sign(server, &flood_header(&body, now_unix()), &body);
+                            let (status, v) =
+                                post_sign(server, &flood_header(&body, now_unix()), &body);
                             (status, code(&v))
                         })
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
     let limited = statuses.iter().filter(|(_, c)| c == "rate_limited").count();
@@ -182,14 +170,24 @@ fn unauthenticated_callers_get_one_answer_whatever_they_guess() {
     let unknown = ca_proto::auth::Credentials::new("no-such-key", vec![7u8; 32]);
     let stale = now_unix() - 3600;
     let sign = |c: &ca_proto::auth::Credentials, ts: i64| {
-        ca_proto::auth::sign_request(c, "POST", "/v1/sign", body, ts, &ca_proto::auth::new_nonce())
+        ca_proto::auth::sign_request(
+            c,
+            "POST",
+            "/v1/sign",
+            body,
+            ts,
+            &ca_proto::auth::new_nonce(),
+        )
     };
     let cases = [
         ("known key, wrong secret", sign(&wrong, now_unix())),
         ("unknown key", sign(&unknown, now_unix())),
         ("known key, wrong secret, stale", sign(&wrong, stale)),
         ("unknown key, stale", sign(&unknown, stale)),
-        ("malformed header", "TRELLIS-HMAC-SHA256 keyid=db, ts=1".to_string()),
+        (
+            "malformed header",
+            "TRELLIS-HMAC-SHA256 keyid=db, ts=1".to_string(),
+        ),
         ("other scheme", "Bearer abc".to_string()),
     ];
     let mut answers = Vec::new();

@@ -16,9 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
-use trellis_e2e::{bin, now_unix, openssl_csr, run, text, HttpsClient, TestServer};
-
-const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+use trellis_e2e::{bin, db_csr, now_unix, rss_kib, run, text, HttpsClient, TestServer};
 
 /// The tests of this file run one at a time: the throughput test measures
 /// the machine, and the others start servers and load.
@@ -29,13 +27,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn csr(dir: &Path, name: &str) -> String {
-    openssl_csr(
-        dir,
-        name,
-        P256,
-        &format!("/CN={name}.db.internal"),
-        &["-addext", &format!("subjectAltName=DNS:{name}.db.internal")],
-    )
+    db_csr(dir, name)
 }
 
 fn ca_server(dir: &Path, args: &[&str]) -> std::process::Output {
@@ -588,15 +580,6 @@ fn bad_ranges_are_a_clear_400_and_read_errors_name_no_path() {
     let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": pem}));
     assert_eq!(status, 200, "{body}");
     assert!(Path::new(&format!("/proc/{}", server.pid().unwrap())).exists());
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// CPU seconds used so far by process `pid` (user + system, from
