@@ -197,9 +197,9 @@ impl KeyedReplayCache {
 
     /// Entries held for `key_id` (0 for a key outside the set).
     pub fn len_for(&self, key_id: &str) -> usize {
-        self.per_key.get(key_id).map_or(0, |c| {
-            c.lock().unwrap_or_else(|p| p.into_inner()).len()
-        })
+        self.per_key
+            .get(key_id)
+            .map_or(0, |c| c.lock().unwrap_or_else(|p| p.into_inner()).len())
     }
 
     /// [`ReplayCache::check_and_insert`] in `key_id`'s own share.
@@ -406,6 +406,9 @@ mod tests {
             Err(ReplayError::CacheFull)
         );
         // Expiry frees a's share.
-        assert_eq!(c.check_and_insert("a", "later", NOW + 700, NOW + 700), Ok(()));
+        assert_eq!(
+            c.check_and_insert("a", "later", NOW + 700, NOW + 700),
+            Ok(())
+        );
     }
 }
