@@ -24,14 +24,22 @@
 //!    (the state file); then the reload action runs (its failure is
 //!    reported, the files stay).
 //!
-//! A failure anywhere before step 5 leaves every file as it was.
+//! A failure anywhere before step 5 leaves every file as it was (the one
+//! exception: the `ca` root fetched on first contact with only
+//! `ca_root_sha256`, which the fingerprint authenticates, is saved at once).
+//! A bundle that is refused (no pinned root left, [`crate::pins`]) stops the
+//! attempt before anything is requested; a trust bundle that merely could
+//! not be fetched does not stop the renewal and is reported beside it.
 //!
 //! # Daemon ([`Agent::run`])
 //!
 //! Every pass inspects the files; it renews when they are unusable
 //! (missing, unreadable, key mismatch, issuer no longer in the bundle),
-//! expired, or past the renewal point (fraction of the lifetime minus a
-//! per-certificate random jitter). Failures are retried with capped
+//! expired, not valid until later than the accepted clock skew (a clock
+//! that jumped back), or past the renewal point (fraction of the lifetime,
+//! counted from the later of install time and notBefore, minus a
+//! per-certificate random jitter). The checks of an answer run on a
+//! blocking thread, so `/healthz` keeps answering. Failures are retried with capped
 //! exponential backoff and full jitter (slowly for permanent errors), each
 //! logged once with its reason, while the current certificate stays in
 //! place, also after it expired. Bundles are refreshed on every renewal and
@@ -108,7 +116,7 @@ impl From<TrustError> for Failure {
             TrustError::Malformed { .. } => FailureKind::Transient,
             _ => FailureKind::Permanent,
         };
-        Failure::new(kind, "untrusted_bundle", e.to_string())
+        Failure::new(kind, UNTRUSTED_BUNDLE, e.to_string())
     }
 }
 
@@ -146,6 +154,9 @@ pub struct OnceOutcome {
 
 pub use crate::verify::rfc3339;
 
+/// The failure label of a refused bundle.
+const UNTRUSTED_BUNDLE: &str = "untrusted_bundle";
+
 /// Bundles fetched and judged in one attempt, not yet written.
 struct Judged {
     /// The client's own class (must be acceptable).
@@ -156,9 +167,15 @@ struct Judged {
 
 /// Runs CPU-bound checks off the async executor (the metrics listener keeps
 /// answering); they are bounded anyway ([`crate::verify`]).
-async fn off_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failure> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
-        Failure::new(FailureKind::Transient, "internal", format!("check task: {e}"))
+        Failure::new(
+            FailureKind::Transient,
+            "internal",
+            format!("check task: {e}"),
+        )
     })
 }
 
@@ -404,24 +421,43 @@ impl Agent {
     /// trust class's (their failures are kept beside).
     async fn judge_all(&mut self, api: &ApiClient, pins: &PinStore) -> Result<Judged, Failure> {
         self.warnings.clear();
+        // Refusals name the class themselves; fetch failures get it here.
+        let named = |what: &str, class: &str, f: Failure| {
+            if f.reason == UNTRUSTED_BUNDLE {
+                f
+            } else {
+                Failure {
+                    message: format!("{what} of class '{class}': {}", f.message),
+                    ..f
+                }
+            }
+        };
         let class = self.settings.class.clone();
-        let own = self.judge(api, pins, &class).await.map_err(|f| Failure {
-            message: format!("bundle of class '{class}': {}", f.message),
-            ..f
-        })?;
+        let own = self
+            .judge(api, pins, &class)
+            .await
+            .map_err(|f| named("bundle", &class, f))?;
         let mut trust = Vec::new();
         for class in self.settings.trust.clone() {
             let result = if class == self.settings.class {
                 Ok(own.clone())
             } else {
-                self.judge(api, pins, &class).await.map_err(|f| Failure {
-                    message: format!("trust bundle of class '{class}': {}", f.message),
-                    ..f
-                })
+                self.judge(api, pins, &class)
+                    .await
+                    .map_err(|f| named("trust bundle", &class, f))
             };
+            // A refused bundle (not merely an unreachable one) stops the
+            // run before anything is requested or written.
+            if let Err(f) = &result {
+                if f.reason == UNTRUSTED_BUNDLE {
+                    return Err(f.clone());
+                }
+            }
             trust.push((class, result));
         }
-        for verdict in std::iter::once(&own).chain(trust.iter().filter_map(|(_, r)| r.as_ref().ok())) {
+        for verdict in
+            std::iter::once(&own).chain(trust.iter().filter_map(|(_, r)| r.as_ref().ok()))
+        {
             if let Some(w) = verdict.warning() {
                 if !self.warnings.contains(&w) {
                     self.warnings.push(w);
@@ -566,9 +602,8 @@ impl Agent {
                 key
             }
         };
-        let (index, entry) =
-            inclusion::verify_entry(&evidence, &key, leaf, &checked.facts.serial)
-                .map_err(refused)?;
+        let (index, entry) = inclusion::verify_entry(&evidence, &key, leaf, &checked.facts.serial)
+            .map_err(refused)?;
         inclusion::check_entry(
             &entry,
             &self.settings.class,

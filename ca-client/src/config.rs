@@ -598,7 +598,9 @@ impl Settings {
                 let fp = parse_fingerprint(&pin).ok_or_else(|| {
                     invalid(
                         "class_root_sha256",
-                        format!("{pinned_class}: expected 64 hex digits (SHA-256 of the root's DER)"),
+                        format!(
+                            "{pinned_class}: expected 64 hex digits (SHA-256 of the root's DER)"
+                        ),
                     )
                 })?;
                 hex_pins.push(hex::encode(fp));
@@ -925,6 +927,84 @@ ca_root_sha256 = "{}"
         }
         std::fs::write(f.dir.join("secret.hex"), "not hex").expect("w");
         assert!(err(&f, &base).contains("key_secret_file"));
+    }
+
+    #[test]
+    fn the_secret_file_must_be_private_unless_relaxed() {
+        use std::os::unix::fs::PermissionsExt;
+        let f = fixture();
+        let secret = f.dir.join("secret.hex");
+        let chmod = |mode| {
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        let relaxed = format!("{}\nsecret_file_mode = \"group-readable\"\n", minimal(&f));
+        chmod(0o640);
+        let e = err(&f, &minimal(&f));
+        assert!(
+            e.starts_with("key_secret_file:")
+                && e.contains("mode 0640")
+                && e.contains("secret_file_mode = \"group-readable\"")
+                && !e.contains(&"ab".repeat(32)),
+            "{e}"
+        );
+        let s = parse(&f, &relaxed).expect("0640 with group-readable");
+        assert_eq!(s.secret_file_mode, SecretFileMode::GroupReadable);
+        chmod(0o644);
+        assert!(err(&f, &relaxed).contains("mode 0644"));
+        chmod(0o600);
+        assert_eq!(
+            parse(&f, &minimal(&f)).expect("0600").secret_file_mode,
+            SecretFileMode::Strict
+        );
+        let e = err(
+            &f,
+            &format!("{}\nsecret_file_mode = \"lax\"\n", minimal(&f)),
+        );
+        assert!(e.contains("secret_file_mode"), "{e}");
+    }
+
+    #[test]
+    fn class_root_pins_and_state_dir() {
+        let f = fixture();
+        let pin = "AB:".repeat(31) + "AB";
+        let text = format!(
+            "{}\ntrust = [\"api\"]\nstate_dir = \"st\"\n[class_root_sha256]\ndb = \"{pin}\"\napi = [\"{}\", \"{}\"]\n",
+            minimal(&f),
+            "01".repeat(32),
+            "00".repeat(32)
+        );
+        let s = parse(&f, &text).expect("valid");
+        assert_eq!(s.state_dir, f.dir.join("st"));
+        assert_eq!(s.root_pins("db"), &["ab".repeat(32)]);
+        assert_eq!(s.root_pins("api"), &["00".repeat(32), "01".repeat(32)]);
+        assert!(s.root_pins("web").is_empty());
+        assert_eq!(
+            parse(&f, &minimal(&f)).expect("default").state_dir,
+            f.dir.join("out/.state")
+        );
+        let e = err(
+            &f,
+            &format!("{}\n[class_root_sha256]\nweb = \"{pin}\"\n", minimal(&f)),
+        );
+        assert!(e.contains("neither `class` nor one of `trust`"), "{e}");
+        let e = err(
+            &f,
+            &format!("{}\n[class_root_sha256]\ndb = \"xyz\"\n", minimal(&f)),
+        );
+        assert!(
+            e.contains("class_root_sha256") && e.contains("64 hex"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_do_not_repeat_values() {
+        let f = fixture();
+        let value = "s3cr3t-looking-value";
+        let e = err(&f, &format!("{}\nkey_id = [\"{value}\"]\n", minimal(&f)));
+        assert!(!e.contains(value) && e.contains("test.toml:"), "{e}");
+        let e = err(&f, &format!("dns = \"{value}\n"));
+        assert!(!e.contains(value) && e.contains("test.toml:1:"), "{e}");
     }
 
     #[test]

@@ -98,9 +98,7 @@ pub fn check_entry(
             entry.class
         ));
     }
-    if profile.is_some_and(|p| p != entry.profile)
-        || !checked.profiles.iter().any(|p| *p == entry.profile)
-    {
+    if profile.is_some_and(|p| p != entry.profile) || !checked.profiles.contains(&entry.profile) {
         return bad(format!(
             "it is for profile '{}', the certificate fits [{}]",
             entry.profile,
@@ -218,6 +216,70 @@ mod tests {
             LogEvidence::new(index, &entries[index as usize].to_bytes(), sth, &proof),
             key,
         )
+    }
+
+    #[test]
+    fn the_entry_must_say_what_the_certificate_says() {
+        let checked = Checked {
+            facts: crate::pem::CertFacts {
+                not_before: 1_700_000_000,
+                not_after: 1_700_086_400,
+                serial: "01".into(),
+                public_key: vec![],
+                subject: String::new(),
+                issuer: String::new(),
+            },
+            names: NameSet {
+                dns: ["a.db.internal".to_string()].into(),
+                ips: ["10.0.0.1".parse().expect("ip")].into(),
+                uris: Default::default(),
+            },
+            profiles: vec!["server".into()],
+            spki_sha256: "ab".repeat(32),
+        };
+        let mut good = entry("01", b"c", LogDecision::Issued);
+        good.dns = vec!["a.db.internal".into()];
+        good.ips = vec!["10.0.0.1".into()];
+        good.not_before = Some(rfc3339(1_700_000_000));
+        good.not_after = Some(rfc3339(1_700_086_400));
+        good.spki_sha256 = Some("AB".repeat(32));
+        check_entry(&good, "db", Some("server"), &checked).expect("consistent");
+        check_entry(&good, "db", None, &checked).expect("profile from the certificate");
+        type Tamper = Box<dyn Fn(&mut LogEntry)>;
+        let cases: Vec<(Tamper, &str)> = vec![
+            (Box::new(|e| e.class = "web".into()), "class 'web'"),
+            (
+                Box::new(|e| e.profile = "client".into()),
+                "profile 'client'",
+            ),
+            (
+                Box::new(|e| e.dns = vec!["evil.example".into()]),
+                "evil.example",
+            ),
+            (
+                Box::new(|e| e.dns.push("b.db.internal".into())),
+                "b.db.internal",
+            ),
+            (Box::new(|e| e.ips = vec![]), "it names"),
+            (Box::new(|e| e.ips = vec!["nope".into()]), "'nope'"),
+            (Box::new(|e| e.not_after = None), "not_after is missing"),
+            (
+                Box::new(|e| e.not_before = Some(rfc3339(1_600_000_000))),
+                "not_before",
+            ),
+            (
+                Box::new(|e| e.spki_sha256 = Some("00".into())),
+                "public key",
+            ),
+        ];
+        for (tamper, needle) in cases {
+            let mut e = good.clone();
+            tamper(&mut e);
+            let err = check_entry(&e, "db", Some("server"), &checked)
+                .expect_err(needle)
+                .to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
     }
 
     #[test]

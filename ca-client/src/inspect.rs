@@ -1,8 +1,9 @@
 //! What is on disk now, and whether it can be used: the key parses, the
 //! certificate parses and carries the key's public key, the full chain and
 //! combined files agree with them, the leaf was signed by the intermediate
-//! in `chain.pem`, and (when the class bundle is known) that intermediate
-//! chains to a root the bundle still contains.
+//! in `chain.pem`, and (when the class bundle is known) the chain still
+//! leads to one of its accepted roots (the bounded path builder of
+//! [`crate::verify::build_path`], so a cross-signed rotation counts).
 //!
 //! Time is not judged here ([`crate::renew::if_needed`] does that), so an
 //! expired certificate is still reported with its facts, for metrics.

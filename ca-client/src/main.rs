@@ -213,7 +213,9 @@ impl Cli {
             let (class, pin) = flag
                 .split_once('=')
                 .ok_or_else(|| format!("--class-root-sha256 '{flag}': expected CLASS=SHA256"))?;
-            map.entry(class.to_owned()).or_default().push(pin.to_owned());
+            map.entry(class.to_owned())
+                .or_default()
+                .push(pin.to_owned());
         }
         Ok(Some(
             map.into_iter()

@@ -159,30 +159,30 @@ impl PinStore {
             path: path.clone(),
             detail,
         };
-        let classes = match read_no_follow(&path, MAX_STATE_BYTES).map_err(|e| bad(e.to_string()))?
-        {
-            None => BTreeMap::new(),
-            Some(bytes) => {
-                let state: StateFile =
-                    serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-                if state.version != VERSION {
-                    return Err(bad(format!("unknown version {}", state.version)));
-                }
-                for (class, pins) in &state.classes {
-                    for root in &pins.roots {
-                        let der = parse_certs(root.pem.as_bytes())
-                            .map_err(|e| bad(format!("class '{class}': {e}")))?;
-                        if der.len() != 1 || sha256_hex(&der[0]) != root.sha256 {
-                            return Err(bad(format!(
-                                "class '{class}': root {} does not match its certificate",
-                                root.sha256
-                            )));
+        let classes =
+            match read_no_follow(&path, MAX_STATE_BYTES).map_err(|e| bad(e.to_string()))? {
+                None => BTreeMap::new(),
+                Some(bytes) => {
+                    let state: StateFile =
+                        serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+                    if state.version != VERSION {
+                        return Err(bad(format!("unknown version {}", state.version)));
+                    }
+                    for (class, pins) in &state.classes {
+                        for root in &pins.roots {
+                            let der = parse_certs(root.pem.as_bytes())
+                                .map_err(|e| bad(format!("class '{class}': {e}")))?;
+                            if der.len() != 1 || sha256_hex(&der[0]) != root.sha256 {
+                                return Err(bad(format!(
+                                    "class '{class}': root {} does not match its certificate",
+                                    root.sha256
+                                )));
+                            }
                         }
                     }
+                    state.classes
                 }
-                state.classes
-            }
-        };
+            };
         Ok(PinStore { path, classes })
     }
 
@@ -194,7 +194,11 @@ impl PinStore {
     /// The pinned roots of `class`, unless none are pinned yet or they were
     /// pinned from other configured fingerprints than `configured` (then the
     /// configuration starts the class afresh).
-    pub fn roots(&self, class: &str, configured: &[String]) -> Option<Vec<CertificateDer<'static>>> {
+    pub fn roots(
+        &self,
+        class: &str,
+        configured: &[String],
+    ) -> Option<Vec<CertificateDer<'static>>> {
         let pins = self.classes.get(class)?;
         if !configured.is_empty() && pins.configured_sha256 != configured {
             return None;
@@ -207,7 +211,12 @@ impl PinStore {
     }
 
     /// Pins `roots` for `class`. Returns whether anything changed.
-    pub fn update(&mut self, class: &str, configured: &[String], roots: &[CertificateDer<'_>]) -> bool {
+    pub fn update(
+        &mut self,
+        class: &str,
+        configured: &[String],
+        roots: &[CertificateDer<'_>],
+    ) -> bool {
         let pinned: Vec<PinnedRoot> = roots
             .iter()
             .map(|r| PinnedRoot {
@@ -333,7 +342,9 @@ pub enum TrustError {
         detail: String,
     },
     /// First contact: no root matches the configured fingerprints.
-    #[error("bundle of class '{class}': no root matches class_root_sha256 ({wanted}); it holds {held}")]
+    #[error(
+        "bundle of class '{class}': no root matches class_root_sha256 ({wanted}); it holds {held}"
+    )]
     NoConfiguredRoot {
         /// The class.
         class: String,
@@ -477,9 +488,7 @@ pub fn evaluate(
             continue;
         }
         let key = root.cert.public_key().raw;
-        if basis == Basis::FirstUse
-            || anchor_certs.iter().any(|a| a.cert.public_key().raw == key)
-        {
+        if basis == Basis::FirstUse || anchor_certs.iter().any(|a| a.cert.public_key().raw == key) {
             accepted.push(bundle[i].clone());
             continue;
         }
@@ -553,7 +562,9 @@ mod tests {
     fn root(name: &str) -> Root {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("p");
-        params.distinguished_name.push(DnType::OrganizationName, "T");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "T");
         params
             .distinguished_name
             .push(DnType::OrganizationalUnitName, name);
@@ -573,7 +584,11 @@ mod tests {
             old.params.clone(),
             KeyPair::from_pem(&old.key.serialize_pem()).expect("k"),
         );
-        let cross = params.signed_by(&key, &issuer).expect("cross").der().clone();
+        let cross = params
+            .signed_by(&key, &issuer)
+            .expect("cross")
+            .der()
+            .clone();
         (Root { der, params, key }, cross)
     }
 
@@ -593,7 +608,7 @@ mod tests {
         let v = evaluate("db", &bundle, &anchors, basis, &[], 0).expect("ok");
         assert_eq!(v.accepted, vec![a.der.clone()]);
         assert!(v.warning().expect("warning").contains("neither pinned"));
-        let err = anchors_for("db", &[b.der.clone()], None, &pin).unwrap_err();
+        let err = anchors_for("db", std::slice::from_ref(&b.der), None, &pin).unwrap_err();
         assert!(err.to_string().contains("class_root_sha256"), "{err}");
     }
 
@@ -610,12 +625,26 @@ mod tests {
         assert_eq!(v.refused.len(), 1);
         assert!(needs_crosses(&bundle, &pinned));
         // with it: both
-        let v = evaluate("db", &bundle, &pinned, Basis::Pinned, &[cross.clone()], now)
-            .expect("rotated");
+        let v = evaluate(
+            "db",
+            &bundle,
+            &pinned,
+            Basis::Pinned,
+            std::slice::from_ref(&cross),
+            now,
+        )
+        .expect("rotated");
         assert_eq!(v.accepted, bundle);
         // after retirement, only the new one, now pinned
-        let v = evaluate("db", &[new.der.clone()], &bundle, Basis::Pinned, &[], now)
-            .expect("retired");
+        let v = evaluate(
+            "db",
+            std::slice::from_ref(&new.der),
+            &bundle,
+            Basis::Pinned,
+            &[],
+            now,
+        )
+        .expect("retired");
         assert_eq!(v.accepted, vec![new.der.clone()]);
 
         // an unrelated root with the same name and a "cross" it signed itself
@@ -623,7 +652,7 @@ mod tests {
         let (evil_new, evil_cross) = rotate(&evil);
         let err = evaluate(
             "db",
-            &[evil_new.der.clone()],
+            std::slice::from_ref(&evil_new.der),
             &pinned,
             Basis::Pinned,
             &[evil_cross, cross],
@@ -656,7 +685,9 @@ mod tests {
         assert!(store.roots("db", &[]).is_none());
         assert!(store.update("db", &[], std::slice::from_ref(&a.der)));
         assert!(!store.update("db", &[], std::slice::from_ref(&a.der)));
-        store.save(tmp.path(), FileAttrs::CERT_DEFAULT).expect("save");
+        store
+            .save(tmp.path(), FileAttrs::CERT_DEFAULT)
+            .expect("save");
         let back = PinStore::load(&dir).expect("load");
         assert_eq!(back.roots("db", &[]), Some(vec![a.der.clone()]));
         // other configured pins start the class afresh

@@ -641,7 +641,9 @@ pub fn lock(dir: &Path) -> Result<DirLock, StoreError> {
         return Err(io_err("locking", &path)(err));
     }
     if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return Err(io_err("locking", &path)(io::Error::other("not a regular file")));
+        return Err(io_err("locking", &path)(io::Error::other(
+            "not a regular file",
+        )));
     }
     Ok(DirLock { _file: file })
 }
@@ -809,6 +811,55 @@ mod tests {
         }
         assert_eq!(mode_of(&layout.path(FileKind::Key)), 0o640);
         assert_eq!(fs::metadata(&gen).expect("gen").mode() & 0o777, 0o755);
+    }
+
+    #[test]
+    fn planted_links_inside_the_output_directory_are_not_followed() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let out = tmp.path().join("out");
+        let target = tmp.path().join("target");
+        fs::create_dir_all(&out).expect("out");
+        fs::create_dir_all(&target).expect("target");
+        symlink(&target, out.join("trust")).expect("plant");
+        let err = write_atomic_in(
+            &out,
+            &out.join("trust/api.pem"),
+            b"roots",
+            FileAttrs::CERT_DEFAULT,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Symlink(p) if p == &out.join("trust")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("refusing to follow it"), "{err}");
+        assert_eq!(entries(&target), Vec::<String>::new());
+        // made fresh when absent, nested too
+        fs::remove_file(out.join("trust")).expect("rm");
+        write_atomic_in(&out, &out.join("a/b/c.pem"), b"x", FileAttrs::CERT_DEFAULT).expect("w");
+        assert_eq!(fs::read(out.join("a/b/c.pem")).expect("read"), b"x");
+        // a link as the file itself is replaced, not written through
+        fs::write(target.join("victim"), b"keep").expect("w");
+        symlink(target.join("victim"), out.join("a/b/d.pem")).expect("ln");
+        assert!(write_if_changed_in(
+            &out,
+            &out.join("a/b/d.pem"),
+            b"new",
+            FileAttrs::CERT_DEFAULT
+        )
+        .expect("w"));
+        assert_eq!(fs::read(target.join("victim")).expect("r"), b"keep");
+        assert!(!fs::symlink_metadata(out.join("a/b/d.pem"))
+            .expect("m")
+            .file_type()
+            .is_symlink());
+        // outside the output directory: the operator's path, used as given
+        let outside = tmp.path().join("elsewhere/x.pem");
+        write_atomic_in(&out, &outside, b"y", FileAttrs::CERT_DEFAULT).expect("outside");
+        // the lock file is not opened through a link
+        symlink(target.join("victim"), out.join(LOCK_FILE)).expect("ln");
+        assert!(lock(&out).is_err());
+        assert_eq!(fs::read(target.join("victim")).expect("r"), b"keep");
     }
 
     #[test]

@@ -236,8 +236,20 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
-fn human(secs: i64) -> String {
-    ca_proto::native::format_duration(Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
+/// `1d6m`, `20s`, `18250d`: a duration for people.
+pub fn human(secs: i64) -> String {
+    if secs <= 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = secs;
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
 }
 
 /// Every `CERTIFICATE` of `pem`, refusing more than `max` of them or more
@@ -598,7 +610,10 @@ pub fn check_issued(
                 })?;
             (
                 i64::try_from(longest.as_secs()).unwrap_or(i64::MAX),
-                format!("the profile's default ttl {}", human(longest.as_secs() as i64)),
+                format!(
+                    "the profile's default ttl {}",
+                    human(longest.as_secs() as i64)
+                ),
             )
         }
     };
@@ -635,11 +650,9 @@ pub fn check_issued(
         });
     }
 
-    build_path(leaf, intermediates, roots, Some(now)).map_err(|reason| {
-        CheckError::Untrusted {
-            class: expected.class.clone(),
-            reason,
-        }
+    build_path(leaf, intermediates, roots, Some(now)).map_err(|reason| CheckError::Untrusted {
+        class: expected.class.clone(),
+        reason,
     })?;
 
     Ok(Checked {
@@ -656,7 +669,10 @@ pub fn check_response_fields(
     facts: &CertFacts,
 ) -> Result<(), CheckError> {
     let serial = response.serial.trim().to_ascii_lowercase();
-    let serial = serial.strip_prefix("00").filter(|s| !s.is_empty()).unwrap_or(&serial);
+    let serial = serial
+        .strip_prefix("00")
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&serial);
     if serial != facts.serial {
         return Err(CheckError::Response {
             field: "serial",
@@ -997,7 +1013,8 @@ mod tests {
         assert_eq!(got.profiles, vec!["server".to_string()]);
 
         let other = LocalKey::generate(KeyAlgorithm::EcP256).expect("key");
-        let cases: Vec<(Box<dyn FnOnce(&mut CertificateParams)>, &str)> = vec![
+        type Shape = Box<dyn FnOnce(&mut CertificateParams)>;
+        let cases: Vec<(Shape, &str)> = vec![
             (
                 Box::new(|p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)),
                 "CA:TRUE",
@@ -1028,13 +1045,15 @@ mod tests {
             ),
             (
                 Box::new(|p| {
-                    p.distinguished_name
-                        .push(DnType::OrganizationName, "Evil");
+                    p.distinguished_name.push(DnType::OrganizationName, "Evil");
                 }),
                 "subject",
             ),
             (
-                Box::new(|p| p.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth)),
+                Box::new(|p| {
+                    p.extended_key_usages
+                        .push(ExtendedKeyUsagePurpose::ClientAuth)
+                }),
                 "extended key usage",
             ),
             (
@@ -1048,8 +1067,7 @@ mod tests {
                     let now = crate::unix_now();
                     p.not_before =
                         time::OffsetDateTime::from_unix_timestamp(now + 3600).expect("t");
-                    p.not_after =
-                        time::OffsetDateTime::from_unix_timestamp(now + 3700).expect("t");
+                    p.not_after = time::OffsetDateTime::from_unix_timestamp(now + 3700).expect("t");
                 }),
                 "appears to be 3900 s ahead",
             ),
@@ -1098,8 +1116,7 @@ mod tests {
                 Box::new(move |p: &mut CertificateParams| {
                     p.not_before =
                         time::OffsetDateTime::from_unix_timestamp(now - 7200).expect("t");
-                    p.not_after =
-                        time::OffsetDateTime::from_unix_timestamp(now - 3600).expect("t");
+                    p.not_after = time::OffsetDateTime::from_unix_timestamp(now - 3600).expect("t");
                 }),
                 "expired at",
             ),
@@ -1126,18 +1143,35 @@ mod tests {
         p.distinguished_name.push(DnType::CommonName, "loop");
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
-        let issuer = Issuer::new(p.clone(), KeyPair::from_pem(&pair.serialize_pem()).expect("k"));
+        let issuer = Issuer::new(
+            p.clone(),
+            KeyPair::from_pem(&pair.serialize_pem()).expect("k"),
+        );
         let loops: Vec<CertificateDer<'static>> = (0..7)
-            .map(|_| p.clone().signed_by(&pair, &issuer).expect("c").der().clone())
+            .map(|_| {
+                p.clone()
+                    .signed_by(&pair, &issuer)
+                    .expect("c")
+                    .der()
+                    .clone()
+            })
             .collect();
         let leaf_pair = KeyPair::from_pem(key.pem()).expect("pair");
         let mut lp = CertificateParams::new(vec!["a.db.internal".to_string()]).expect("p");
         lp.is_ca = IsCa::ExplicitNoCa;
-        let leaf = lp.signed_by(&leaf_pair, &issuer).expect("leaf").der().clone();
+        let leaf = lp
+            .signed_by(&leaf_pair, &issuer)
+            .expect("leaf")
+            .der()
+            .clone();
         let roots: Vec<CertificateDer<'static>> = vec![ca.root_der.clone(); 64];
         let started = std::time::Instant::now();
         let err = build_path(&leaf, &loops, &roots, None).unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(!err.is_empty());
         let many: Vec<CertificateDer<'static>> = vec![loops[0].clone(); 1000];
         let pem = crate::pem::encode_certs(&many);
