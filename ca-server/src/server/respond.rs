@@ -19,7 +19,7 @@ pub struct Body {
     hold: Option<ResponseBytes>,
 }
 
-const FRAME: usize = 8 * 1024;
+const FRAME: usize = 16 * 1024;
 
 impl Body {
     pub fn new(data: impl Into<Bytes>) -> Body {
