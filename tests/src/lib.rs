@@ -267,6 +267,24 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// A rustls client configuration (ring) that trusts exactly the roots in
+/// `root_pem`; callers adjust ALPN or resumption as they need.
+pub fn client_tls_config(root_pem: &Path) -> rustls::ClientConfig {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(root_pem)
+        .unwrap_or_else(|e| panic!("{}: {e}", root_pem.display()))
+        .flatten()
+    {
+        roots.add(cert).unwrap_or_else(|e| panic!("root: {e}"));
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// A minimal blocking HTTPS/1.1 client (one request per connection) that
 /// trusts exactly one root and checks the name `localhost`.
 pub struct HttpsClient {
@@ -291,23 +309,8 @@ impl HttpResponse {
 
 impl HttpsClient {
     pub fn new(root_pem: &Path, addr: &str) -> HttpsClient {
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pki_types::CertificateDer::pem_file_iter(root_pem)
-            .unwrap_or_else(|e| panic!("{}: {e}", root_pem.display()))
-            .flatten()
-        {
-            roots.add(cert).unwrap_or_else(|e| panic!("root: {e}"));
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .with_root_certificates(roots)
-        .with_no_client_auth();
         HttpsClient {
-            config: Arc::new(config),
+            config: Arc::new(client_tls_config(root_pem)),
             addr: addr.to_string(),
         }
     }

@@ -192,21 +192,7 @@ fn trickled_bodies_and_headers_are_cut() {
 // ---- HTTP/2 peers (the h2 crate as a deliberately misbehaving client) ----
 
 fn h2_tls_config(root: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(root)
-        .unwrap()
-        .flatten()
-    {
-        roots.add(cert).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = trellis_e2e::client_tls_config(root);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Arc::new(config)
 }

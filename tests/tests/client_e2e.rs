@@ -452,21 +452,7 @@ fn library_tls_server(out: &Path) -> u16 {
 /// A full handshake (no resumption) trusting the db root; returns the
 /// serial of the presented certificate.
 fn handshake_serial(db_root: &Path, port: u16) -> Result<String, String> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(db_root)
-        .unwrap()
-        .flatten()
-    {
-        roots.add(cert).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = trellis_e2e::client_tls_config(db_root);
     config.resumption = rustls::client::Resumption::disabled();
     let name = rustls_pki_types::ServerName::try_from("a.db.internal").unwrap();
     let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
