@@ -174,22 +174,10 @@ impl App {
             }
         }
         let Some(key) = found else {
-            metrics()
-                .auth_failures
-                .with_label_values(&[ErrorCode::Unauthenticated.as_str()])
-                .inc();
-            if let Some(suppressed) = self.throttle.allow("auth_denied") {
-                tracing::warn!(
-                    event = "auth_denied",
-                    code = "unauthenticated",
-                    path = "/api/v1/cfssl/authsign",
-                    suppressed,
-                    "no CFSSL-enabled key matches the token"
-                );
-            }
-            return Err(ApiError::new(
-                ErrorCode::Unauthenticated,
-                "authentication failed",
+            // The same count, throttled trace and answer as a native failure.
+            return Err(self.auth_failed(
+                &ca_proto::auth::AuthError::BadSignature,
+                "/api/v1/cfssl/authsign",
             ));
         };
         self.admit(key)?;

@@ -362,8 +362,7 @@ async fn handle(
         };
     let response = match result {
         Ok(r) => r,
-        Err(e) if is_cfssl => cfssl::error_response(&e),
-        Err(e) => e.to_native(),
+        Err(e) => error_response(&e, is_cfssl),
     };
     let response = budgeted(shared, guard.conn(), response, is_cfssl);
     metrics()
@@ -371,6 +370,15 @@ async fn handle(
         .with_label_values(&[endpoint, response.status().as_str()])
         .inc();
     response
+}
+
+/// An error in the envelope the endpoint's clients read.
+fn error_response(e: &ApiError, is_cfssl: bool) -> Response<Body> {
+    if is_cfssl {
+        cfssl::error_response(e)
+    } else {
+        e.to_native()
+    }
 }
 
 /// Give the response room in the response budget, or answer `busy`.
@@ -391,11 +399,7 @@ fn budgeted(
                 ErrorCode::Busy,
                 "too many response bytes are waiting for slow readers; retry shortly",
             );
-            let mut busy = if is_cfssl {
-                cfssl::error_response(&e)
-            } else {
-                e.to_native()
-            };
+            let mut busy = error_response(&e, is_cfssl);
             busy.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
             busy
