@@ -29,7 +29,10 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1};
+use ring::signature::{
+    UnparsedPublicKey, VerificationAlgorithm, ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1,
+    RSA_PKCS1_2048_8192_SHA256,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -42,9 +45,10 @@ pub const STH_CONTEXT: &str = "trellis-sth-v1";
 /// The longest log id, in bytes.
 pub const MAX_LOG_ID_LEN: usize = 128;
 
-/// A DER ECDSA P-256 signature is at most 72 bytes; its base64 at most 96
-/// characters. Anything longer is refused before decoding.
-const MAX_SIGNATURE_B64_LEN: usize = 128;
+/// The longest signature of an accepted log key is RSA-8192's 1024 bytes,
+/// 1368 base64 characters (a DER ECDSA P-256 signature is at most 96).
+/// Anything longer is refused before decoding.
+const MAX_SIGNATURE_B64_LEN: usize = 1368;
 
 /// An inclusion proof has at most one hash per tree level.
 const MAX_PROOF_LEN: usize = 64;
@@ -57,8 +61,25 @@ const SPKI_P256_PREFIX: [u8; 26] = [
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
+/// The same for P-384, followed by the 97-byte uncompressed point.
+const SPKI_P384_PREFIX: [u8; 23] = [
+    0x30, 0x76, 0x30, 0x10, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x05, 0x2b,
+    0x81, 0x04, 0x00, 0x22, 0x03, 0x62, 0x00,
+];
+
+/// `AlgorithmIdentifier { rsaEncryption, NULL }`.
+const RSA_ALGORITHM_ID: [u8; 15] = [
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+];
+
 /// Length of an uncompressed P-256 point: `0x04 || x || y`.
 const POINT_LEN: usize = 65;
+
+/// Length of an uncompressed P-384 point.
+const P384_POINT_LEN: usize = 97;
+
+/// An RSA public key of at most 8192 bits fits in this many DER bytes.
+const MAX_RSA_KEY_DER: usize = 1100;
 
 const PEM_BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
 const PEM_END: &str = "-----END PUBLIC KEY-----";
@@ -69,8 +90,8 @@ pub enum EvidenceError {
     /// The tree head's signature does not verify under the log key.
     #[error("tree head signature does not verify under the log key")]
     BadSignature,
-    /// Not an uncompressed P-256 public key in the accepted encoding.
-    #[error("not a P-256 log public key")]
+    /// Not a log public key in an accepted encoding (P-256, P-384 or RSA).
+    #[error("not a P-256, P-384 or RSA log public key")]
     BadKey,
     /// A field is not in its wire form; the text names it.
     #[error("malformed log evidence: {0}")]
@@ -159,43 +180,112 @@ impl SignedTreeHead {
             .decode(&self.signature)
             .map_err(|_| EvidenceError::Malformed("signature"))?;
         let message = Self::signed_bytes(&self.log_id, self.tree_size, &root, self.timestamp_ms);
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &log_public_key.point)
+        UnparsedPublicKey::new(log_public_key.algorithm.ring(), &log_public_key.key)
             .verify(&message, &signature)
             .map_err(|_| EvidenceError::BadSignature)
     }
 }
 
-/// The log's public key: an uncompressed P-256 point (65 bytes, `0x04 || x
-/// || y`).
+/// How a log key signs tree heads: the algorithm follows the key, which
+/// follows what the log's token can do (`[log] key_algorithm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogKeyAlgorithm {
+    /// ECDSA P-256 with SHA-256, DER signature.
+    EcdsaP256Sha256,
+    /// ECDSA P-384 with SHA-384, DER signature.
+    EcdsaP384Sha384,
+    /// RSA PKCS#1 v1.5 with SHA-256, 2048 to 8192 bits.
+    RsaPkcs1Sha256,
+}
+
+impl LogKeyAlgorithm {
+    fn ring(&self) -> &'static dyn VerificationAlgorithm {
+        match self {
+            LogKeyAlgorithm::EcdsaP256Sha256 => &ECDSA_P256_SHA256_ASN1,
+            LogKeyAlgorithm::EcdsaP384Sha384 => &ECDSA_P384_SHA384_ASN1,
+            LogKeyAlgorithm::RsaPkcs1Sha256 => &RSA_PKCS1_2048_8192_SHA256,
+        }
+    }
+}
+
+/// The log's public key: an uncompressed P-256 or P-384 point, or an RSA
+/// public key (PKCS#1 `RSAPublicKey`).
 ///
-/// Parsing checks the encoding only; a point that is not on the curve is
-/// caught when verifying, where every signature then fails with
-/// [`EvidenceError::BadSignature`].
+/// Parsing checks the encoding only; a point that is not on the curve, or
+/// an RSA key ring refuses, is caught when verifying, where every signature
+/// then fails with [`EvidenceError::BadSignature`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogPublicKey {
-    point: Vec<u8>,
+    algorithm: LogKeyAlgorithm,
+    /// The point, or the PKCS#1 DER.
+    key: Vec<u8>,
 }
 
 impl LogPublicKey {
     /// From raw point bytes (as a PKCS#11 token's `CKA_EC_POINT` holds them,
-    /// unwrapped): exactly 65 bytes starting with `0x04`, else
-    /// [`EvidenceError::BadKey`].
+    /// unwrapped): 65 bytes (P-256) or 97 bytes (P-384) starting with
+    /// `0x04`, else [`EvidenceError::BadKey`].
     pub fn from_point(point: Vec<u8>) -> Result<Self, EvidenceError> {
-        if point.len() != POINT_LEN || point[0] != 0x04 {
+        let algorithm = match point.len() {
+            POINT_LEN => LogKeyAlgorithm::EcdsaP256Sha256,
+            P384_POINT_LEN => LogKeyAlgorithm::EcdsaP384Sha384,
+            _ => return Err(EvidenceError::BadKey),
+        };
+        if point[0] != 0x04 {
             return Err(EvidenceError::BadKey);
         }
-        Ok(LogPublicKey { point })
+        Ok(LogPublicKey {
+            algorithm,
+            key: point,
+        })
     }
 
-    /// From a DER SubjectPublicKeyInfo. Only the one P-256 encoding is
-    /// accepted: the fixed 26-byte prefix (`id-ecPublicKey`, `prime256v1`,
-    /// a 66-byte BIT STRING) then the uncompressed point; anything else is
-    /// [`EvidenceError::BadKey`].
-    pub fn from_spki_der(der: &[u8]) -> Result<Self, EvidenceError> {
-        match der.strip_prefix(&SPKI_P256_PREFIX[..]) {
-            Some(point) => Self::from_point(point.to_vec()),
-            None => Err(EvidenceError::BadKey),
+    /// From a DER PKCS#1 `RSAPublicKey` (a SEQUENCE of two INTEGERs).
+    pub fn from_rsa_public_key(der: Vec<u8>) -> Result<Self, EvidenceError> {
+        let (body, rest) = der_element(&der, 0x30).ok_or(EvidenceError::BadKey)?;
+        let (_modulus, after) = der_element(body, 0x02).ok_or(EvidenceError::BadKey)?;
+        let (_exponent, after) = der_element(after, 0x02).ok_or(EvidenceError::BadKey)?;
+        if !rest.is_empty() || !after.is_empty() || der.len() > MAX_RSA_KEY_DER {
+            return Err(EvidenceError::BadKey);
         }
+        Ok(LogPublicKey {
+            algorithm: LogKeyAlgorithm::RsaPkcs1Sha256,
+            key: der,
+        })
+    }
+
+    /// From a DER SubjectPublicKeyInfo. Accepted: the fixed P-256 and P-384
+    /// encodings (`id-ecPublicKey` with the named curve, then the
+    /// uncompressed point) and `rsaEncryption` with a NULL parameter;
+    /// anything else is [`EvidenceError::BadKey`].
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, EvidenceError> {
+        if let Some(point) = der.strip_prefix(&SPKI_P256_PREFIX[..]) {
+            return match point.len() {
+                POINT_LEN => Self::from_point(point.to_vec()),
+                _ => Err(EvidenceError::BadKey),
+            };
+        }
+        if let Some(point) = der.strip_prefix(&SPKI_P384_PREFIX[..]) {
+            return match point.len() {
+                P384_POINT_LEN => Self::from_point(point.to_vec()),
+                _ => Err(EvidenceError::BadKey),
+            };
+        }
+        let (body, rest) = der_element(der, 0x30).ok_or(EvidenceError::BadKey)?;
+        let bits = body
+            .strip_prefix(&RSA_ALGORITHM_ID[..])
+            .ok_or(EvidenceError::BadKey)?;
+        let (bits, after) = der_element(bits, 0x03).ok_or(EvidenceError::BadKey)?;
+        let key = bits.strip_prefix(&[0x00]).ok_or(EvidenceError::BadKey)?;
+        if !rest.is_empty() || !after.is_empty() {
+            return Err(EvidenceError::BadKey);
+        }
+        Self::from_rsa_public_key(key.to_vec())
+    }
+
+    /// How this key signs tree heads.
+    pub fn algorithm(&self) -> LogKeyAlgorithm {
+        self.algorithm
     }
 
     /// From text holding exactly one PEM `PUBLIC KEY` block (text around it,
@@ -230,16 +320,26 @@ impl LogPublicKey {
         Self::from_spki_der(&der)
     }
 
-    /// The raw uncompressed point (65 bytes).
-    pub fn point(&self) -> &[u8] {
-        &self.point
+    /// The raw key: the uncompressed point, or the PKCS#1 DER.
+    pub fn key_bytes(&self) -> &[u8] {
+        &self.key
     }
 
-    /// The DER SubjectPublicKeyInfo (91 bytes).
+    /// The DER SubjectPublicKeyInfo (91 bytes for P-256).
     pub fn to_spki_der(&self) -> Vec<u8> {
-        let mut der = SPKI_P256_PREFIX.to_vec();
-        der.extend_from_slice(&self.point);
-        der
+        match self.algorithm {
+            LogKeyAlgorithm::EcdsaP256Sha256 => [&SPKI_P256_PREFIX[..], &self.key].concat(),
+            LogKeyAlgorithm::EcdsaP384Sha384 => [&SPKI_P384_PREFIX[..], &self.key].concat(),
+            LogKeyAlgorithm::RsaPkcs1Sha256 => {
+                let mut bits = vec![0x00];
+                bits.extend_from_slice(&self.key);
+                let mut body = RSA_ALGORITHM_ID.to_vec();
+                der_write(&mut body, 0x03, &bits);
+                let mut out = Vec::with_capacity(body.len() + 4);
+                der_write(&mut out, 0x30, &body);
+                out
+            }
+        }
     }
 
     /// The PEM `PUBLIC KEY` block, 64 base64 characters a line, ending in a
@@ -263,6 +363,40 @@ impl LogPublicKey {
     pub fn key_id(&self) -> String {
         hex::encode(Sha256::digest(self.to_spki_der()))
     }
+}
+
+/// One DER element with `tag` at the start of `input` (definite length, at
+/// most two length bytes): its contents and what follows it.
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = input.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = match first {
+        n if n < 0x80 => (n as usize, rest),
+        0x81 => {
+            let (&n, rest) = rest.split_first()?;
+            (n as usize, rest)
+        }
+        0x82 => {
+            let bytes = rest.get(..2)?;
+            (((bytes[0] as usize) << 8) | bytes[1] as usize, &rest[2..])
+        }
+        _ => return None,
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// Append a DER element with `tag` and `contents` (up to 64 KiB).
+fn der_write(out: &mut Vec<u8>, tag: u8, contents: &[u8]) {
+    out.push(tag);
+    match contents.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n <= 0xff => out.extend_from_slice(&[0x81, n as u8]),
+        n => out.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(contents);
 }
 
 /// What a sign response carries in its `log` field: proof that the entry
@@ -467,7 +601,7 @@ zIBVXJ0OmrRROCxH2QNOo6/DlLLqLNWBdvUTmP2Mst9AoczkUDsC3U0lmA==
             }
         });
         assert_eq!(
-            bad(&|s| s.signature = "A".repeat(200)),
+            bad(&|s| s.signature = "A".repeat(MAX_SIGNATURE_B64_LEN + 4)),
             malformed("signature")
         );
         for id in ["", "a b", "a\nb", "é", "x".repeat(129).as_str()] {
@@ -521,7 +655,7 @@ zIBVXJ0OmrRROCxH2QNOo6/DlLLqLNWBdvUTmP2Mst9AoczkUDsC3U0lmA==
         want.extend([0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]); // id-ecPublicKey
         want.extend([0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07]); // prime256v1
         want.extend([0x03, 0x42, 0x00]);
-        want.extend_from_slice(key.point());
+        want.extend_from_slice(key.key_bytes());
         assert_eq!(der, want);
         assert_eq!(LogPublicKey::from_spki_der(&der).unwrap(), key);
 
@@ -546,10 +680,94 @@ zIBVXJ0OmrRROCxH2QNOo6/DlLLqLNWBdvUTmP2Mst9AoczkUDsC3U0lmA==
     }
 
     #[test]
+    fn p384_and_rsa_log_keys_sign_tree_heads() {
+        use ring::signature::ECDSA_P384_SHA384_ASN1_SIGNING;
+        let rng = SystemRandom::new();
+        let root = [7u8; 32];
+        let msg = SignedTreeHead::signed_bytes("log-1", 3, &root, 1_700_000_000_000);
+
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let key = LogPublicKey::from_point(pair.public_key().as_ref().to_vec()).unwrap();
+        assert_eq!(key.algorithm(), LogKeyAlgorithm::EcdsaP384Sha384);
+        assert_eq!(LogPublicKey::from_pem(&key.to_pem()).unwrap(), key);
+        let sig = pair.sign(&rng, &msg).unwrap();
+        let sth = SignedTreeHead::new("log-1", 3, &root, 1_700_000_000_000, sig.as_ref());
+        assert_eq!(sth.verify(&key), Ok(()));
+
+        // An RSA key made by OpenSSL: its SPKI must round-trip byte for byte.
+        let dir = tempfile::tempdir().unwrap();
+        let private = dir.path().join("rsa.der");
+        let public = dir.path().join("rsa.pub.der");
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .args(["-outform", "DER", "-out"])
+            .arg(&private)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl genpkey");
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "pkey", "-inform", "DER", "-pubout", "-outform", "DER", "-in",
+            ])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl pkey -pubout");
+        let spki = std::fs::read(&public).unwrap();
+        let key = LogPublicKey::from_spki_der(&spki).unwrap();
+        assert_eq!(key.algorithm(), LogKeyAlgorithm::RsaPkcs1Sha256);
+        assert_eq!(key.to_spki_der(), spki);
+        let message = dir.path().join("sth.bin");
+        let signature = dir.path().join("sth.sig");
+        std::fs::write(&message, &msg).unwrap();
+        let ok = std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-keyform", "DER", "-sign"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&signature)
+            .arg(&message)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "openssl dgst -sign");
+        let sig = std::fs::read(&signature).unwrap();
+        let sth = SignedTreeHead::new("log-1", 3, &root, 1_700_000_000_000, &sig);
+        assert_eq!(sth.verify(&key), Ok(()));
+        // A P-256 key does not verify an RSA signature, and the reverse.
+        assert_eq!(
+            sth.verify(&Signer::generate().public()),
+            Err(EvidenceError::BadSignature)
+        );
+        // Truncated or padded RSA SPKIs are refused.
+        assert_eq!(
+            LogPublicKey::from_spki_der(&spki[..spki.len() - 1]),
+            Err(EvidenceError::BadKey)
+        );
+        let mut longer = spki.clone();
+        longer.push(0);
+        assert_eq!(
+            LogPublicKey::from_spki_der(&longer),
+            Err(EvidenceError::BadKey)
+        );
+    }
+
+    #[test]
     fn public_key_parsing_refuses_other_encodings() {
         let key = Signer::generate().public();
         let der = key.to_spki_der();
-        let point = key.point().to_vec();
+        let point = key.key_bytes().to_vec();
         // Raw points: wrong length or not uncompressed.
         assert_eq!(LogPublicKey::from_point(vec![]), Err(EvidenceError::BadKey));
         assert_eq!(

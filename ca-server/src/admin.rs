@@ -18,18 +18,19 @@ pub fn open_module(config: &Config) -> Result<Module> {
     if let Some(conf) = &config.hsm.softhsm2_conf {
         softhsm::use_config(conf);
     }
-    Module::load(&config.hsm.module).with_context(|| "opening the HSM")
+    Module::load_with(&config.hsm.module, &config.hsm.module_options())
+        .with_context(|| "opening the HSM")
 }
 
 pub fn online_token(config: &Config, module: &Module) -> Result<Token> {
     let pin = config.read_online_pin().context("online token PIN")?;
-    Ok(module.token(&config.hsm.online_token, pin)?)
+    Ok(module.token(config.hsm.online_selector(), pin)?)
 }
 
 pub fn admin_tokens(config: &Config, module: &Module) -> Result<AdminTokens> {
     let pin = config.read_root_pin().context("root token PIN")?;
     Ok(AdminTokens {
-        root: module.token(&config.hsm.root_token, pin)?,
+        root: module.token(config.hsm.root_selector(), pin)?,
         online: online_token(config, module)?,
     })
 }
@@ -85,13 +86,12 @@ pub fn ensure_log_key(config: &Config, module: &Module) -> Result<bool> {
     let (key, created) = match token.public_key(&label) {
         Ok(key) => (key, false),
         Err(hsm::HsmError::KeyNotFound { .. }) => {
-            (token.generate_key(&label, hsm::KeyAlgorithm::EcP256)?, true)
+            let algorithm = config.log_key_algorithm().map_err(anyhow::Error::msg)?;
+            (token.generate_key(&label, algorithm)?, true)
         }
         Err(e) => return Err(e.into()),
     };
-    let pem = ca_proto::sth::LogPublicKey::from_point(key.public_key)
-        .map_err(|e| anyhow::anyhow!("log key '{label}': {e:?}"))?
-        .to_pem();
+    let pem = crate::log::public_key_of(&key)?.to_pem();
     let paths = crate::log::LogPaths::new(&config.state_dir, &config.log.log_id);
     let path = paths.public_key();
     if std::fs::read_to_string(&path).ok().as_deref() != Some(pem.as_str()) {

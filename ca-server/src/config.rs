@@ -70,6 +70,40 @@ pub struct HsmConfig {
     /// Signing sessions (= threads) in the pool. 0 = one per CPU.
     #[serde(default)]
     pub signing_sessions: usize,
+    /// Library parameters passed to `C_Initialize` (NSS softoken needs them).
+    #[serde(default)]
+    pub init_params: Option<String>,
+    /// Match the online token's serial number as well as its label.
+    #[serde(default)]
+    pub online_token_serial: Option<String>,
+    /// Match the root token's serial number as well as its label.
+    #[serde(default)]
+    pub root_token_serial: Option<String>,
+}
+
+impl HsmConfig {
+    /// How the module is started.
+    pub fn module_options(&self) -> hsm::ModuleOptions {
+        hsm::ModuleOptions {
+            init_params: self.init_params.clone(),
+        }
+    }
+
+    pub fn online_selector(&self) -> hsm::TokenSelector {
+        hsm::TokenSelector {
+            label: self.online_token.clone(),
+            serial: self.online_token_serial.clone(),
+            slot: None,
+        }
+    }
+
+    pub fn root_selector(&self) -> hsm::TokenSelector {
+        hsm::TokenSelector {
+            label: self.root_token.clone(),
+            serial: self.root_token_serial.clone(),
+            slot: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,6 +361,10 @@ pub struct LogConfig {
     /// (1 ..= 6400), on top of running at the lowest priority.
     #[serde(default = "default_read_cpu_percent")]
     pub read_cpu_percent: u32,
+    /// Algorithm of the log signing key when it is created (as
+    /// `[ca] key_algorithm`, which is the default).
+    #[serde(default)]
+    pub key_algorithm: Option<String>,
 }
 
 impl Default for LogConfig {
@@ -338,6 +376,7 @@ impl Default for LogConfig {
             read_queue: default_read_queue(),
             page_bytes: default_page_bytes(),
             read_cpu_percent: default_read_cpu_percent(),
+            key_algorithm: None,
         }
     }
 }
@@ -448,6 +487,7 @@ impl Config {
             message,
         };
         self.ca_key_algorithm().map_err(invalid)?;
+        self.log_key_algorithm().map_err(invalid)?;
         if !ca_proto::auth::valid_key_id(&self.log.log_id) {
             return Err(invalid(
                 "log.log_id must be 1-64 characters of [A-Za-z0-9._-]".into(),
@@ -477,6 +517,14 @@ impl Config {
 
     pub fn ca_key_algorithm(&self) -> Result<hsm::KeyAlgorithm, String> {
         self.ca.key_algorithm.parse()
+    }
+
+    /// The log key's algorithm: `[log] key_algorithm`, else the CA keys'.
+    pub fn log_key_algorithm(&self) -> Result<hsm::KeyAlgorithm, String> {
+        match &self.log.key_algorithm {
+            Some(a) => a.parse().map_err(|e| format!("log.key_algorithm: {e}")),
+            None => self.ca_key_algorithm(),
+        }
     }
 
     pub fn signing_sessions(&self) -> usize {

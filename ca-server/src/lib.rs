@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod dev;
 pub mod hierarchy;
+pub mod hsm_check;
 pub mod issue;
 pub mod log;
 pub mod metrics;

@@ -88,6 +88,24 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// HSM tools.
+    Hsm {
+        #[command(subcommand)]
+        command: HsmCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HsmCommand {
+    /// What the configured tokens offer, the mechanism chosen per key, and
+    /// each key's security attributes. Exit 1 when anything is unfit.
+    Check {
+        #[command(flatten)]
+        target: Target,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -271,6 +289,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Log { command } => log_command(command),
         Command::Rotate { command } => rotate_command(command),
         Command::Status { target } => ca_server::status::print(&target.config()?),
+        Command::Hsm {
+            command: HsmCommand::Check { target, json },
+        } => {
+            if !ca_server::hsm_check::run(&target.config()?, json)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Policy {
             command:
                 PolicyCommand::Check {
@@ -610,6 +636,7 @@ fn serve(config: &Config, listen: &Listen) -> Result<()> {
         config: config.clone(),
         online: admin::online_token(config, &module)?,
         tls: cert,
+        failed: Default::default(),
     };
     let pidfile = state.root().join("ca-server.pid");
     ca_server::state::write_atomic(

@@ -21,8 +21,29 @@ pub enum HsmError {
         #[source]
         source: CkError,
     },
-    #[error("no token labelled '{0}' (is the module right and the token initialised?)")]
-    TokenNotFound(String),
+    #[error(
+        "no initialised token {token} (is the module right and the token initialised? {seen})"
+    )]
+    TokenNotFound { token: String, seen: String },
+    #[error("more than one token matches {token} (slots {slots}): set the token's serial in the configuration")]
+    AmbiguousToken { token: String, slots: String },
+    /// The token cannot generate or sign with the key as configured.
+    #[error("{0}")]
+    Unsupported(crate::mechanisms::Missing),
+    /// The token made a key weaker than asked (and it was destroyed).
+    #[error("token '{token}' made key '{label}' weaker than asked: {weakness}; the key was destroyed and this token cannot hold CA keys")]
+    WeakKey {
+        label: String,
+        token: String,
+        weakness: String,
+    },
+    /// The module was re-initialised since this session was opened.
+    #[error("the PKCS#11 module was re-initialised; the session on token '{token}' is void")]
+    Reinitialized { token: String },
+    #[error("PKCS#11 module '{0}' is already loaded with other options in this process")]
+    ModuleOptions(String),
+    #[error("{0}")]
+    ModuleParams(String),
     #[error("no key labelled '{label}' on token '{token}'")]
     KeyNotFound { label: String, token: String },
     #[error("a key labelled '{label}' already exists on token '{token}'")]
@@ -66,13 +87,23 @@ impl HsmError {
         self.rv().map_or_else(|| "other".to_string(), ckr_name)
     }
 
+    /// True when the session this error came from must be thrown away and
+    /// a new one opened (the token went away, or the module was
+    /// re-initialised).
+    pub fn is_session_lost(&self) -> bool {
+        matches!(self, HsmError::Reinitialized { .. }) || self.rv().is_some_and(is_session_lost)
+    }
+
     /// True when the token or session went away (device removed, session
     /// invalid, logged out): the caller should treat the HSM as unavailable,
     /// not the request as bad.
     pub fn is_unavailable(&self) -> bool {
         match self {
             HsmError::Pkcs11 { .. } => self.rv().is_none_or(is_session_lost),
-            HsmError::TokenNotFound(_) | HsmError::PoolClosed | HsmError::ModuleLoad { .. } => true,
+            HsmError::TokenNotFound { .. }
+            | HsmError::PoolClosed
+            | HsmError::ModuleLoad { .. }
+            | HsmError::Reinitialized { .. } => true,
             _ => false,
         }
     }

@@ -1,11 +1,13 @@
-//! Key pairs inside the token: generation with the narrowest attributes,
-//! lookup by label, and reading back the public half.
+//! Key pairs inside the token: generation with minimal, portable templates
+//! and a read-back of what the token made, lookup by label, and reading
+//! back the public half with the mechanism chosen for it.
 
 use crate::der::{rsa_public_key_der, unwrap_ec_point};
 use crate::error::{HsmError, HsmResult};
+use crate::mechanisms::SignMechanism;
+use crate::module::{HsmSession, Token};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::Session;
 use std::fmt;
 use std::str::FromStr;
 
@@ -42,7 +44,7 @@ impl KeyAlgorithm {
         }
     }
 
-    fn rsa_bits(&self) -> Option<u64> {
+    pub(crate) fn rsa_bits(&self) -> Option<u64> {
         match self {
             KeyAlgorithm::Rsa2048 => Some(2048),
             KeyAlgorithm::Rsa3072 => Some(3072),
@@ -76,13 +78,15 @@ impl FromStr for KeyAlgorithm {
     }
 }
 
-/// A key pair in the token: its label, algorithm and public key as rcgen
-/// wants it (uncompressed EC point, or PKCS#1 RSAPublicKey).
+/// A key pair in the token: its label, algorithm, public key as rcgen
+/// wants it (uncompressed EC point, or PKCS#1 RSAPublicKey), and the
+/// mechanism chosen for it on its token.
 #[derive(Clone, Debug)]
 pub struct KeyInfo {
     pub label: String,
     pub algorithm: KeyAlgorithm,
     pub public_key: Vec<u8>,
+    pub mechanism: SignMechanism,
 }
 
 /// The security attributes of a private key, read back from the token.
@@ -95,24 +99,57 @@ pub struct PrivateKeyAttributes {
     pub always_sensitive: bool,
     pub never_extractable: bool,
     pub sign: bool,
+    /// Informational: a CA key is never asked to decrypt, unwrap or derive,
+    /// and some tokens refuse templates that say so.
+    pub decrypt: bool,
+    pub unwrap: bool,
+    pub derive: bool,
 }
 
-/// Generate a key pair inside the token. The private key is a token object,
-/// private, sensitive, not extractable, and may only sign.
+impl PrivateKeyAttributes {
+    /// What makes this key unfit to be a CA key, if anything: it must be a
+    /// private token object, sensitive, never extractable, and able to sign.
+    pub fn weakness(&self) -> Option<&'static str> {
+        if !self.token {
+            Some("it is not a token object (CKA_TOKEN=false)")
+        } else if !self.private {
+            Some("it is readable without login (CKA_PRIVATE=false)")
+        } else if !self.sensitive {
+            Some("it is not sensitive (CKA_SENSITIVE=false)")
+        } else if self.extractable {
+            Some("it is extractable (CKA_EXTRACTABLE=true)")
+        } else if !self.sign {
+            Some("it cannot sign (CKA_SIGN=false)")
+        } else {
+            None
+        }
+    }
+}
+
 /// Key generation and destruction are rare admin steps; SoftHSM2's file
 /// object store answers CKR_GENERAL_ERROR now and then when a process
 /// creates token objects from several threads at once, so a process does
 /// them one at a time.
 static OBJECT_CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-pub fn generate(
-    session: &Session,
-    token_label: &str,
-    label: &str,
-    algorithm: KeyAlgorithm,
-) -> HsmResult<KeyInfo> {
+/// Generate a key pair inside the token, after checking that the token can
+/// generate and sign with it. The templates carry only what matters and
+/// nothing that contradicts across the pair (tpm2-pkcs11 maps the usage
+/// attributes of both halves onto one TPM object and refuses a
+/// contradiction, e.g. `CKA_VERIFY`/`CKA_ENCRYPT` on the public half): the
+/// private key is a private token object, sensitive, not extractable, and
+/// may sign but not decrypt, unwrap or derive; the public key is a token
+/// object with no usage attributes at all. The
+/// private key's attributes are read back: a token that silently made a
+/// weaker key gets it destroyed and the generation refused.
+pub fn generate(token: &Token, label: &str, algorithm: KeyAlgorithm) -> HsmResult<KeyInfo> {
+    let caps = token.capabilities()?;
+    caps.check_generate(label, algorithm)
+        .map_err(HsmError::Unsupported)?;
+    let session = token.open_session()?;
+    let token_label = token.label();
     let _one_at_a_time = OBJECT_CHANGES.lock().unwrap_or_else(|p| p.into_inner());
-    if find_private(session, label)?.is_some() {
+    if find_private(&session, label)?.is_some() {
         return Err(HsmError::KeyExists {
             label: label.into(),
             token: token_label.into(),
@@ -121,10 +158,6 @@ pub fn generate(
     let id = label.as_bytes().to_vec();
     let mut public = vec![
         Attribute::Token(true),
-        Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::Encrypt(false),
-        Attribute::Wrap(false),
         Attribute::Label(label.as_bytes().to_vec()),
         Attribute::Id(id.clone()),
     ];
@@ -134,6 +167,9 @@ pub fn generate(
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
         Attribute::Sign(true),
+        // Not a decryption or unwrapping oracle, and no key agreement: every
+        // module tested takes these on the private half alone (tpm2-pkcs11
+        // refuses them only when the public half says otherwise).
         Attribute::Decrypt(false),
         Attribute::Unwrap(false),
         Attribute::Derive(false),
@@ -157,48 +193,51 @@ pub fn generate(
             Mechanism::RsaPkcsKeyPairGen
         }
     };
-    session
-        .generate_key_pair(&mechanism, &public, &private)
-        .map_err(|e| {
-            HsmError::pkcs11(
-                format!("generating {algorithm} key '{label}' on token '{token_label}'"),
-                e,
-            )
-        })?;
-    public_key(session, token_label, label)
+    session.call(
+        || format!("generating {algorithm} key '{label}' on token '{token_label}'"),
+        |s| s.generate_key_pair(&mechanism, &public, &private),
+    )?;
+    let attributes = private_key_attributes(&session, token_label, label)?;
+    if let Some(weakness) = attributes.weakness() {
+        let _ = destroy(&session, token_label, label);
+        return Err(HsmError::WeakKey {
+            label: label.into(),
+            token: token_label.into(),
+            weakness: weakness.into(),
+        });
+    }
+    public_key(&session, token, label)
 }
 
-pub(crate) fn find_private(session: &Session, label: &str) -> HsmResult<Option<ObjectHandle>> {
+pub(crate) fn find_private(session: &HsmSession, label: &str) -> HsmResult<Option<ObjectHandle>> {
     find(session, ObjectClass::PRIVATE_KEY, label)
 }
 
-fn find(session: &Session, class: ObjectClass, label: &str) -> HsmResult<Option<ObjectHandle>> {
+fn find(session: &HsmSession, class: ObjectClass, label: &str) -> HsmResult<Option<ObjectHandle>> {
     let template = [
         Attribute::Class(class),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
-    let found = session
-        .find_objects(&template)
-        .map_err(|e| HsmError::pkcs11(format!("looking up key '{label}'"), e))?;
+    let found = session.call(
+        || format!("looking up key '{label}'"),
+        |s| s.find_objects(&template),
+    )?;
     Ok(found.into_iter().next())
 }
 
-/// Read the public key of the pair labelled `label`.
-pub fn public_key(session: &Session, token_label: &str, label: &str) -> HsmResult<KeyInfo> {
+/// Read the public key of the pair labelled `label`, and choose how it
+/// signs on this token.
+pub fn public_key(session: &HsmSession, token: &Token, label: &str) -> HsmResult<KeyInfo> {
+    let token_label = token.label();
     let not_found = || HsmError::KeyNotFound {
         label: label.into(),
         token: token_label.into(),
     };
     let handle = find(session, ObjectClass::PUBLIC_KEY, label)?.ok_or_else(not_found)?;
-    let ctx = |e| {
-        HsmError::pkcs11(
-            format!("reading public key '{label}' on token '{token_label}'"),
-            e,
-        )
-    };
-    let attrs = session
-        .get_attributes(handle, &[AttributeType::KeyType])
-        .map_err(ctx)?;
+    let context = || format!("reading public key '{label}' on token '{token_label}'");
+    let attrs = session.call(context, |s| {
+        s.get_attributes(handle, &[AttributeType::KeyType])
+    })?;
     let key_type = attrs.iter().find_map(|a| match a {
         Attribute::KeyType(k) => Some(*k),
         _ => None,
@@ -207,11 +246,11 @@ pub fn public_key(session: &Session, token_label: &str, label: &str) -> HsmResul
         label: label.into(),
         message: message.into(),
     };
-    match key_type {
+    let (algorithm, public_key) = match key_type {
         Some(KeyType::EC) => {
-            let attrs = session
-                .get_attributes(handle, &[AttributeType::EcParams, AttributeType::EcPoint])
-                .map_err(ctx)?;
+            let attrs = session.call(context, |s| {
+                s.get_attributes(handle, &[AttributeType::EcParams, AttributeType::EcPoint])
+            })?;
             let (mut params, mut point) = (None, None);
             for a in attrs {
                 match a {
@@ -229,19 +268,15 @@ pub fn public_key(session: &Session, token_label: &str, label: &str) -> HsmResul
                 .as_deref()
                 .and_then(unwrap_ec_point)
                 .ok_or_else(|| bad("unreadable CKA_EC_POINT"))?;
-            Ok(KeyInfo {
-                label: label.into(),
-                algorithm,
-                public_key: point,
-            })
+            (algorithm, point)
         }
         Some(KeyType::RSA) => {
-            let attrs = session
-                .get_attributes(
+            let attrs = session.call(context, |s| {
+                s.get_attributes(
                     handle,
                     &[AttributeType::Modulus, AttributeType::PublicExponent],
                 )
-                .map_err(ctx)?;
+            })?;
             let (mut modulus, mut exponent) = (None, None);
             for a in attrs {
                 match a {
@@ -260,19 +295,25 @@ pub fn public_key(session: &Session, token_label: &str, label: &str) -> HsmResul
                 4096 => KeyAlgorithm::Rsa4096,
                 _ => return Err(bad("unsupported RSA modulus size")),
             };
-            Ok(KeyInfo {
-                label: label.into(),
-                algorithm,
-                public_key: rsa_public_key_der(&modulus, &exponent),
-            })
+            (algorithm, rsa_public_key_der(&modulus, &exponent))
         }
-        _ => Err(bad("unsupported key type")),
-    }
+        _ => return Err(bad("unsupported key type")),
+    };
+    let mechanism = token
+        .capabilities()?
+        .sign_mechanism(label, algorithm)
+        .map_err(HsmError::Unsupported)?;
+    Ok(KeyInfo {
+        label: label.into(),
+        algorithm,
+        public_key,
+        mechanism,
+    })
 }
 
 /// Read back the security attributes of the private key labelled `label`.
 pub fn private_key_attributes(
-    session: &Session,
+    session: &HsmSession,
     token_label: &str,
     label: &str,
 ) -> HsmResult<PrivateKeyAttributes> {
@@ -280,20 +321,18 @@ pub fn private_key_attributes(
         label: label.into(),
         token: token_label.into(),
     })?;
-    let attrs = session
-        .get_attributes(
-            handle,
-            &[
-                AttributeType::Token,
-                AttributeType::Private,
-                AttributeType::Sensitive,
-                AttributeType::Extractable,
-                AttributeType::AlwaysSensitive,
-                AttributeType::NeverExtractable,
-                AttributeType::Sign,
-            ],
-        )
-        .map_err(|e| HsmError::pkcs11(format!("reading attributes of key '{label}'"), e))?;
+    let wanted = [
+        AttributeType::Token,
+        AttributeType::Private,
+        AttributeType::Sensitive,
+        AttributeType::Extractable,
+        AttributeType::AlwaysSensitive,
+        AttributeType::NeverExtractable,
+        AttributeType::Sign,
+        AttributeType::Decrypt,
+        AttributeType::Unwrap,
+        AttributeType::Derive,
+    ];
     let mut out = PrivateKeyAttributes {
         token: false,
         private: false,
@@ -302,47 +341,85 @@ pub fn private_key_attributes(
         always_sensitive: false,
         never_extractable: false,
         sign: false,
+        decrypt: false,
+        unwrap: false,
+        derive: false,
     };
-    for a in attrs {
-        match a {
-            Attribute::Token(v) => out.token = v,
-            Attribute::Private(v) => out.private = v,
-            Attribute::Sensitive(v) => out.sensitive = v,
-            Attribute::Extractable(v) => out.extractable = v,
-            Attribute::AlwaysSensitive(v) => out.always_sensitive = v,
-            Attribute::NeverExtractable(v) => out.never_extractable = v,
-            Attribute::Sign(v) => out.sign = v,
-            _ => {}
+    // One attribute at a time: a module that does not know one of them
+    // (CKR_ATTRIBUTE_TYPE_INVALID) must not hide the others. An attribute
+    // that cannot be read keeps the pessimistic default above.
+    for attribute in wanted {
+        let Ok(attrs) = session.call(
+            || format!("reading attributes of key '{label}'"),
+            |s| s.get_attributes(handle, &[attribute]),
+        ) else {
+            continue;
+        };
+        for a in attrs {
+            match a {
+                Attribute::Token(v) => out.token = v,
+                Attribute::Private(v) => out.private = v,
+                Attribute::Sensitive(v) => out.sensitive = v,
+                Attribute::Extractable(v) => out.extractable = v,
+                Attribute::AlwaysSensitive(v) => out.always_sensitive = v,
+                Attribute::NeverExtractable(v) => out.never_extractable = v,
+                Attribute::Sign(v) => out.sign = v,
+                Attribute::Decrypt(v) => out.decrypt = v,
+                Attribute::Unwrap(v) => out.unwrap = v,
+                Attribute::Derive(v) => out.derive = v,
+                _ => {}
+            }
         }
     }
     Ok(out)
 }
 
 /// Destroy both halves of the pair labelled `label`.
-pub fn destroy(session: &Session, token_label: &str, label: &str) -> HsmResult<()> {
-    let _one_at_a_time = OBJECT_CHANGES.lock().unwrap_or_else(|p| p.into_inner());
+pub fn destroy(session: &HsmSession, token_label: &str, label: &str) -> HsmResult<()> {
     for class in [ObjectClass::PRIVATE_KEY, ObjectClass::PUBLIC_KEY] {
         if let Some(handle) = find(session, class, label)? {
-            session.destroy_object(handle).map_err(|e| {
-                HsmError::pkcs11(
-                    format!("destroying key '{label}' on token '{token_label}'"),
-                    e,
-                )
-            })?;
+            session.call(
+                || format!("destroying key '{label}' on token '{token_label}'"),
+                |s| s.destroy_object(handle),
+            )?;
         }
     }
     Ok(())
 }
 
-impl crate::module::Token {
+impl Token {
     /// Generate a key pair in this token (admin path: opens its own session).
     pub fn generate_key(&self, label: &str, algorithm: KeyAlgorithm) -> HsmResult<KeyInfo> {
-        generate(&self.open_session()?, self.label(), label, algorithm)
+        generate(self, label, algorithm)
     }
 
     /// The public half of the pair labelled `label`.
     pub fn public_key(&self, label: &str) -> HsmResult<KeyInfo> {
-        public_key(&self.open_session()?, self.label(), label)
+        public_key(&self.open_session()?, self, label)
+    }
+
+    /// The public half of the pair labelled `label`, looking harder when it
+    /// is not visible: a new session first, then (at most every
+    /// `reinit_interval`) a re-initialisation of the module, for modules
+    /// that show only the objects that existed when they were initialised.
+    pub fn public_key_rediscovering(
+        &self,
+        label: &str,
+        reinit_interval: std::time::Duration,
+    ) -> HsmResult<KeyInfo> {
+        match self.public_key(label) {
+            Err(HsmError::KeyNotFound { .. }) => {
+                if self.module().reinitialize_at_most_every(reinit_interval)? {
+                    self.public_key(label)
+                } else {
+                    Err(HsmError::KeyNotFound {
+                        label: label.into(),
+                        token: self.label().into(),
+                    })
+                }
+            }
+            other => other,
+        }
     }
 
     pub fn private_key_attributes(&self, label: &str) -> HsmResult<PrivateKeyAttributes> {
@@ -350,6 +427,7 @@ impl crate::module::Token {
     }
 
     pub fn destroy_key(&self, label: &str) -> HsmResult<()> {
+        let _one_at_a_time = OBJECT_CHANGES.lock().unwrap_or_else(|p| p.into_inner());
         destroy(&self.open_session()?, self.label(), label)
     }
 }

@@ -7,12 +7,12 @@
 //! so service resumes by itself when the token is back.
 
 use crate::der::ecdsa_raw_to_der;
-use crate::error::{is_session_lost, HsmError, HsmResult};
+use crate::error::{HsmError, HsmResult};
 use crate::keys::{find_private, KeyAlgorithm, KeyInfo};
-use crate::module::Token;
+use crate::mechanisms::{SignMechanism, SHA256_DIGEST_INFO_PREFIX};
+use crate::module::{HsmSession, Token};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectHandle;
-use cryptoki::session::Session;
 use sha2::{Digest, Sha256, Sha384};
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 /// One session on one token, with the key handles found through it.
 pub struct PoolSession {
     token: Token,
-    session: Option<Session>,
+    session: Option<HsmSession>,
     handles: HashMap<String, ObjectHandle>,
 }
 
@@ -44,7 +44,7 @@ impl PoolSession {
     /// session when the old one was lost.
     pub fn sign(&mut self, key: &KeyInfo, message: &[u8]) -> HsmResult<Vec<u8>> {
         match self.try_sign(key, message) {
-            Err(e) if e.rv().is_some_and(is_session_lost) => {
+            Err(e) if e.is_session_lost() => {
                 self.reset();
                 let retried = self.try_sign(key, message);
                 if retried.as_ref().is_err_and(|e| e.is_unavailable()) {
@@ -70,7 +70,7 @@ impl PoolSession {
         self.handles.clear();
     }
 
-    fn session(&mut self) -> HsmResult<&Session> {
+    fn session(&mut self) -> HsmResult<&HsmSession> {
         if self.session.is_none() {
             self.session = Some(self.token.open_session()?);
         }
@@ -101,25 +101,31 @@ impl PoolSession {
                 key.label, token_label
             )
         };
-        match key.algorithm {
-            KeyAlgorithm::EcP256 | KeyAlgorithm::EcP384 => {
-                // SoftHSM2 offers only CKM_ECDSA: hash here, sign the digest.
-                let digest = if key.algorithm == KeyAlgorithm::EcP256 {
-                    Sha256::digest(message).to_vec()
-                } else {
-                    Sha384::digest(message).to_vec()
+        let sign = |mechanism: &Mechanism, data: &[u8]| {
+            session.call(context, |s| s.sign(mechanism, handle, data))
+        };
+        match key.mechanism {
+            SignMechanism::Ecdsa | SignMechanism::EcdsaWithHash => {
+                let raw = match (key.mechanism, key.algorithm) {
+                    (SignMechanism::EcdsaWithHash, KeyAlgorithm::EcP384) => {
+                        sign(&Mechanism::EcdsaSha384, message)?
+                    }
+                    (SignMechanism::EcdsaWithHash, _) => sign(&Mechanism::EcdsaSha256, message)?,
+                    (_, KeyAlgorithm::EcP384) => sign(&Mechanism::Ecdsa, &Sha384::digest(message))?,
+                    _ => sign(&Mechanism::Ecdsa, &Sha256::digest(message))?,
                 };
-                let raw = session
-                    .sign(&Mechanism::Ecdsa, handle, &digest)
-                    .map_err(|e| HsmError::pkcs11(context(), e))?;
                 ecdsa_raw_to_der(&raw).ok_or_else(|| HsmError::BadKey {
                     label: key.label.clone(),
                     message: format!("token returned a {}-byte ECDSA signature", raw.len()),
                 })
             }
-            _ => session
-                .sign(&Mechanism::Sha256RsaPkcs, handle, message)
-                .map_err(|e| HsmError::pkcs11(context(), e)),
+            SignMechanism::Sha256RsaPkcs => sign(&Mechanism::Sha256RsaPkcs, message),
+            SignMechanism::RsaPkcsDigestInfo => {
+                let mut digest_info = Vec::with_capacity(SHA256_DIGEST_INFO_PREFIX.len() + 32);
+                digest_info.extend_from_slice(&SHA256_DIGEST_INFO_PREFIX);
+                digest_info.extend_from_slice(&Sha256::digest(message));
+                sign(&Mechanism::RsaPkcs, &digest_info)
+            }
         }
     }
 }

@@ -3,9 +3,8 @@
 //! Nothing here touches the machine's default token store.
 
 use crate::error::{HsmError, HsmResult};
-use crate::module::Module;
+use crate::module::{Module, Token, TokenSelector};
 use crate::pin::Pin;
-use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::UserType;
 use std::path::{Path, PathBuf};
 
@@ -58,34 +57,34 @@ pub fn use_config(conf: &Path) {
 /// Initialise a token with this label on a free slot unless one exists, and
 /// set its user PIN. Returns whether a token was created.
 pub fn ensure_token(module: &Module, label: &str, so_pin: &Pin, user_pin: &Pin) -> HsmResult<bool> {
-    match module.find_slot(label) {
+    let selector = TokenSelector::label(label);
+    match module.find_slot(&selector) {
         Ok(_) => return Ok(false),
-        Err(HsmError::TokenNotFound(_)) => {}
+        Err(HsmError::TokenNotFound { .. }) => {}
         Err(e) => return Err(e),
     }
-    let ctx = module.ctx();
-    let slots = ctx
-        .get_slots_with_token()
-        .map_err(|e| HsmError::pkcs11("listing slots", e))?;
-    let free = slots
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).is_ok_and(|i| !i.token_initialized()))
-        .ok_or_else(|| HsmError::SoftHsm("no free slot to initialise a token in".into()))?;
-    ctx.init_token(free, &so_pin.auth_pin(), label)
-        .map_err(|e| HsmError::pkcs11(format!("initialising token '{label}'"), e))?;
-    // SoftHSM2 renumbers slots once a token is initialised: look it up again.
-    let slot = module.find_slot(label)?;
-    let session = ctx
-        .open_rw_session(slot)
-        .map_err(|e| HsmError::pkcs11(format!("opening SO session on '{label}'"), e))?;
-    match session.login(UserType::So, Some(&so_pin.auth_pin())) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => return Err(HsmError::pkcs11(format!("SO login to '{label}'"), e)),
+    {
+        let _gate = module.enter();
+        let free = module
+            .tokens_locked()?
+            .into_iter()
+            .find(|(_, info)| info.as_ref().is_ok_and(|i| !i.initialized))
+            .map(|(slot, _)| slot)
+            .ok_or_else(|| HsmError::SoftHsm("no free slot to initialise a token in".into()))?;
+        module
+            .ctx()
+            .init_token(free, &so_pin.auth_pin(), label)
+            .map_err(|e| HsmError::pkcs11(format!("initialising token '{label}'"), e))?;
     }
-    session
-        .init_pin(&user_pin.auth_pin())
-        .map_err(|e| HsmError::pkcs11(format!("setting the user PIN of '{label}'"), e))?;
-    let _ = session.logout();
+    // SoftHSM2 renumbers slots once a token is initialised: the SO session
+    // looks it up again.
+    let so = Token::new(module.clone(), selector, so_pin.clone());
+    let session = so.open_session_as(UserType::So)?;
+    session.call(
+        || format!("setting the user PIN of '{label}'"),
+        |s| s.init_pin(&user_pin.auth_pin()),
+    )?;
+    let _ = session.call(String::new, |s| s.logout());
     Ok(true)
 }
 

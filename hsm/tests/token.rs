@@ -267,7 +267,8 @@ fn errors_name_the_return_value_and_the_operation() {
         .token("trellis-lonely", Pin::from_secret("wrong-pin".into()))
         .unwrap()
         .open_session()
-        .unwrap_err();
+        .err()
+        .expect("a wrong PIN is refused");
     let text = err.to_string();
     assert!(
         text.contains("CKR_PIN_INCORRECT") && text.contains("trellis-lonely"),
@@ -275,12 +276,18 @@ fn errors_name_the_return_value_and_the_operation() {
     );
 
     let missing = module.token("no-such-token", user_pin()).err().unwrap();
-    assert!(matches!(missing, HsmError::TokenNotFound(_)), "{missing}");
+    assert!(
+        matches!(missing, HsmError::TokenNotFound { .. }),
+        "{missing}"
+    );
+    // The refusal lists what the module does have, so a typo is obvious.
+    assert!(missing.to_string().contains("'trellis-test'"), "{missing}");
 
     let key = KeyInfo {
         label: "never-generated".into(),
         algorithm: KeyAlgorithm::EcP256,
         public_key: vec![4; 65],
+        mechanism: hsm::SignMechanism::Ecdsa,
     };
     let err = PoolSession::new(token()).sign(&key, b"x").unwrap_err();
     assert!(err.to_string().contains("never-generated"), "{err}");

@@ -3,6 +3,7 @@
 //! with a small blocking client, and running real peers (openssl, cfssl).
 
 pub mod fakeca;
+pub mod hsm_env;
 pub mod pg;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -103,9 +103,18 @@ pub fn to_pem(der: &[u8]) -> String {
     out
 }
 
+/// How often a key that the class state names but the online token does not
+/// show may trigger a re-initialisation of the module (see
+/// [`hsm::Token::public_key_rediscovering`]): rotation made by another
+/// process is then picked up within this time plus the state poll.
+pub const KEY_REDISCOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Load a class for issuing: its root and active intermediate from the state
 /// directory, and the intermediate's public key from the online token (which
-/// also proves the key is there).
+/// also proves the key is there). A key made by another process (`rotate
+/// prepare`) that the module does not show yet is looked for again, with a
+/// re-initialisation of the module at most every
+/// [`KEY_REDISCOVERY_INTERVAL`].
 pub fn load_class(
     state: &StateDir,
     class: &str,
@@ -118,16 +127,24 @@ pub fn load_class(
     })?;
     let root_der = read_pem_cert(&state.root_cert(class))?;
     let int_der = read_pem_cert(&state.intermediate_by_label(class, &active.key))?;
-    let mut issuing = issuing_ca(class, online.public_key(&active.key)?, int_der)?;
+    let key = online.public_key_rediscovering(&active.key, KEY_REDISCOVERY_INTERVAL)?;
+    let mut issuing = issuing_ca(class, key, int_der)?;
     issuing.chain_extra_pem = cross_for(state, class, &record, &root_der, &issuing.cert_der)?;
     let mut bundle_pem = to_pem(&root_der);
     for label in &record.published_roots {
         bundle_pem.push_str(&to_pem(&read_pem_cert(&state.root_by_label(class, label))?));
     }
     let prepared_pem = match record.prepared() {
-        Some(p) => Some(to_pem(&read_pem_cert(
-            &state.intermediate_by_label(class, &p.key),
-        )?)),
+        Some(p) => {
+            // Made visible now, so that activation does not wait for it;
+            // the active intermediate serves on if it is not (yet) there.
+            if let Err(e) = online.public_key_rediscovering(&p.key, KEY_REDISCOVERY_INTERVAL) {
+                tracing::warn!(event = "prepared_key_not_visible", class, key = %p.key, "{e}");
+            }
+            Some(to_pem(&read_pem_cert(
+                &state.intermediate_by_label(class, &p.key),
+            )?))
+        }
         None => None,
     };
     Ok(LoadedClass {

@@ -396,6 +396,7 @@ mod tests {
             key: hsm::KeyInfo {
                 label: format!("{name}-key"),
                 algorithm: hsm::KeyAlgorithm::EcP256,
+                mechanism: hsm::SignMechanism::Ecdsa,
                 public_key: key.public_key_raw().to_vec(),
             },
             cert_der: cert.der().to_vec(),

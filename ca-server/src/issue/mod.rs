@@ -67,6 +67,10 @@ pub enum IssueError {
     Sign(#[from] sign::SignError),
     #[error("signing pool unavailable")]
     PoolClosed,
+    /// The class state retired the loaded intermediate and its successor
+    /// could not be loaded: nothing is issued from the retired one.
+    #[error("class '{class}' is not issuing: {reason}")]
+    Suspended { class: String, reason: String },
 }
 
 fn reasons_text(reasons: &[Reason]) -> String {
@@ -87,7 +91,7 @@ impl IssueError {
             IssueError::Sign(sign::SignError::Hsm(e)) if e.is_unavailable() => {
                 ErrorCode::HsmUnavailable
             }
-            IssueError::PoolClosed => ErrorCode::HsmUnavailable,
+            IssueError::PoolClosed | IssueError::Suspended { .. } => ErrorCode::HsmUnavailable,
             IssueError::Build(_) | IssueError::Lint(_) | IssueError::Sign(_) => ErrorCode::Internal,
         }
     }
@@ -97,6 +101,8 @@ impl IssueError {
 pub struct Authority {
     policies: PolicySet,
     classes: RwLock<BTreeMap<String, Arc<LoadedClass>>>,
+    /// Classes that must not issue, with why (see [`Authority::suspend_class`]).
+    suspended: RwLock<BTreeMap<String, String>>,
     pool: SigningPool,
 }
 
@@ -109,6 +115,7 @@ impl Authority {
         Authority {
             policies,
             classes: RwLock::new(classes),
+            suspended: RwLock::new(BTreeMap::new()),
             pool,
         }
     }
@@ -141,10 +148,32 @@ impl Authority {
     /// Replace a class (after an intermediate rotation); requests already
     /// running keep the `Arc` they started with.
     pub fn replace_class(&self, class: LoadedClass) {
+        self.suspended
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&class.name);
         self.classes
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(class.name.clone(), Arc::new(class));
+    }
+
+    /// Stop issuing for a class until [`Authority::replace_class`] loads
+    /// it again: the class state says its loaded intermediate is retired and
+    /// the new one cannot be loaded. Requests get `hsm_unavailable`.
+    pub fn suspend_class(&self, class: &str, reason: String) {
+        self.suspended
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(class.to_string(), reason);
+    }
+
+    /// Classes not issuing, with why.
+    pub fn suspended(&self) -> BTreeMap<String, String> {
+        self.suspended
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Run the pipeline on a pool thread; `reply` gets the result there.
@@ -177,6 +206,17 @@ impl Authority {
         let class = self
             .class(&request.class)
             .ok_or_else(|| IssueError::UnknownClass(request.class.clone()))?;
+        if let Some(reason) = self
+            .suspended
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&request.class)
+        {
+            return Err(IssueError::Suspended {
+                class: request.class.clone(),
+                reason: reason.clone(),
+            });
+        }
         let policy = self
             .policies
             .get(&request.class)

@@ -90,6 +90,18 @@ pub fn key_label(log_id: &str) -> String {
     format!("trellis-log-{log_id}")
 }
 
+/// The log's public key as readers verify tree heads with it, from the
+/// token key (EC point or RSA PKCS#1).
+pub fn public_key_of(key: &hsm::KeyInfo) -> Result<LogPublicKey, LogError> {
+    let made = match key.algorithm {
+        hsm::KeyAlgorithm::EcP256 | hsm::KeyAlgorithm::EcP384 => {
+            LogPublicKey::from_point(key.public_key.clone())
+        }
+        _ => LogPublicKey::from_rsa_public_key(key.public_key.clone()),
+    };
+    made.map_err(|e| LogError::Corrupt(format!("log key '{}': {e}", key.label)))
+}
+
 /// What readers may see: the last durable, signed state.
 pub(crate) struct Published {
     pub sth: SignedTreeHead,

@@ -7,7 +7,7 @@ use super::record::{self, KIND_ENTRY, KIND_TREE_HEAD};
 use super::{LogError, LogPaths, Published, Shared, CHECKPOINT_STRIDE};
 use ca_proto::logentry::LogEntry;
 use ca_proto::merkle::{inclusion_proof, leaf_hash, CompactRange};
-use ca_proto::sth::{LogEvidence, LogPublicKey, SignedTreeHead};
+use ca_proto::sth::{LogEvidence, SignedTreeHead};
 use hsm::{KeyInfo, PoolSession, Token};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -107,8 +107,7 @@ pub(crate) fn recover(
         file.set_len(walked.valid_len).map_err(io(&data_path))?;
         file.sync_all().map_err(io(&data_path))?;
     }
-    let public_key = LogPublicKey::from_point(key.public_key.clone())
-        .map_err(|e| LogError::Corrupt(format!("log key '{}': {e:?}", key.label)))?;
+    let public_key = super::public_key_of(key)?;
     let mut state = WriterState {
         file,
         len: walked.valid_len,

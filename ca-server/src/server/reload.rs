@@ -4,6 +4,13 @@
 //! already running keep the intermediate they started with (they hold an
 //! `Arc` to it). When the `ca` class changed, the server's own TLS
 //! certificate is re-issued and swapped into the TLS config.
+//!
+//! A reload that fails is tried again on every tick until it succeeds (the
+//! key lookup behind it re-initialises the module at most every
+//! `KEY_REDISCOVERY_INTERVAL`, for modules that show only the objects that
+//! existed when they were initialised). While it fails, a class whose state
+//! no longer names the loaded intermediate as active is suspended: the
+//! server never issues from an intermediate that the state has retired.
 
 use super::app::App;
 use super::tls::ReloadableCert;
@@ -11,8 +18,8 @@ use crate::config::Config;
 use crate::hierarchy::{self, ClassState};
 use crate::state::StateDir;
 use hsm::Token;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub struct Reloader {
@@ -20,6 +27,8 @@ pub struct Reloader {
     pub config: Config,
     pub online: Token,
     pub tls: Option<Arc<ReloadableCert>>,
+    /// Classes whose last reload failed: tried again on every tick.
+    pub failed: Mutex<BTreeSet<String>>,
 }
 
 impl Reloader {
@@ -35,9 +44,16 @@ impl Reloader {
                 Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
             };
             let now = this.mtimes();
+            let retry = this
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             let changed: Vec<String> = now
                 .iter()
-                .filter(|(class, mtime)| by_signal || seen.get(*class) != Some(*mtime))
+                .filter(|(class, mtime)| {
+                    by_signal || seen.get(*class) != Some(*mtime) || retry.contains(*class)
+                })
                 .map(|(class, _)| class.clone())
                 .collect();
             seen = now;
@@ -76,6 +92,7 @@ impl Reloader {
         {
             let Ok(record) = ClassState::read(&state, &class.name) else {
                 tracing::warn!(event = "reload_failed", class = %class.name, "state.toml unreadable; keeping the loaded class");
+                self.failed_now(&class.name, true);
                 continue;
             };
             let active_changed =
@@ -90,14 +107,41 @@ impl Reloader {
                         "intermediates reloaded"
                     );
                     self.app.authority.replace_class(loaded);
+                    self.failed_now(&class.name, false);
                     if active_changed && class.name == "ca" {
                         self.renew_tls();
                     }
                 }
+                Err(e) if active_changed => {
+                    let reason = format!(
+                        "the class state retired intermediate '{}' and its successor '{}' cannot be loaded ({e})",
+                        class.active.key.label,
+                        record.active().map_or("none", |a| a.key.as_str()),
+                    );
+                    let first = !self.app.authority.suspended().contains_key(&class.name);
+                    if first {
+                        tracing::error!(event = "class_suspended", class = %class.name, "{reason}; not issuing until it loads");
+                    }
+                    self.app.authority.suspend_class(&class.name, reason);
+                    self.failed_now(&class.name, true);
+                }
                 Err(e) => {
-                    tracing::error!(event = "reload_failed", class = %class.name, "{e}; keeping the loaded class")
+                    if !self.failed_now(&class.name, true) {
+                        tracing::error!(event = "reload_failed", class = %class.name, "{e}; keeping the loaded class");
+                    }
                 }
             }
+        }
+    }
+
+    /// Record whether the class's last reload failed; returns whether it had
+    /// already failed before (so a failure is reported once, not every tick).
+    fn failed_now(&self, class: &str, failed: bool) -> bool {
+        let mut set = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed {
+            !set.insert(class.to_string())
+        } else {
+            set.remove(class)
         }
     }
 
