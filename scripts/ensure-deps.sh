@@ -21,6 +21,24 @@ if [ "$want" = test ]; then
   command -v curl >/dev/null || missing+=(curl)       # HTTP/2 flood test
   command -v psql >/dev/null || missing+=(postgresql-client)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+  # The HSM conformance suite's other PKCS#11 modules (tests/src/hsm_env/).
+  have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ]; }
+  have_lib() {
+    local f
+    for f in /usr/lib/*/"$1" /usr/lib/*/*/"$1" /usr/lib64/"$1"; do [ -e "$f" ] && return 0; done
+    return 1
+  }
+  have pkcsslotd || missing+=(opencryptoki)
+  have_lib libtpm2_pkcs11.so || missing+=(libtpm2-pkcs11-1)
+  have tpm2_ptool || missing+=(libtpm2-pkcs11-tools)
+  have tpm2-abrmd || missing+=(tpm2-abrmd)
+  have_lib libtss2-tcti-tabrmd.so.0 || missing+=(libtss2-tcti-tabrmd0)
+  have swtpm || missing+=(swtpm swtpm-tools)
+  have tpm2_dictionarylockout || missing+=(tpm2-tools)
+  have dbus-daemon || missing+=(dbus)
+  have certutil || missing+=(libnss3-tools)
+  have_lib libsoftokn3.so || missing+=(libnss3)
+  have nsenter || missing+=(util-linux)
 fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0

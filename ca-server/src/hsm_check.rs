@@ -3,7 +3,9 @@
 //! and root when its PIN is at hand): where it was found, what it says of
 //! itself, whether each algorithm can be generated and how it would sign;
 //! per key the class state and the log name: its algorithm, the mechanism
-//! chosen for it and its private key's security attributes. Exit status 1
+//! chosen for it and its private key's security attributes; and the keys on
+//! the token that nothing names (left by a failed ceremony, or another
+//! deployment's), which it never touches. Exit status 1
 //! when anything is unfit: a configured algorithm the token cannot hold, or
 //! a key that is extractable, not sensitive or cannot sign.
 
@@ -29,22 +31,30 @@ pub fn run(config: &Config, as_json: bool) -> Result<bool> {
     let module = open_module(config)?;
     let mut problems: Vec<String> = Vec::new();
     let online_keys = online_key_labels(config)?;
+    let root_keys = root_key_labels(config)?;
+    // One token may hold both roles (a single HSM partition).
+    let known: Vec<String> = online_keys.iter().chain(&root_keys).cloned().collect();
     let online = token_report(
         &module,
-        "online",
-        config.hsm.online_selector(),
-        config.read_online_pin().map_err(|e| e.to_string()),
-        &online_keys,
+        Role {
+            name: "online",
+            selector: config.hsm.online_selector(),
+            pin: config.read_online_pin().map_err(|e| e.to_string()),
+            keys: &online_keys,
+        },
+        &known,
         config,
         &mut problems,
     );
-    let root_keys = root_key_labels(config)?;
     let root = token_report(
         &module,
-        "root",
-        config.hsm.root_selector(),
-        config.read_root_pin().map_err(|e| e.to_string()),
-        &root_keys,
+        Role {
+            name: "root",
+            selector: config.hsm.root_selector(),
+            pin: config.read_root_pin().map_err(|e| e.to_string()),
+            keys: &root_keys,
+        },
+        &known,
         config,
         &mut problems,
     );
@@ -101,15 +111,27 @@ fn root_key_labels(config: &Config) -> Result<Vec<String>> {
     Ok(labels)
 }
 
-fn token_report(
-    module: &Module,
-    role: &str,
+/// One token role of the configuration and the keys the state names on it.
+struct Role<'a> {
+    name: &'a str,
     selector: TokenSelector,
     pin: Result<hsm::Pin, String>,
-    keys: &[String],
+    keys: &'a [String],
+}
+
+fn token_report(
+    module: &Module,
+    role: Role<'_>,
+    known: &[String],
     config: &Config,
     problems: &mut Vec<String>,
 ) -> Value {
+    let Role {
+        name: role,
+        selector,
+        pin,
+        keys,
+    } = role;
     let pin = match pin {
         Ok(pin) => pin,
         Err(e) => {
@@ -150,15 +172,22 @@ fn token_report(
             ));
         }
     }
-    let keys: Vec<Value> = keys
+    let reports: Vec<Value> = keys
         .iter()
         .map(|k| key_report(&token, k, problems))
         .collect();
+    // Keys on the token that no state names: left by a failed ceremony, or
+    // another deployment's. Reported, never touched.
+    let others: Vec<String> = match token.private_key_labels() {
+        Ok(labels) => labels.into_iter().filter(|l| !known.contains(l)).collect(),
+        Err(e) => vec![format!("(could not list: {e})")],
+    };
     json!({
         "token": selector.to_string(),
         "mechanisms": caps.names(),
         "algorithms": algorithms,
-        "keys": keys,
+        "keys": reports,
+        "other_keys": others,
     })
 }
 
@@ -261,6 +290,9 @@ fn print_text(report: &Value) {
                     if k["fit"] == json!(true) { "" } else { "  UNFIT" }
                 );
             }
+        }
+        for other in t["other_keys"].as_array().into_iter().flatten() {
+            println!("  other key {} (named by no class state or log)", s(other));
         }
     }
     let problems = report["problems"].as_array().cloned().unwrap_or_default();

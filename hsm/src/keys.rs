@@ -422,6 +422,30 @@ impl Token {
         }
     }
 
+    /// The labels of every private key on this token (that the user can
+    /// see), sorted: for finding keys no state file names.
+    pub fn private_key_labels(&self) -> HsmResult<Vec<String>> {
+        let session = self.open_session()?;
+        let handles = session.call(
+            || format!("listing the private keys of token '{}'", self.label()),
+            |s| s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]),
+        )?;
+        let mut labels = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let attrs = session.call(
+                || format!("reading a key label on token '{}'", self.label()),
+                |s| s.get_attributes(handle, &[AttributeType::Label]),
+            )?;
+            for a in attrs {
+                if let Attribute::Label(l) = a {
+                    labels.push(String::from_utf8_lossy(&l).into_owned());
+                }
+            }
+        }
+        labels.sort();
+        Ok(labels)
+    }
+
     pub fn private_key_attributes(&self, label: &str) -> HsmResult<PrivateKeyAttributes> {
         private_key_attributes(&self.open_session()?, self.label(), label)
     }

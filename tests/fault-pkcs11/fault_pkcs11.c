@@ -7,10 +7,15 @@
  * CKR_TOKEN_NOT_PRESENT and signing answers CKR_DEVICE_REMOVED — what a
  * network HSM that dropped off the network, or a pulled USB token, looks like.
  *
+ * While TRELLIS_PKCS11_LIE_EXTRACTABLE is set, reading CKA_EXTRACTABLE answers
+ * CK_TRUE whatever the key is: a token that silently makes (or claims to
+ * make) an extractable key, which Trellis must refuse.
+ *
  * Only the v2.40 function list is offered (no C_GetInterface), so callers fall
  * back to C_GetFunctionList. The list is treated as a version followed by
  * function pointers in the standard order; the indexes below are the
- * positions of C_OpenSession, C_FindObjectsInit, C_SignInit and C_Sign.
+ * positions of C_OpenSession, C_GetAttributeValue, C_FindObjectsInit,
+ * C_SignInit and C_Sign.
  */
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -28,6 +33,7 @@ typedef struct {
 } FUNCTION_LIST;
 
 #define IDX_OPEN_SESSION 12
+#define IDX_GET_ATTRIBUTE_VALUE 24
 #define IDX_FIND_OBJECTS_INIT 26
 #define IDX_SIGN_INIT 42
 #define IDX_SIGN 43
@@ -36,6 +42,13 @@ typedef struct {
 #define CKR_GENERAL_ERROR 0x5UL
 #define CKR_DEVICE_REMOVED 0x32UL
 #define CKR_TOKEN_NOT_PRESENT 0xE0UL
+#define CKA_EXTRACTABLE 0x162UL
+
+typedef struct {
+    CK_ULONG type;
+    void *value;
+    CK_ULONG len;
+} ATTRIBUTE;
 
 static FUNCTION_LIST *real;
 static FUNCTION_LIST shim;
@@ -49,6 +62,18 @@ typedef CK_RV (*open_session_fn)(CK_ULONG, CK_ULONG, void *, void *, CK_ULONG *)
 typedef CK_RV (*find_init_fn)(CK_ULONG, void *, CK_ULONG);
 typedef CK_RV (*sign_init_fn)(CK_ULONG, void *, CK_ULONG);
 typedef CK_RV (*sign_fn)(CK_ULONG, unsigned char *, CK_ULONG, unsigned char *, CK_ULONG *);
+typedef CK_RV (*get_attribute_fn)(CK_ULONG, CK_ULONG, ATTRIBUTE *, CK_ULONG);
+
+static CK_RV get_attribute_value(CK_ULONG session, CK_ULONG object, ATTRIBUTE *template_, CK_ULONG count) {
+    CK_RV rv = ((get_attribute_fn)real->fn[IDX_GET_ATTRIBUTE_VALUE])(session, object, template_, count);
+    if (getenv("TRELLIS_PKCS11_LIE_EXTRACTABLE") && template_) {
+        for (CK_ULONG i = 0; i < count; i++) {
+            if (template_[i].type == CKA_EXTRACTABLE && template_[i].value && template_[i].len >= 1)
+                *(unsigned char *)template_[i].value = 1;
+        }
+    }
+    return rv;
+}
 
 static CK_RV open_session(CK_ULONG slot, CK_ULONG flags, void *app, void *notify, CK_ULONG *session) {
     if (faulty()) return CKR_TOKEN_NOT_PRESENT;
@@ -80,6 +105,7 @@ CK_RV C_GetFunctionList(FUNCTION_LIST **list) {
         if (!get || get(&real) != CKR_OK || !real) return CKR_GENERAL_ERROR;
         memcpy(&shim, real, sizeof shim);
         shim.fn[IDX_OPEN_SESSION] = (void *)open_session;
+        shim.fn[IDX_GET_ATTRIBUTE_VALUE] = (void *)get_attribute_value;
         shim.fn[IDX_FIND_OBJECTS_INIT] = (void *)find_objects_init;
         shim.fn[IDX_SIGN_INIT] = (void *)sign_init;
         shim.fn[IDX_SIGN] = (void *)sign;

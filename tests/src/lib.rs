@@ -107,13 +107,22 @@ impl TestServer {
 
     /// As `start_in`, with extra environment variables for the server.
     pub fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> TestServer {
-        let log = dir.with_extension("server.log");
-        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
-        let mut child = Command::new(bin("ca-server"))
-            .args(["dev", "--listen", "127.0.0.1:0", "--dir"])
+        let mut cmd = Command::new(bin("ca-server"));
+        cmd.args(["dev", "--listen", "127.0.0.1:0", "--dir"])
             .arg(dir)
             .args(extra)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        TestServer::spawn(cmd, dir)
+    }
+
+    /// Run `cmd` (a `ca-server dev` or `serve` command line, possibly behind
+    /// a prefix such as `nsenter`) as the server of the deployment in `dir`,
+    /// and wait for its `listening on` line. Its stderr goes to
+    /// `<dir>.server.log`.
+    pub fn spawn(mut cmd: Command, dir: &Path) -> TestServer {
+        let log = dir.with_extension("server.log");
+        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log file: {e}"));
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()

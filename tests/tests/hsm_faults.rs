@@ -161,3 +161,70 @@ fn a_wrong_module_or_token_stops_the_server_at_start_with_a_clear_error() {
         text(&out)
     );
 }
+
+#[test]
+fn a_token_that_makes_an_extractable_key_is_refused_and_the_key_destroyed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("var");
+    init(&dir);
+    let module = build_fault_module(tmp.path());
+    let real_line = set_config(
+        &dir,
+        "module = ",
+        &format!("module = \"{}\"", module.display()),
+    );
+    let real = real_line
+        .trim_start_matches("module = ")
+        .trim_matches('"')
+        .to_string();
+    let admin = |args: &[&str]| {
+        run(Command::new(bin("ca-server"))
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .env("TRELLIS_PKCS11_REAL_MODULE", &real)
+            .env("TRELLIS_PKCS11_LIE_EXTRACTABLE", "1"))
+    };
+    let state = std::fs::read_to_string(dir.join("classes/db/state.toml")).unwrap();
+    let honest_check = || {
+        let out = run(Command::new(bin("ca-server"))
+            .args(["hsm", "check", "--json", "--dir"])
+            .arg(&dir)
+            .env("TRELLIS_PKCS11_REAL_MODULE", &real));
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(honest_check()["online"]["other_keys"], json!([]));
+    let out = admin(&["rotate", "prepare", "--class", "db"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("weaker than asked") && said.contains("extractable"),
+        "{said}"
+    );
+    // Nothing was kept: the class state is unchanged, and the key made for
+    // the refused intermediate is gone from the token.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("classes/db/state.toml")).unwrap(),
+        state
+    );
+    let check = admin(&["hsm", "check", "--json"]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let online = report["online"]["keys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        online
+            .iter()
+            .all(|k| k["present"] == json!(false) || k["fit"] == json!(false)),
+        "every key reads as extractable through the lying module: {report:#}"
+    );
+    assert!(report["problems"].to_string().contains("extractable"));
+    // Told the truth, the same token and keys are fit, and no key was left
+    // behind by the refused generation.
+    let honest = honest_check();
+    assert_eq!(honest["problems"], json!([]), "{honest:#}");
+    assert_eq!(honest["online"]["other_keys"], json!([]), "{honest:#}");
+}

@@ -412,6 +412,9 @@ impl App {
         }
         let message = match &e {
             IssueError::Denied { .. } => "request denied by class policy".to_string(),
+            IssueError::Suspended { class, .. } => format!(
+                "class '{class}' is not issuing: its active intermediate's key is not available on this replica; try again or another replica"
+            ),
             // Internal details stay in the server log.
             _ if code.http_status() >= 500 => match code {
                 ErrorCode::HsmUnavailable => "the HSM is unavailable; try again".to_string(),
