@@ -79,6 +79,12 @@ pub struct HsmConfig {
     /// Match the root token's serial number as well as its label.
     #[serde(default)]
     pub root_token_serial: Option<String>,
+    /// Match the online token's slot id as well (for modules whose slot ids
+    /// are stable, e.g. an HA group's virtual slot).
+    #[serde(default)]
+    pub online_token_slot: Option<u64>,
+    #[serde(default)]
+    pub root_token_slot: Option<u64>,
 }
 
 impl HsmConfig {
@@ -93,7 +99,7 @@ impl HsmConfig {
         hsm::TokenSelector {
             label: self.online_token.clone(),
             serial: self.online_token_serial.clone(),
-            slot: None,
+            slot: self.online_token_slot,
         }
     }
 
@@ -101,7 +107,7 @@ impl HsmConfig {
         hsm::TokenSelector {
             label: self.root_token.clone(),
             serial: self.root_token_serial.clone(),
-            slot: None,
+            slot: self.root_token_slot,
         }
     }
 }

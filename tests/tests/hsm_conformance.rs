@@ -510,6 +510,10 @@ fn a_retired_intermediate_is_never_used_when_its_successor_cannot_load() {
         refused.1
     );
     assert!(server.server_log().contains("class_suspended"));
+    // The replica says it is not ready, so a balancer routes elsewhere.
+    let ready = server.client().request("GET", "/readyz", &[], b"");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.text().contains("class db"), "{}", ready.text());
     // Other classes go on issuing.
     let web_csr = openssl_csr(
         &tmp,
@@ -531,4 +535,63 @@ fn a_retired_intermediate_is_never_used_when_its_successor_cannot_load() {
         assert!(Instant::now() < deadline, "the class never came back");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let ready = server.client().request("GET", "/readyz", &[], b"");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+}
+
+#[test]
+fn tokens_that_share_a_label_are_told_apart_by_serial_or_refused() {
+    let work = workdir("twins");
+    let env = hsm_env::softhsm2(&work.path().join("hsm"));
+    for _ in 0..2 {
+        let out = run(env
+            .command(Path::new("softhsm2-util"))
+            .args(["--init-token", "--free", "--label", "trellis-twin"])
+            .args(["--so-pin", "so-twin-1", "--pin", &env.online_pin]));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let dir = work.path().join("deployment");
+    let deployment = Deployment::new(&env, &dir, "ec-p256");
+    let config = std::fs::read_to_string(&deployment.config).unwrap();
+    let twin = config.replace(
+        &format!("online_token = \"{}\"", env.online_token),
+        "online_token = \"trellis-twin\"",
+    );
+    std::fs::write(&deployment.config, &twin).unwrap();
+    let out = deployment.ca_server(&["hsm", "check", "--json"]);
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).expect("hsm check --json");
+    let problems = report["problems"].to_string();
+    assert!(
+        problems.contains("more than one token matches 'trellis-twin'")
+            && problems.contains("serial"),
+        "{report:#}"
+    );
+    // The serials `hsm check` lists pick one of them.
+    let serial = report["slots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["label"] == json!("trellis-twin"))
+        .and_then(|s| s["serial"].as_str())
+        .expect("the twins are listed with their serials")
+        .to_string();
+    std::fs::write(
+        &deployment.config,
+        twin.replace(
+            "online_token = \"trellis-twin\"",
+            &format!("online_token = \"trellis-twin\"\nonline_token_serial = \"{serial}\""),
+        ),
+    )
+    .unwrap();
+    let report: Value =
+        serde_json::from_str(&deployment.ok(&["hsm", "check", "--json"])).expect("json");
+    assert_eq!(report["problems"], json!([]), "{report:#}");
+    assert!(
+        report["online"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&serial),
+        "{report:#}"
+    );
 }

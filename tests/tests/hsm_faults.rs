@@ -136,8 +136,9 @@ fn a_wrong_module_or_token_stops_the_server_at_start_with_a_clear_error() {
     let out = serve();
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("no token labelled 'no-such-token'"),
-        "{}",
+        text(&out).contains("no initialised token 'no-such-token'")
+            && text(&out).contains("'trellis-online'"),
+        "names the token asked for and lists those there are: {}",
         text(&out)
     );
     set_config(&dir, "online_token = ", &original);

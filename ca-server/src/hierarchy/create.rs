@@ -20,6 +20,21 @@ pub struct AdminTokens {
     pub online: Token,
 }
 
+impl AdminTokens {
+    /// Both tokens can generate and sign with keys of `algorithm`: checked
+    /// before a ceremony creates anything, so that a token which cannot
+    /// leaves no half-made class (a root key without its intermediate).
+    pub fn preflight(&self, class: &str, algorithm: KeyAlgorithm) -> Result<(), HierarchyError> {
+        for (token, role) in [(&self.root, "root"), (&self.online, "int")] {
+            token
+                .capabilities()?
+                .check_generate(&format!("{class}-{role}-…"), algorithm)
+                .map_err(hsm::HsmError::Unsupported)?;
+        }
+        Ok(())
+    }
+}
+
 /// How new CA certificates are shaped.
 #[derive(Clone, Debug)]
 pub struct CaShape {
@@ -41,6 +56,7 @@ pub fn init_class(
     if ClassState::exists(state, class) {
         return Ok(false);
     }
+    tokens.preflight(class, shape.algorithm)?;
     let now = OffsetDateTime::now_utc();
     let root_key = tokens
         .root

@@ -7,6 +7,7 @@ pub mod budget;
 pub mod cfssl;
 pub mod conn;
 pub mod keys;
+pub mod linger;
 pub mod log_api;
 pub mod native;
 pub mod ratelimit;
@@ -191,14 +192,14 @@ pub async fn serve(
                     };
                     state.mark_idle_now();
                     let conn = builder
-                        .serve_connection(TokioIo::new(tls), service)
+                        .serve_connection(TokioIo::new(linger::Lingering::new(tls)), service)
                         .into_owned();
                     conn::supervise(&state, &shared.deadlines, watcher.watch(conn)).await
                 }
                 None => {
                     state.mark_idle_now();
                     let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection(TokioIo::new(linger::Lingering::new(stream)), service)
                         .into_owned();
                     conn::supervise(&state, &shared.deadlines, watcher.watch(conn)).await
                 }
@@ -538,6 +539,16 @@ impl ReadyCache {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
                 "log: last write failed\n",
+            );
+        }
+        // A suspended class (its state retired the loaded intermediate and
+        // the new one cannot be loaded here) makes this replica unready, so
+        // that a balancer sends the class's requests elsewhere.
+        if let Some(class) = app.authority.suspended().keys().next() {
+            return respond::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("class {class}: not issuing (its active intermediate cannot be loaded)\n"),
             );
         }
         let epoch = || {
