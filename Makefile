@@ -11,16 +11,21 @@ LISTEN ?= 127.0.0.1:8443
 run: deps-run build-release
 	$${CARGO_TARGET_DIR:-target}/release/ca-server dev --dir $(DIR) --listen $(LISTEN)
 
+# The default members, then the example service (not a default member, so
+# plain cargo commands skip tokio-postgres): its binary is built before the
+# e2e tests run it (tests/tests/api_service.rs), its own tests after.
 test: deps-test
-	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	$(CARGO) build --bins
+	$(CARGO) build -p api-service --bins
+	$(CARGO) test
+	$(CARGO) test -p api-service
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 hsm-bench:
-	$(CARGO) run --release -p hsm --bin hsm-bench
+	$(CARGO) run --release -p hsm --features bench --bin hsm-bench
 
 # make bench — build release, run every configuration (Trellis, cfssl serve,
 # multirootca, in-process limit, raw HSM, idle ca-client memory), write

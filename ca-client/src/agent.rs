@@ -52,15 +52,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ca_proto::native::{format_duration, ProfileInfo, SignRequest};
+use ca_proto::pem::{encode, encode_all, Label};
 use rustls_pki_types::CertificateDer;
+use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::api::{fetch_pinned_root, ApiClient, ApiError};
 use crate::config::{CaTrust, Settings};
-use crate::inspect::{inspect, Installed};
+use crate::inspect::{inspect, Installed, Unusable};
 use crate::keys::LocalKey;
 use crate::metrics::Metrics;
-use crate::pem::{encode, encode_certs, parse_certs, CertFacts};
+use crate::pem::{parse_certs, CertFacts};
 use crate::pins::{PinStore, TrustError, Verdict};
 use crate::reload::{environment, Event};
 use crate::renew::{if_needed, renewal_point, retry_delay, Backoff, Decision, FailureKind};
@@ -141,6 +143,37 @@ pub struct Renewed {
     pub bundle_error: Option<Failure>,
     /// The reload action's failure, if any.
     pub reload_error: Option<String>,
+}
+
+/// Why `--once` did not leave valid files in place. `Display` is one line.
+#[derive(Debug, Clone, Error)]
+pub enum OnceError {
+    /// The certificate is valid, but the missing trust bundles could not be
+    /// fetched.
+    #[error("{0}")]
+    Bundles(Failure),
+    /// The certificate was installed, but a trust bundle could not be
+    /// refreshed.
+    #[error("certificate installed (serial {serial}), but {failure}")]
+    BundleAfterInstall {
+        /// The new certificate's serial.
+        serial: String,
+        /// Why the bundle was not refreshed.
+        failure: Failure,
+    },
+    /// The renewal failed, and no valid certificate can stand in.
+    #[error("{0}")]
+    Renewal(Failure),
+}
+
+impl OnceError {
+    /// The failed attempt behind this error.
+    pub fn failure(&self) -> &Failure {
+        match self {
+            OnceError::Bundles(f) | OnceError::Renewal(f) => f,
+            OnceError::BundleAfterInstall { failure, .. } => failure,
+        }
+    }
 }
 
 /// What `--once` achieved.
@@ -276,7 +309,7 @@ impl Agent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && pin.is_some() => {
                 let pin = pin.unwrap_or_default();
                 let root = fetch_pinned_root(&self.settings.servers, &pin).await?;
-                let pem = encode("CERTIFICATE", &root);
+                let pem = encode(Label::Certificate, &root);
                 store::write_atomic_in(
                     &self.settings.layout.dir,
                     &path,
@@ -310,7 +343,7 @@ impl Agent {
             self.settings.key_secret_file.clone(),
             self.settings.secret_file_mode,
         )
-        .map_err(|e| Failure::new(FailureKind::Permanent, "ca_root", e))?;
+        .map_err(|e| Failure::new(FailureKind::Permanent, "ca_root", e.to_string()))?;
         self.api = Some((bytes, client.clone()));
         Ok(client)
     }
@@ -493,7 +526,7 @@ impl Agent {
                 store::write_if_changed_in(
                     &layout.dir,
                     &layout.trust_path(&class),
-                    encode_certs(&v.accepted).as_bytes(),
+                    encode_all(Label::Certificate, &v.accepted).as_bytes(),
                     layout.cert_attrs,
                 )
                 .map_err(|e| Failure {
@@ -679,8 +712,8 @@ impl Agent {
 
         let material = Material {
             key_pem: key.pem().to_owned(),
-            cert_pem: encode("CERTIFICATE", &leaf),
-            chain_pem: encode_certs(&intermediates),
+            cert_pem: encode(Label::Certificate, &leaf),
+            chain_pem: encode_all(Label::Certificate, &intermediates),
         };
         store::install(&self.settings.layout, &material).map_err(write_failure)?;
         let facts = checked.facts;
@@ -726,7 +759,7 @@ impl Agent {
     }
 
     /// What is on disk, judged against the class bundle when known.
-    pub fn inspect(&self) -> Result<Installed, String> {
+    pub fn inspect(&self) -> Result<Installed, Unusable> {
         inspect(&self.settings.layout, self.class_roots.as_deref())
     }
 
@@ -738,8 +771,8 @@ impl Agent {
     }
 
     /// `--once`: make sure valid files are in place (see the binary's
-    /// documentation). `Err` is the one-line reason.
-    pub async fn run_once(&mut self, only_if_needed: bool) -> Result<OnceOutcome, String> {
+    /// documentation). `Err` says why not.
+    pub async fn run_once(&mut self, only_if_needed: bool) -> Result<OnceOutcome, OnceError> {
         let mut outcome = self.once(only_if_needed).await?;
         // Refused bundle roots are said on standard error (exit status 0:
         // the pinned roots were kept and are what the files hold).
@@ -753,7 +786,7 @@ impl Agent {
         Ok(outcome)
     }
 
-    async fn once(&mut self, only_if_needed: bool) -> Result<OnceOutcome, String> {
+    async fn once(&mut self, only_if_needed: bool) -> Result<OnceOutcome, OnceError> {
         let now = crate::unix_now();
         let present = crate::inspect::present(&self.settings.layout, None);
         let decision = if_needed(&present, now, self.settings.renew_fraction);
@@ -764,7 +797,7 @@ impl Agent {
                     crate::renew::Present::Unusable(_) => now,
                 };
                 if !self.trust_files_present() {
-                    let changed = self.refresh_bundles().await.map_err(|e| e.message)?;
+                    let changed = self.refresh_bundles().await.map_err(OnceError::Bundles)?;
                     if changed {
                         if let Some(e) = self.reload(Event::TrustChanged).await {
                             return Ok(OnceOutcome {
@@ -789,11 +822,11 @@ impl Agent {
         }
         match self.renew().await {
             Ok(r) => {
-                if let Some(e) = r.bundle_error {
-                    return Err(format!(
-                        "certificate installed (serial {}), but {}",
-                        r.facts.serial, e.message
-                    ));
+                if let Some(failure) = r.bundle_error {
+                    return Err(OnceError::BundleAfterInstall {
+                        serial: r.facts.serial,
+                        failure,
+                    });
                 }
                 Ok(OnceOutcome {
                     message: format!(
@@ -822,7 +855,7 @@ impl Agent {
                         });
                     }
                 }
-                Err(f.message)
+                Err(OnceError::Renewal(f))
             }
         }
     }
@@ -898,7 +931,7 @@ impl Agent {
                 }
                 Err(why) => {
                     self.metrics.set_certificate(None);
-                    (Some(why), now)
+                    (Some(why.to_string()), now)
                 }
             };
 

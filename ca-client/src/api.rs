@@ -67,19 +67,51 @@ pub struct ServerUrl {
     pub authority: String,
 }
 
+/// Why a CA base URL was refused ([`ServerUrl::parse`]). `Display` names
+/// the URL as given, in one line.
+#[derive(Debug, Error)]
+pub enum UrlError {
+    /// Not URL syntax.
+    #[error("'{url}' is not a URL: {source}")]
+    Syntax {
+        /// As given.
+        url: String,
+        /// The parser's complaint.
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
+    /// A scheme other than `https`.
+    #[error("'{0}': only https:// URLs are accepted")]
+    NotHttps(String),
+    /// No host (or an empty one).
+    #[error("'{0}': no host")]
+    NoHost(String),
+    /// `user@` before the host.
+    #[error("'{0}': user info is not allowed")]
+    UserInfo(String),
+    /// A path other than `/`, or a query.
+    #[error("'{0}': give the base URL only (no path or query)")]
+    NotBase(String),
+}
+
 impl ServerUrl {
     /// Parses and checks a base URL.
-    pub fn parse(s: &str) -> Result<ServerUrl, String> {
-        let uri: Uri = s.parse().map_err(|e| format!("'{s}' is not a URL: {e}"))?;
+    pub fn parse(s: &str) -> Result<ServerUrl, UrlError> {
+        let uri: Uri = s.parse().map_err(|source| UrlError::Syntax {
+            url: s.to_owned(),
+            source,
+        })?;
         if uri.scheme_str() != Some("https") {
-            return Err(format!("'{s}': only https:// URLs are accepted"));
+            return Err(UrlError::NotHttps(s.to_owned()));
         }
-        let auth = uri.authority().ok_or_else(|| format!("'{s}': no host"))?;
+        let auth = uri
+            .authority()
+            .ok_or_else(|| UrlError::NoHost(s.to_owned()))?;
         if auth.as_str().contains('@') {
-            return Err(format!("'{s}': user info is not allowed"));
+            return Err(UrlError::UserInfo(s.to_owned()));
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(format!("'{s}': give the base URL only (no path or query)"));
+            return Err(UrlError::NotBase(s.to_owned()));
         }
         let host = auth
             .host()
@@ -87,7 +119,7 @@ impl ServerUrl {
             .trim_end_matches(']')
             .to_owned();
         if host.is_empty() {
-            return Err(format!("'{s}': no host"));
+            return Err(UrlError::NoHost(s.to_owned()));
         }
         Ok(ServerUrl {
             url: s.trim_end_matches('/').to_owned(),
@@ -226,20 +258,34 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Why a client TLS configuration could not be made. `Display` is one line.
+#[derive(Debug, Clone, Error)]
+pub enum TlsConfigError {
+    /// A CA root that rustls cannot use as a trust anchor.
+    #[error("unusable CA root: {0}")]
+    UnusableRoot(#[source] rustls::Error),
+    /// No CA root at all.
+    #[error("no CA root")]
+    NoRoot,
+    /// The crypto provider does not support the default protocol versions.
+    #[error("{0}")]
+    Provider(#[source] rustls::Error),
+}
+
 /// A client TLS configuration trusting exactly `roots` (TLS 1.3 and 1.2).
-pub fn tls_config(roots: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, String> {
+pub fn tls_config(roots: &[CertificateDer<'static>]) -> Result<Arc<ClientConfig>, TlsConfigError> {
     let mut store = RootCertStore::empty();
     for root in roots {
         store
             .add(root.clone())
-            .map_err(|e| format!("unusable CA root: {e}"))?;
+            .map_err(TlsConfigError::UnusableRoot)?;
     }
     if store.is_empty() {
-        return Err("no CA root".into());
+        return Err(TlsConfigError::NoRoot);
     }
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsConfigError::Provider)?
         .with_root_certificates(store)
         .with_no_client_auth();
     Ok(Arc::new(config))
@@ -295,11 +341,11 @@ impl ServerCertVerifier for PinBootstrapVerifier {
     }
 }
 
-fn bootstrap_tls_config() -> Result<Arc<ClientConfig>, String> {
+fn bootstrap_tls_config() -> Result<Arc<ClientConfig>, TlsConfigError> {
     let p = provider();
     let config = ClientConfig::builder_with_provider(p.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsConfigError::Provider)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinBootstrapVerifier(p)))
         .with_no_client_auth();
@@ -460,7 +506,7 @@ impl ApiClient {
         key_id: String,
         secret_file: std::path::PathBuf,
         secret_mode: ca_proto::secret::SecretFileMode,
-    ) -> Result<ApiClient, String> {
+    ) -> Result<ApiClient, TlsConfigError> {
         Ok(ApiClient {
             servers,
             tls: tls_config(ca_roots)?,
@@ -935,7 +981,10 @@ mod tests {
     async fn pinned_root_bootstrap_checks_the_fingerprint() {
         let ca = crate::pem::testca::TestCa::new("ca");
         let other = crate::pem::testca::TestCa::new("other");
-        let bundle = crate::pem::encode_certs([&other.root_der, &ca.root_der]);
+        let bundle = ca_proto::pem::encode_all(
+            ca_proto::pem::Label::Certificate,
+            [&other.root_der, &ca.root_der],
+        );
         let (url, _, _) = serve(Canned {
             status: 200,
             headers: vec![("content-type", "application/x-pem-file")],
@@ -976,5 +1025,14 @@ mod tests {
         ] {
             assert!(ServerUrl::parse(bad).is_err(), "{bad}");
         }
+        let refused = |s: &str| ServerUrl::parse(s).expect_err(s);
+        assert!(matches!(refused("http://x"), UrlError::NotHttps(_)));
+        assert!(matches!(refused("https://u@x"), UrlError::UserInfo(_)));
+        assert!(matches!(refused("https://x/path"), UrlError::NotBase(_)));
+        assert!(matches!(refused(""), UrlError::Syntax { .. }));
+        assert_eq!(
+            refused("https://x?q").to_string(),
+            "'https://x?q': give the base URL only (no path or query)"
+        );
     }
 }

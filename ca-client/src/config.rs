@@ -452,7 +452,7 @@ impl Settings {
         }
         let servers = urls
             .iter()
-            .map(|u| ServerUrl::parse(u).map_err(|e| invalid("ca", e)))
+            .map(|u| ServerUrl::parse(u).map_err(|e| invalid("ca", e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
 
         let out = raw.out.ok_or(ConfigError::Missing("out"))?;

@@ -8,13 +8,14 @@
 //! Time is not judged here ([`crate::renew::if_needed`] does that), so an
 //! expired certificate is still reported with its facts, for metrics.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
 
-use crate::keys::LocalKey;
-use crate::pem::{chains_to, facts, issued_by, parse_certs, CertFacts};
+use crate::keys::{KeyError, LocalKey};
+use crate::pem::{chains_to, facts, issued_by, parse_certs, CertFacts, PemError};
 use crate::renew::Present;
 use crate::store::{FileKind, Layout};
 
@@ -46,16 +47,75 @@ impl Installed {
     }
 }
 
-fn read(layout: &Layout, kind: FileKind) -> Result<Vec<u8>, String> {
+/// Why the files on disk cannot be used. `Display` is one line.
+#[derive(Debug, Error)]
+pub enum Unusable {
+    /// A file of the generation does not exist.
+    #[error("{} is missing", .path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file exists but cannot be read.
+    #[error("{} is unreadable: {source}", .path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The read error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `key.pem` is not UTF-8.
+    #[error("key.pem is not PEM text")]
+    KeyNotText,
+    /// `key.pem` holds no usable key.
+    #[error("key.pem: {0}")]
+    Key(#[source] KeyError),
+    /// `key.pem` holds no PEM private key.
+    #[error("key.pem: {0}")]
+    KeyPem(#[source] rustls_pki_types::pem::Error),
+    /// A certificate file does not parse.
+    #[error("{}: {source}", .file.file_name())]
+    Certificates {
+        /// Which file.
+        file: FileKind,
+        /// What is wrong.
+        #[source]
+        source: PemError,
+    },
+    /// `cert.pem` is empty.
+    #[error("cert.pem holds no certificate")]
+    NoCertificate,
+    /// The key is not the certificate's.
+    #[error("key.pem does not match cert.pem")]
+    KeyMismatch,
+    /// `fullchain.pem` is not `cert.pem` + `chain.pem`.
+    #[error("fullchain.pem does not match cert.pem + chain.pem")]
+    FullchainMismatch,
+    /// `combined.pem` holds no PEM private key.
+    #[error("combined.pem: no private key ({0})")]
+    CombinedNoKey(#[source] rustls_pki_types::pem::Error),
+    /// `combined.pem` is not `key.pem` + `fullchain.pem`.
+    #[error("combined.pem does not match key.pem + fullchain.pem")]
+    CombinedMismatch,
+    /// The leaf's signature is not by the first intermediate.
+    #[error("cert.pem was not issued by the first certificate of chain.pem")]
+    NotIssuedByChain,
+    /// No path from the leaf to a root of the current class bundle.
+    #[error("the certificate's issuer is not in the class bundle any more")]
+    NotInBundle,
+}
+
+fn read(layout: &Layout, kind: FileKind) -> Result<Vec<u8>, Unusable> {
     let path = layout.path(kind);
-    std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => format!("{} is missing", show(&path)),
-        _ => format!("{} is unreadable: {e}", show(&path)),
+    std::fs::read(&path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => Unusable::Missing { path },
+        _ => Unusable::Unreadable { path, source },
     })
 }
 
-fn show(p: &Path) -> String {
-    p.display().to_string()
+fn certs_in(file: FileKind) -> impl FnOnce(PemError) -> Unusable {
+    move |source| Unusable::Certificates { file, source }
 }
 
 fn certs_or_empty(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, crate::pem::PemError> {
@@ -67,53 +127,47 @@ fn certs_or_empty(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, crate::p
 
 /// Inspects the files of `layout`. `class_roots` is the current bundle of
 /// the client's own class, when known. `Err` says why the files cannot be
-/// used (one line).
+/// used.
 pub fn inspect(
     layout: &Layout,
     class_roots: Option<&[CertificateDer<'static>]>,
-) -> Result<Installed, String> {
+) -> Result<Installed, Unusable> {
     let key_pem = read(layout, FileKind::Key)?;
-    let key_text = String::from_utf8(key_pem).map_err(|_| "key.pem is not PEM text".to_string())?;
-    let key = LocalKey::from_pem(&key_text).map_err(|e| format!("key.pem: {e}"))?;
+    let key_text = String::from_utf8(key_pem).map_err(|_| Unusable::KeyNotText)?;
+    let key = LocalKey::from_pem(&key_text).map_err(Unusable::Key)?;
 
-    let certs =
-        parse_certs(&read(layout, FileKind::Cert)?).map_err(|e| format!("cert.pem: {e}"))?;
-    let leaf = certs
-        .into_iter()
-        .next()
-        .ok_or_else(|| "cert.pem holds no certificate".to_string())?;
+    let certs = parse_certs(&read(layout, FileKind::Cert)?).map_err(certs_in(FileKind::Cert))?;
+    let leaf = certs.into_iter().next().ok_or(Unusable::NoCertificate)?;
     if !key.matches_cert(&leaf) {
-        return Err("key.pem does not match cert.pem".into());
+        return Err(Unusable::KeyMismatch);
     }
     let intermediates =
-        certs_or_empty(&read(layout, FileKind::Chain)?).map_err(|e| format!("chain.pem: {e}"))?;
+        certs_or_empty(&read(layout, FileKind::Chain)?).map_err(certs_in(FileKind::Chain))?;
 
-    let full = parse_certs(&read(layout, FileKind::Fullchain)?)
-        .map_err(|e| format!("fullchain.pem: {e}"))?;
+    let full =
+        parse_certs(&read(layout, FileKind::Fullchain)?).map_err(certs_in(FileKind::Fullchain))?;
     if full.first() != Some(&leaf) || full[1..] != intermediates[..] {
-        return Err("fullchain.pem does not match cert.pem + chain.pem".into());
+        return Err(Unusable::FullchainMismatch);
     }
     let combined = read(layout, FileKind::Combined)?;
-    let combined_key = PrivateKeyDer::from_pem_slice(&combined)
-        .map_err(|e| format!("combined.pem: no private key ({e})"))?;
-    let key_der =
-        PrivateKeyDer::from_pem_slice(key_text.as_bytes()).map_err(|e| format!("key.pem: {e}"))?;
-    let combined_certs = parse_certs(&combined).map_err(|e| format!("combined.pem: {e}"))?;
+    let combined_key = PrivateKeyDer::from_pem_slice(&combined).map_err(Unusable::CombinedNoKey)?;
+    let key_der = PrivateKeyDer::from_pem_slice(key_text.as_bytes()).map_err(Unusable::KeyPem)?;
+    let combined_certs = parse_certs(&combined).map_err(certs_in(FileKind::Combined))?;
     if combined_key.secret_der() != key_der.secret_der() || combined_certs != full {
-        return Err("combined.pem does not match key.pem + fullchain.pem".into());
+        return Err(Unusable::CombinedMismatch);
     }
 
     if let Some(first) = intermediates.first() {
         if !issued_by(&leaf, first) {
-            return Err("cert.pem was not issued by the first certificate of chain.pem".into());
+            return Err(Unusable::NotIssuedByChain);
         }
     }
     if let Some(roots) = class_roots {
         if !chains_to(&leaf, &intermediates, roots) {
-            return Err("the certificate's issuer is not in the class bundle any more".into());
+            return Err(Unusable::NotInBundle);
         }
     }
-    let facts = facts(&leaf).map_err(|e| format!("cert.pem: {e}"))?;
+    let facts = facts(&leaf).map_err(certs_in(FileKind::Cert))?;
     let start = crate::store::generation_time(&layout.dir).map_or(facts.not_before, |t| {
         t.clamp(facts.not_before, facts.not_after)
     });
@@ -130,7 +184,7 @@ pub fn inspect(
 pub fn present(layout: &Layout, class_roots: Option<&[CertificateDer<'static>]>) -> Present {
     match inspect(layout, class_roots) {
         Ok(i) => i.present(),
-        Err(why) => Present::Unusable(why),
+        Err(why) => Present::Unusable(why.to_string()),
     }
 }
 
@@ -138,8 +192,9 @@ pub fn present(layout: &Layout, class_roots: Option<&[CertificateDer<'static>]>)
 mod tests {
     use super::*;
     use crate::keys::KeyAlgorithm;
-    use crate::pem::{encode, encode_certs, testca::TestCa};
+    use crate::pem::testca::TestCa;
     use crate::store::{install, Material};
+    use ca_proto::pem::{encode, encode_all, Label};
 
     fn setup() -> (tempfile::TempDir, Layout, TestCa, LocalKey) {
         let tmp = tempfile::tempdir().expect("tmp");
@@ -154,8 +209,8 @@ mod tests {
         let leaf = ca.leaf(&pair, &["a.db.internal"], 1_700_000_000, 1_700_086_400);
         Material {
             key_pem: key.pem().to_owned(),
-            cert_pem: encode("CERTIFICATE", &leaf),
-            chain_pem: encode_certs([&ca.int_der]),
+            cert_pem: encode(Label::Certificate, &leaf),
+            chain_pem: encode_all(Label::Certificate, [&ca.int_der]),
         }
     }
 
@@ -180,9 +235,9 @@ mod tests {
     #[test]
     fn missing_and_mismatched_files_are_detected() {
         let (_t, layout, ca, key) = setup();
-        assert!(inspect(&layout, None)
-            .unwrap_err()
-            .contains("key.pem is missing"));
+        let err = inspect(&layout, None).unwrap_err();
+        assert!(matches!(err, Unusable::Missing { .. }), "{err}");
+        assert!(err.to_string().ends_with("key.pem is missing"), "{err}");
 
         install(&layout, &material_for(&ca, &key)).expect("install");
         // A different key behind key.pem.
@@ -190,20 +245,32 @@ mod tests {
         let mut m = material_for(&ca, &key);
         m.key_pem = other.pem().to_owned();
         install(&layout, &m).expect("install");
-        assert_eq!(
-            inspect(&layout, None).unwrap_err(),
-            "key.pem does not match cert.pem"
-        );
+        let err = inspect(&layout, None).unwrap_err();
+        assert!(matches!(err, Unusable::KeyMismatch), "{err}");
+        assert_eq!(err.to_string(), "key.pem does not match cert.pem");
 
         // Files replaced by hand behind the links.
         install(&layout, &material_for(&ca, &key)).expect("install");
         std::fs::remove_file(layout.path(FileKind::Fullchain)).expect("rm");
-        assert!(inspect(&layout, None)
-            .unwrap_err()
-            .contains("fullchain.pem is missing"));
+        let err = inspect(&layout, None).unwrap_err();
+        assert!(
+            err.to_string().ends_with("fullchain.pem is missing"),
+            "{err}"
+        );
         install(&layout, &material_for(&ca, &key)).expect("install");
         std::fs::write(layout.dir.join(".current/cert.pem"), b"garbage").expect("w");
-        assert!(inspect(&layout, None).unwrap_err().starts_with("cert.pem:"));
+        let err = inspect(&layout, None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Unusable::Certificates {
+                    file: FileKind::Cert,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("cert.pem:"), "{err}");
     }
 
     #[test]
@@ -213,16 +280,17 @@ mod tests {
         install(&layout, &material_for(&ca, &key)).expect("install");
         assert!(inspect(&layout, Some(std::slice::from_ref(&ca.root_der))).is_ok());
         let err = inspect(&layout, Some(std::slice::from_ref(&rotated.root_der))).unwrap_err();
-        assert!(err.contains("not in the class bundle"), "{err}");
+        assert!(matches!(err, Unusable::NotInBundle), "{err}");
+        assert!(err.to_string().contains("not in the class bundle"), "{err}");
         assert!(inspect(&layout, None).is_ok(), "unknown bundle: not judged");
 
         // A chain.pem from another hierarchy.
         let mut m = material_for(&ca, &key);
-        m.chain_pem = encode_certs([&rotated.int_der]);
+        m.chain_pem = encode_all(Label::Certificate, [&rotated.int_der]);
         install(&layout, &m).expect("install");
-        assert!(inspect(&layout, None)
-            .unwrap_err()
-            .contains("not issued by"));
+        let err = inspect(&layout, None).unwrap_err();
+        assert!(matches!(err, Unusable::NotIssuedByChain), "{err}");
+        assert!(err.to_string().contains("not issued by"), "{err}");
     }
 
     #[test]
@@ -236,8 +304,8 @@ mod tests {
             &layout,
             &Material {
                 key_pem: key.pem().to_owned(),
-                cert_pem: encode("CERTIFICATE", &leaf),
-                chain_pem: encode_certs([&ca.int_der]),
+                cert_pem: encode(Label::Certificate, &leaf),
+                chain_pem: encode_all(Label::Certificate, [&ca.int_der]),
             },
         )
         .expect("install");

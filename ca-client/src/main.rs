@@ -299,7 +299,7 @@ async fn run(settings: Settings, once: bool, if_needed: bool) -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
-            Err(reason) => fail(1, &reason),
+            Err(reason) => fail(1, &reason.to_string()),
         };
     }
 

@@ -29,6 +29,8 @@ use hyper_util::rt::TokioIo;
 use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
+use crate::renew::Unhealthy;
+
 /// The metrics of one client.
 #[derive(Debug)]
 pub struct Metrics {
@@ -160,9 +162,9 @@ impl Metrics {
     }
 
     /// Health at `now`.
-    pub fn health(&self, now: i64) -> Result<(), String> {
+    pub fn health(&self, now: i64) -> Result<(), Unhealthy> {
         match *self.cert_slot() {
-            None => Err("no usable certificate installed".into()),
+            None => Err(Unhealthy::NoCertificate),
             Some((nb, na)) => crate::renew::health(now, nb, na),
         }
     }
@@ -255,7 +257,7 @@ mod tests {
     #[test]
     fn render_and_health() {
         let m = Metrics::new().expect("metrics");
-        assert!(m.health(100).is_err());
+        assert_eq!(m.health(100), Err(Unhealthy::NoCertificate));
         m.set_certificate(Some((1_000, 2_000)));
         m.renewal_succeeded(1_000);
         m.renewal_failed("connect");
@@ -273,8 +275,16 @@ mod tests {
         );
         assert!(text.contains("trellis_client_last_success_timestamp_seconds 1000"));
         assert!(m.health(1_500).is_ok());
-        assert!(m.health(1_950).unwrap_err().contains("10%"));
-        assert!(m.health(2_001).unwrap_err().contains("expired"));
+        assert_eq!(
+            m.health(1_950),
+            Err(Unhealthy::ExpiresSoon { remaining: 50 })
+        );
+        assert!(m.health(1_950).unwrap_err().to_string().contains("10%"));
+        assert_eq!(m.health(2_001), Err(Unhealthy::Expired { ago: 1 }));
+        assert_eq!(
+            m.health(2_001).unwrap_err().to_string(),
+            "certificate expired 1 s ago"
+        );
         assert!(m
             .render(2_100)
             .contains("trellis_client_cert_expiry_seconds -100"));

@@ -1,13 +1,12 @@
-//! PEM/DER helpers and the certificate facts the client needs: validity,
-//! serial, public key, SHA-256 fingerprint, and "was this signed by that".
+//! The certificate facts the client needs: the certificates of PEM text
+//! (each one parsed as X.509), validity, serial, public key, SHA-256
+//! fingerprint, and "was this signed by that".
 //!
-//! PEM parsing uses `rustls_pki_types::pem::PemObject` (rustls-pemfile is
-//! unmaintained); X.509 parsing and signature checks use x509-parser with
-//! its ring-backed `verify` feature.
+//! PEM itself is `ca_proto::pem` (encoding, and the strict decoder over
+//! `rustls_pki_types::pem`); X.509 parsing and signature checks use
+//! x509-parser with its ring-backed `verify` feature.
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-use rustls_pki_types::pem::PemObject;
+use ca_proto::pem::{decode_all, Label, Limits};
 use rustls_pki_types::CertificateDer;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -16,56 +15,23 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 /// Why PEM or DER input was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PemError {
-    /// The text holds no `CERTIFICATE` block.
-    #[error("no certificate found in PEM")]
-    NoCertificate,
-    /// A PEM block is malformed.
-    #[error("malformed PEM: {0}")]
-    Malformed(String),
+    /// The PEM text holds no `CERTIFICATE` block, or is malformed.
+    #[error(transparent)]
+    Pem(#[from] ca_proto::pem::PemError),
     /// A certificate does not parse as X.509.
     #[error("malformed certificate: {0}")]
     BadCertificate(String),
 }
 
 /// Every `CERTIFICATE` block of `pem`, in order (other block types are
-/// skipped). At least one is required.
+/// skipped), each parsed as X.509. At least one is required.
 pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let mut out = Vec::new();
-    for item in CertificateDer::pem_slice_iter(pem) {
-        let der = item.map_err(|e| PemError::Malformed(e.to_string()))?;
+    for der in decode_all(pem, Label::Certificate, &Limits::DEFAULT)? {
         facts(&der)?;
-        out.push(der);
-    }
-    if out.is_empty() {
-        return Err(PemError::NoCertificate);
+        out.push(CertificateDer::from(der));
     }
     Ok(out)
-}
-
-/// PEM encoding of one DER object with the given label, 64-column lines.
-pub fn encode(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 64);
-    out.push_str("-----BEGIN ");
-    out.push_str(label);
-    out.push_str("-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        // base64 output is ASCII, so every chunk is valid UTF-8.
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END ");
-    out.push_str(label);
-    out.push_str("-----\n");
-    out
-}
-
-/// PEM of a list of certificates, concatenated.
-pub fn encode_certs<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> String {
-    certs
-        .into_iter()
-        .map(|c| encode("CERTIFICATE", c.as_ref()))
-        .collect()
 }
 
 /// Lowercase hex SHA-256 of a DER object.
@@ -244,7 +210,7 @@ mod tests {
         let ca = TestCa::new("t");
         let key = rcgen::KeyPair::generate().expect("key");
         let leaf = ca.leaf(&key, &["a.db.internal"], 1_700_000_000, 1_700_086_400);
-        let text = encode_certs([&leaf, &ca.int_der]);
+        let text = ca_proto::pem::encode_all(Label::Certificate, [&leaf, &ca.int_der]);
         let back = parse_certs(text.as_bytes()).expect("parse");
         assert_eq!(back, vec![leaf.clone(), ca.int_der.clone()]);
         let f = facts(&leaf).expect("facts");
@@ -257,12 +223,15 @@ mod tests {
 
     #[test]
     fn parse_rejects_garbage() {
-        assert_eq!(parse_certs(b""), Err(PemError::NoCertificate));
+        let none = Err(PemError::Pem(ca_proto::pem::PemError::Missing(
+            Label::Certificate,
+        )));
+        assert_eq!(parse_certs(b""), none);
         assert_eq!(
             parse_certs(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"),
-            Err(PemError::NoCertificate)
+            none
         );
-        let bad = encode("CERTIFICATE", b"not der");
+        let bad = ca_proto::pem::encode(Label::Certificate, b"not der");
         assert!(matches!(
             parse_certs(bad.as_bytes()),
             Err(PemError::BadCertificate(_))

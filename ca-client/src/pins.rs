@@ -42,12 +42,13 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use ca_proto::pem::{encode, Label};
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::pem::{encode, parse_certs, sha256_hex};
+use crate::pem::{parse_certs, sha256_hex};
 use crate::store::{FileAttrs, StoreError};
 use crate::verify::{usable_ca, MAX_BUNDLE_ROOTS};
 
@@ -222,7 +223,7 @@ impl PinStore {
             .map(|r| PinnedRoot {
                 sha256: sha256_hex(r),
                 subject: subject_of(r),
-                pem: encode("CERTIFICATE", r),
+                pem: encode(Label::Certificate, r),
             })
             .collect();
         let keep_configured = match self.classes.get(class) {

@@ -22,6 +22,8 @@
 
 use std::time::Duration;
 
+use thiserror::Error;
+
 /// Default fraction of the lifetime at which to renew.
 pub const DEFAULT_FRACTION: f64 = 2.0 / 3.0;
 /// Largest jitter, as a fraction of the lifetime.
@@ -184,24 +186,48 @@ pub fn if_needed(present: &Present, now: i64, fraction: f64) -> Decision {
     }
 }
 
+/// Why the client is unhealthy (`/healthz`). `Display` is one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum Unhealthy {
+    /// No certificate is installed, or the installed one is unusable.
+    #[error("no usable certificate installed")]
+    NoCertificate,
+    /// Past notAfter.
+    #[error("certificate expired {ago} s ago")]
+    Expired {
+        /// Seconds since notAfter.
+        ago: i64,
+    },
+    /// notBefore is further ahead than the accepted clock skew.
+    #[error("certificate not yet valid")]
+    NotYetValid,
+    /// Within 10 % of its lifetime of notAfter.
+    #[error("certificate expires in {remaining} s (within 10% of its lifetime)")]
+    ExpiresSoon {
+        /// Seconds until notAfter.
+        remaining: i64,
+    },
+}
+
 /// Health of a certificate: unhealthy when expired, not yet valid (by more
 /// than the clock skew the client accepts at install,
 /// [`crate::verify::MAX_CLOCK_SKEW`]), or within 10 % of its lifetime of
 /// expiry.
-pub fn health(now: i64, not_before: i64, not_after: i64) -> Result<(), String> {
+pub fn health(now: i64, not_before: i64, not_after: i64) -> Result<(), Unhealthy> {
     let lifetime = (not_after - not_before).max(0);
     if now >= not_after {
-        return Err(format!("certificate expired {} s ago", now - not_after));
+        return Err(Unhealthy::Expired {
+            ago: now - not_after,
+        });
     }
     if now + crate::verify::MAX_CLOCK_SKEW < not_before {
-        return Err("certificate not yet valid".into());
+        return Err(Unhealthy::NotYetValid);
     }
     let margin = lifetime / 10;
     if not_after - now <= margin {
-        return Err(format!(
-            "certificate expires in {} s (within 10% of its lifetime)",
-            not_after - now
-        ));
+        return Err(Unhealthy::ExpiresSoon {
+            remaining: not_after - now,
+        });
     }
     Ok(())
 }
@@ -345,8 +371,14 @@ mod tests {
     fn health_margin() {
         assert!(health(1_500, 1_000, 2_000).is_ok());
         assert!(health(1_899, 1_000, 2_000).is_ok());
-        assert!(health(1_900, 1_000, 2_000).is_err());
-        assert!(health(2_000, 1_000, 2_000).is_err());
-        assert!(health(500, 1_000, 2_000).is_err());
+        assert_eq!(
+            health(1_900, 1_000, 2_000),
+            Err(Unhealthy::ExpiresSoon { remaining: 100 })
+        );
+        assert_eq!(
+            health(2_000, 1_000, 2_000),
+            Err(Unhealthy::Expired { ago: 0 })
+        );
+        assert_eq!(health(500, 1_000, 2_000), Err(Unhealthy::NotYetValid));
     }
 }

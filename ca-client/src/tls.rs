@@ -558,8 +558,9 @@ pub fn watch(
 mod tests {
     use super::*;
     use crate::keys::{KeyAlgorithm, LocalKey};
-    use crate::pem::{encode, encode_certs, testca::TestCa};
+    use crate::pem::testca::TestCa;
     use crate::store::{install, write_atomic, FileAttrs, Layout, Material};
+    use ca_proto::pem::{encode, encode_all, Label};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
@@ -572,8 +573,8 @@ mod tests {
             layout,
             &Material {
                 key_pem: key.pem().to_owned(),
-                cert_pem: encode("CERTIFICATE", &leaf),
-                chain_pem: encode_certs([&ca.int_der]),
+                cert_pem: encode(Label::Certificate, &leaf),
+                chain_pem: encode_all(Label::Certificate, [&ca.int_der]),
             },
         )
         .expect("install");
@@ -583,7 +584,7 @@ mod tests {
     fn bundle(dir: &Path, class: &str, ca: &TestCa) {
         write_atomic(
             &dir.join(format!("{class}.pem")),
-            encode("CERTIFICATE", &ca.root_der).as_bytes(),
+            encode(Label::Certificate, &ca.root_der).as_bytes(),
             FileAttrs::CERT_DEFAULT,
         )
         .expect("bundle");
@@ -709,7 +710,7 @@ mod tests {
         // Trust follows the bundle file: let web in.
         std::fs::write(
             trust.join("api.pem"),
-            encode_certs([&api.root_der, &web.root_der]),
+            encode_all(Label::Certificate, [&api.root_der, &web.root_der]),
         )
         .expect("w");
         assert!(api_trust.reload().expect("reload"));

@@ -202,8 +202,108 @@ pub enum CheckError {
         /// The class.
         class: String,
         /// Why not (the first problem found, nearest the leaf).
-        reason: String,
+        reason: PathError,
     },
+}
+
+/// Why a certificate cannot act as a CA ([`usable_ca`]), or why no path
+/// leads from a leaf to a pinned root ([`build_path`]). Certificates are
+/// named by their subject. `Display` is one line.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PathError {
+    /// More certificates in the chain than [`MAX_CHAIN_CERTS`].
+    #[error("{count} certificates in the chain, more than {}", MAX_CHAIN_CERTS)]
+    ChainTooLong {
+        /// Leaf and intermediates.
+        count: usize,
+    },
+    /// More roots than [`MAX_BUNDLE_ROOTS`].
+    #[error("{count} roots, more than {}", MAX_BUNDLE_ROOTS)]
+    TooManyRoots {
+        /// How many were given.
+        count: usize,
+    },
+    /// No root to build a path to.
+    #[error("no pinned root")]
+    NoRoot,
+    /// The leaf does not parse.
+    #[error("the leaf is not an X.509 certificate")]
+    LeafMalformed,
+    /// An intermediate does not parse.
+    #[error("certificate {position} of the chain is not an X.509 certificate")]
+    IntermediateMalformed {
+        /// Its position in the chain, the leaf being 1.
+        position: usize,
+    },
+    /// A pinned root does not parse.
+    #[error("a pinned root is not an X.509 certificate")]
+    RootMalformed,
+    /// The certificate judged by [`usable_ca`] does not parse.
+    #[error("not an X.509 certificate")]
+    Malformed,
+    /// `CA:FALSE` (or no basicConstraints).
+    #[error("'{subject}' is not a CA (CA:FALSE)")]
+    NotCa {
+        /// The certificate's subject.
+        subject: String,
+    },
+    /// No keyCertSign in keyUsage.
+    #[error("'{subject}' may not sign certificates (no keyCertSign)")]
+    NoCertSign {
+        /// The certificate's subject.
+        subject: String,
+    },
+    /// A CA certificate past its notAfter.
+    #[error("'{subject}' expired at {}", rfc3339(*.not_after))]
+    Expired {
+        /// The certificate's subject.
+        subject: String,
+        /// Its notAfter, Unix seconds.
+        not_after: i64,
+    },
+    /// A CA certificate whose notBefore is beyond [`MAX_CLOCK_SKEW`].
+    #[error("'{subject}' is not valid before {}", rfc3339(*.not_before))]
+    NotYetValid {
+        /// The certificate's subject.
+        subject: String,
+        /// Its notBefore, Unix seconds.
+        not_before: i64,
+    },
+    /// Nothing in the chain or the roots carries the issuer's name.
+    #[error("no certificate in the chain or the pinned roots is '{subject}''s issuer '{issuer}'")]
+    NoIssuer {
+        /// The child's subject.
+        subject: String,
+        /// The issuer it names.
+        issuer: String,
+    },
+    /// A CA whose path length constraint the path exceeds.
+    #[error("'{subject}' allows {max} intermediate(s) below it, the path has {below}")]
+    PathLength {
+        /// The CA's subject.
+        subject: String,
+        /// Its pathLenConstraint.
+        max: u32,
+        /// Non-self-issued intermediates below it on the path.
+        below: usize,
+    },
+    /// The child's signature does not verify with the candidate issuer's key.
+    #[error("the signature on '{subject}' does not verify with the key of '{issuer}'")]
+    BadSignature {
+        /// The child's subject.
+        subject: String,
+        /// The candidate issuer's subject.
+        issuer: String,
+    },
+    /// The path would hold more than [`MAX_CHAIN_CERTS`] certificates.
+    #[error("the path is longer than {}", MAX_CHAIN_CERTS)]
+    TooDeep,
+    /// The search took more than [`MAX_PATH_STEPS`] steps.
+    #[error("gave up after {} path-building steps", MAX_PATH_STEPS)]
+    TooManySteps,
+    /// No path, and no particular problem found on the way.
+    #[error("no path")]
+    NoPath,
 }
 
 impl CheckError {
@@ -687,7 +787,7 @@ pub fn check_response_fields(
         if parse_rfc3339(text) != Some(cert) {
             return Err(CheckError::Response {
                 field,
-                got: text.clone(),
+                got: text.to_string(),
                 cert: rfc3339(cert),
             });
         }
@@ -714,14 +814,14 @@ fn ca_facts(cert: &X509Certificate<'_>) -> CaFacts {
     }
 }
 
-fn describe(cert: &X509Certificate<'_>) -> String {
-    format!("'{}'", cert.subject())
+fn subject(cert: &X509Certificate<'_>) -> String {
+    cert.subject().to_string()
 }
 
 /// Whether `cert` may act as a CA at `now` (`None`: time not judged).
 /// `Err` says why not.
-pub fn usable_ca(der: &[u8], now: Option<i64>) -> Result<(), String> {
-    let cert = parse(der).ok_or_else(|| "not an X.509 certificate".to_owned())?;
+pub fn usable_ca(der: &[u8], now: Option<i64>) -> Result<(), PathError> {
+    let cert = parse(der).ok_or(PathError::Malformed)?;
     usable_ca_parsed(&cert, &ca_facts(&cert), now)
 }
 
@@ -729,28 +829,31 @@ fn usable_ca_parsed(
     cert: &X509Certificate<'_>,
     f: &CaFacts,
     now: Option<i64>,
-) -> Result<(), String> {
+) -> Result<(), PathError> {
     if !f.ca {
-        return Err(format!("{} is not a CA (CA:FALSE)", describe(cert)));
+        return Err(PathError::NotCa {
+            subject: subject(cert),
+        });
     }
     if !f.cert_sign {
-        return Err(format!(
-            "{} may not sign certificates (no keyCertSign)",
-            describe(cert)
-        ));
+        return Err(PathError::NoCertSign {
+            subject: subject(cert),
+        });
     }
     if let Some(now) = now {
-        let nb = cert.validity().not_before.timestamp();
-        let na = cert.validity().not_after.timestamp();
-        if now >= na {
-            return Err(format!("{} expired at {}", describe(cert), rfc3339(na)));
+        let not_before = cert.validity().not_before.timestamp();
+        let not_after = cert.validity().not_after.timestamp();
+        if now >= not_after {
+            return Err(PathError::Expired {
+                subject: subject(cert),
+                not_after,
+            });
         }
-        if nb > now + MAX_CLOCK_SKEW {
-            return Err(format!(
-                "{} is not valid before {}",
-                describe(cert),
-                rfc3339(nb)
-            ));
+        if not_before > now + MAX_CLOCK_SKEW {
+            return Err(PathError::NotYetValid {
+                subject: subject(cert),
+                not_before,
+            });
         }
     }
     Ok(())
@@ -765,7 +868,7 @@ struct PathSearch<'a> {
     signatures: HashMap<(usize, usize), bool>,
     now: Option<i64>,
     steps: usize,
-    problems: Vec<String>,
+    problems: Vec<PathError>,
 }
 
 impl PathSearch<'_> {
@@ -780,30 +883,27 @@ impl PathSearch<'_> {
         ok
     }
 
-    fn note(&mut self, problem: String) {
+    fn note(&mut self, problem: PathError) {
         if !self.problems.contains(&problem) {
             self.problems.push(problem);
         }
     }
 
     /// Extends `path` (leaf first) to a root; `Ok(true)` when found.
-    fn extend(&mut self, path: &mut Vec<usize>) -> Result<bool, String> {
+    fn extend(&mut self, path: &mut Vec<usize>) -> Result<bool, PathError> {
         let child = *path.last().unwrap_or(&0);
         let issuer = self.certs[child].issuer().as_raw();
         let candidates = self.by_subject.get(issuer).cloned().unwrap_or_default();
         if candidates.is_empty() {
-            self.note(format!(
-                "no certificate in the chain or the pinned roots is {}'s issuer '{}'",
-                describe(&self.certs[child]),
-                self.certs[child].issuer()
-            ));
+            self.note(PathError::NoIssuer {
+                subject: subject(&self.certs[child]),
+                issuer: self.certs[child].issuer().to_string(),
+            });
         }
         for cand in candidates {
             self.steps += 1;
             if self.steps > MAX_PATH_STEPS {
-                return Err(format!(
-                    "gave up after {MAX_PATH_STEPS} path-building steps"
-                ));
+                return Err(PathError::TooManySteps);
             }
             if path.contains(&cand) {
                 continue;
@@ -821,19 +921,19 @@ impl PathSearch<'_> {
                 .count();
             if let Some(max) = self.shape[cand].path_len {
                 if below > max as usize {
-                    self.note(format!(
-                        "{} allows {max} intermediate(s) below it, the path has {below}",
-                        describe(&self.certs[cand])
-                    ));
+                    self.note(PathError::PathLength {
+                        subject: subject(&self.certs[cand]),
+                        max,
+                        below,
+                    });
                     continue;
                 }
             }
             if !self.signed(child, cand) {
-                self.note(format!(
-                    "the signature on {} does not verify with the key of {}",
-                    describe(&self.certs[child]),
-                    describe(&self.certs[cand])
-                ));
+                self.note(PathError::BadSignature {
+                    subject: subject(&self.certs[child]),
+                    issuer: subject(&self.certs[cand]),
+                });
                 continue;
             }
             if is_root {
@@ -841,7 +941,7 @@ impl PathSearch<'_> {
                 return Ok(true);
             }
             if path.len() >= MAX_CHAIN_CERTS {
-                self.note(format!("the path is longer than {MAX_CHAIN_CERTS}"));
+                self.note(PathError::TooDeep);
                 continue;
             }
             path.push(cand);
@@ -858,41 +958,32 @@ impl PathSearch<'_> {
 /// as the module documentation says (time at `now`, or not at all with
 /// `None`). Returns the path as indices: 0 is the leaf, 1..=n the
 /// intermediates in the given order, n+1.. the roots. `Err` says why there
-/// is none (one line).
+/// is none (the first problem found, nearest the leaf).
 pub fn build_path(
     leaf: &[u8],
     intermediates: &[CertificateDer<'_>],
     roots: &[CertificateDer<'_>],
     now: Option<i64>,
-) -> Result<Vec<usize>, String> {
+) -> Result<Vec<usize>, PathError> {
     if intermediates.len() + 1 > MAX_CHAIN_CERTS {
-        return Err(format!(
-            "{} certificates in the chain, more than {MAX_CHAIN_CERTS}",
-            intermediates.len() + 1
-        ));
+        return Err(PathError::ChainTooLong {
+            count: intermediates.len() + 1,
+        });
     }
     if roots.len() > MAX_BUNDLE_ROOTS {
-        return Err(format!(
-            "{} roots, more than {MAX_BUNDLE_ROOTS}",
-            roots.len()
-        ));
+        return Err(PathError::TooManyRoots { count: roots.len() });
     }
     if roots.is_empty() {
-        return Err("no pinned root".into());
+        return Err(PathError::NoRoot);
     }
     let mut certs = Vec::with_capacity(1 + intermediates.len() + roots.len());
-    certs.push(parse(leaf).ok_or("the leaf is not an X.509 certificate")?);
+    certs.push(parse(leaf).ok_or(PathError::LeafMalformed)?);
     for (i, der) in intermediates.iter().enumerate() {
-        certs.push(parse(der).ok_or_else(|| {
-            format!(
-                "certificate {} of the chain is not an X.509 certificate",
-                i + 2
-            )
-        })?);
+        certs.push(parse(der).ok_or(PathError::IntermediateMalformed { position: i + 2 })?);
     }
     let first_root = certs.len();
     for der in roots {
-        certs.push(parse(der).ok_or("a pinned root is not an X.509 certificate")?);
+        certs.push(parse(der).ok_or(PathError::RootMalformed)?);
     }
     let shape = certs.iter().map(ca_facts).collect();
     let mut by_subject: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
@@ -920,7 +1011,7 @@ pub fn build_path(
         .problems
         .into_iter()
         .next()
-        .unwrap_or_else(|| "no path".into()))
+        .unwrap_or(PathError::NoPath))
 }
 
 #[cfg(test)]
@@ -1172,15 +1263,19 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        assert!(!err.is_empty());
+        // 7 interchangeable CAs: the search runs out of steps, not time.
+        assert_eq!(err, PathError::TooManySteps, "{err}");
         let many: Vec<CertificateDer<'static>> = vec![loops[0].clone(); 1000];
-        let pem = crate::pem::encode_certs(&many);
+        let pem = ca_proto::pem::encode_all(ca_proto::pem::Label::Certificate, &many);
         let err = parse_certs_capped(pem.as_bytes(), MAX_CHAIN_CERTS, "chain").unwrap_err();
         assert!(
             matches!(err, CheckError::TooManyCertificates { count: 1000, .. }),
             "{err}"
         );
-        assert!(build_path(&leaf, &many, &roots, None).is_err());
+        assert_eq!(
+            build_path(&leaf, &many, &roots, None),
+            Err(PathError::ChainTooLong { count: 1001 })
+        );
     }
 
     #[test]
@@ -1193,8 +1288,8 @@ mod tests {
             certificate: String::new(),
             chain: String::new(),
             serial: f.serial.clone(),
-            not_before: rfc3339(f.not_before),
-            not_after: rfc3339(f.not_after),
+            not_before: rfc3339(f.not_before).parse().expect("time"),
+            not_after: rfc3339(f.not_after).parse().expect("time"),
             log: None,
         };
         check_response_fields(&r, &f).expect("same");

@@ -1,14 +1,21 @@
-//! Lifetime strings on the wire: `"3600s"`, `"90m"`, `"24h"`, `"7d"`, `"3600"`.
+//! The one duration grammar of Trellis: lifetimes on the wire (`"3600s"`,
+//! `"90m"`, `"24h"`, `"7d"`, `"3600"`) and in policy files (`"24h"`).
 //!
 //! Grammar: one or more ASCII digits, optionally followed by exactly one unit
 //! letter (`s`, `m`, `h`, `d`; lowercase). No sign, no whitespace, no
 //! fractions, no compound values. Plain digits mean seconds. Values whose
-//! seconds do not fit in a `u64` are rejected. Zero parses; whether a zero
-//! TTL is acceptable is the caller's decision.
+//! seconds do not fit in a `u64` are rejected.
+//!
+//! [`DurationRules`] say what a context requires beyond the grammar:
+//! [`parse_duration`] is the wire ([`DurationRules::WIRE`]: plain seconds
+//! and zero parse; whether a zero TTL is acceptable is the caller's
+//! decision), [`parse_duration_strict`] is for policy files
+//! ([`DurationRules::STRICT`]: a unit is required and zero is refused).
 //!
 //! [`format_duration`] writes the largest of `h`, `m`, `s` that divides the
 //! value exactly (never `d`, so the output is also a valid Go duration, which
-//! CFSSL clients parse).
+//! CFSSL clients parse); its output parses under both rules (zero only under
+//! the wire rules).
 
 use std::time::Duration;
 
@@ -32,10 +39,49 @@ pub enum DurationError {
     /// The value does not fit.
     #[error("duration is too large")]
     Overflow,
+    /// Plain digits where [`DurationRules::unit_required`] wants a unit.
+    #[error("duration needs a unit (s, m, h or d), e.g. \"24h\"")]
+    MissingUnit,
+    /// Zero where [`DurationRules::zero_allowed`] is false.
+    #[error("duration must be greater than zero")]
+    Zero,
 }
 
-/// Parses a wire duration (see the module documentation for the grammar).
+/// What a context requires of a duration beyond the grammar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRules {
+    /// Plain digits (seconds) are refused with [`DurationError::MissingUnit`].
+    pub unit_required: bool,
+    /// Whether zero parses; if not, [`DurationError::Zero`].
+    pub zero_allowed: bool,
+}
+
+impl DurationRules {
+    /// The wire: plain seconds and zero parse.
+    pub const WIRE: DurationRules = DurationRules {
+        unit_required: false,
+        zero_allowed: true,
+    };
+    /// Policy files: a unit is required and zero is refused.
+    pub const STRICT: DurationRules = DurationRules {
+        unit_required: true,
+        zero_allowed: false,
+    };
+}
+
+/// Parses a wire duration ([`DurationRules::WIRE`]).
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    parse_duration_with(s, DurationRules::WIRE)
+}
+
+/// Parses a policy-file duration ([`DurationRules::STRICT`]).
+pub fn parse_duration_strict(s: &str) -> Result<Duration, DurationError> {
+    parse_duration_with(s, DurationRules::STRICT)
+}
+
+/// Parses `s` under `rules` (see the module documentation for the grammar).
+/// Grammar errors come before rule errors, and a missing unit before zero.
+pub fn parse_duration_with(s: &str, rules: DurationRules) -> Result<Duration, DurationError> {
     let bytes = s.as_bytes();
     let Some(&last) = bytes.last() else {
         return Err(DurationError::Empty);
@@ -44,6 +90,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         return Err(DurationError::Negative);
     }
     let (digits, multiplier) = if last.is_ascii_digit() {
+        if rules.unit_required && bytes.iter().all(u8::is_ascii_digit) {
+            return Err(DurationError::MissingUnit);
+        }
         (bytes, 1u64)
     } else {
         let multiplier = match last {
@@ -72,6 +121,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let secs = value
         .checked_mul(multiplier)
         .ok_or(DurationError::Overflow)?;
+    if secs == 0 && !rules.zero_allowed {
+        return Err(DurationError::Zero);
+    }
     Ok(Duration::from_secs(secs))
 }
 
@@ -156,6 +208,39 @@ mod tests {
     }
 
     #[test]
+    fn strict_rules_want_a_unit_and_refuse_zero() {
+        for (s, n) in [
+            ("90s", 90),
+            ("15m", 900),
+            ("24h", 86_400),
+            ("30d", 2_592_000),
+        ] {
+            assert_eq!(parse_duration_strict(s), secs(n), "{s}");
+        }
+        assert_eq!(parse_duration_strict("24"), Err(DurationError::MissingUnit));
+        assert_eq!(parse_duration_strict("0"), Err(DurationError::MissingUnit));
+        assert_eq!(parse_duration_strict("0s"), Err(DurationError::Zero));
+        assert_eq!(parse_duration_strict("000d"), Err(DurationError::Zero));
+        // Grammar errors are the wire's.
+        for bad in ["", "h", "1.5h", "-1h", "+1h", "1 h", "1H", "ü", "1x2"] {
+            assert_eq!(parse_duration_strict(bad), parse_duration(bad), "{bad:?}");
+        }
+        assert_eq!(
+            parse_duration_strict("99999999999999999999d"),
+            Err(DurationError::Overflow)
+        );
+        let only_zero = DurationRules {
+            unit_required: false,
+            zero_allowed: false,
+        };
+        assert_eq!(parse_duration_with("60", only_zero), secs(60));
+        assert_eq!(
+            parse_duration_with("0", only_zero),
+            Err(DurationError::Zero)
+        );
+    }
+
+    #[test]
     fn formats_and_round_trips() {
         assert_eq!(format_duration(Duration::from_secs(0)), "0s");
         assert_eq!(format_duration(Duration::from_secs(86_400)), "24h");
@@ -165,6 +250,9 @@ mod tests {
         for n in [0u64, 1, 59, 60, 61, 3_599, 3_600, 86_400, 90_061, u64::MAX] {
             let d = Duration::from_secs(n);
             assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{n}");
+            if n > 0 {
+                assert_eq!(parse_duration_strict(&format_duration(d)), Ok(d), "{n}");
+            }
         }
     }
 }

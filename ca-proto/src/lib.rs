@@ -1,8 +1,8 @@
 //! Trellis wire contract, shared by the server and the client.
 //!
 //! - [`error`]: stable error codes and the JSON error body;
-//! - [`native`]: JSON types of the native `/v1` API, and [`duration`]
-//!   strings (`"24h"`);
+//! - [`native`]: JSON types of the native `/v1` API; [`duration`]: the one
+//!   duration grammar (`"24h"`), wire rules and the strict policy-file rules;
 //! - [`auth`]: the `TRELLIS-HMAC-SHA256` request signature: build, parse,
 //!   verify;
 //! - [`replay`]: the bounded nonce cache that rejects replays;
@@ -11,8 +11,14 @@
 //!   compact range, inclusion and consistency proofs and their verification;
 //! - [`sth`]: signed tree heads, the log public key, and the check of the
 //!   log evidence a sign response carries;
+//! - [`pem`]: the one PEM encoder and strict decoder (certificates, CSRs,
+//!   public keys);
 //! - [`secret`]: `file:`/`env:` secret references and the checked, capped
-//!   reading of secret files; parse errors that never echo a secret.
+//!   reading of secret files; parse errors that never echo a secret;
+//! - [`routes`]: every API path, and the [`routes::Route`] matcher the
+//!   server routes with;
+//! - [`logapi`]: bodies of the issuance log's read API (`proof`, `entries`);
+//! - [`time`]: [`time::Rfc3339`], RFC 3339 times on the wire.
 //!
 //! The crate reads no clock (callers pass `now_unix`) and does no I/O,
 //! except [`secret`]: the one place ca-proto reads files (secret files, and
@@ -25,12 +31,16 @@ pub mod auth;
 pub mod cfssl;
 pub mod duration;
 pub mod error;
+pub mod logapi;
 pub mod logentry;
 pub mod merkle;
 pub mod native;
+pub mod pem;
 pub mod replay;
+pub mod routes;
 pub mod secret;
 pub mod sth;
+pub mod time;
 
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, ReasonBody};
 

@@ -14,23 +14,12 @@ use thiserror::Error;
 
 use crate::error::ErrorCode;
 use crate::looks_like_json_object;
+use crate::sth::LogEvidence;
 
 pub use crate::duration::{format_duration, parse_duration, DurationError};
 
-/// Path of the sign endpoint.
-pub const PATH_SIGN: &str = "/v1/sign";
-/// Path of the class list endpoint.
-pub const PATH_CLASSES: &str = "/v1/classes";
-
-/// Path of a class's trust bundle (PEM of the class root(s)).
-pub fn class_bundle_path(class: &str) -> String {
-    format!("{PATH_CLASSES}/{class}/bundle")
-}
-
-/// Path of a class's current chain (PEM of the active intermediate).
-pub fn class_chain_path(class: &str) -> String {
-    format!("{PATH_CLASSES}/{class}/chain")
-}
+pub use crate::routes::{class_bundle_path, class_chain_path, PATH_CLASSES, PATH_SIGN};
+pub use crate::time::Rfc3339;
 
 /// Body of `POST /v1/sign`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,13 +125,15 @@ pub struct SignResponse {
     pub chain: String,
     /// Serial number, lowercase hex without separators.
     pub serial: String,
-    /// Start of validity, RFC 3339.
-    pub not_before: String,
-    /// End of validity, RFC 3339.
-    pub not_after: String,
-    /// Issuance log evidence (entry index, tree head, inclusion proof).
+    /// Start of validity; a string that is not RFC 3339 refuses the
+    /// response.
+    pub not_before: Rfc3339,
+    /// End of validity, RFC 3339 likewise.
+    pub not_after: Rfc3339,
+    /// Issuance log evidence (entry index, tree head, inclusion proof);
+    /// absent when the server runs without a log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log: Option<serde_json::Value>,
+    pub log: Option<LogEvidence>,
 }
 
 /// A profile of a class, as published by `GET /v1/classes`.
@@ -271,8 +262,8 @@ mod tests {
             certificate: "C".into(),
             chain: "CH".into(),
             serial: "0a1b".into(),
-            not_before: "2024-01-01T00:00:00Z".into(),
-            not_after: "2024-01-02T00:00:00Z".into(),
+            not_before: "2024-01-01T00:00:00Z".parse().expect("time"),
+            not_after: "2024-01-02T00:00:00Z".parse().expect("time"),
             log: None,
         };
         let json = serde_json::to_string(&r).expect("ser");
@@ -280,11 +271,26 @@ mod tests {
             json,
             r#"{"certificate":"C","chain":"CH","serial":"0a1b","not_before":"2024-01-01T00:00:00Z","not_after":"2024-01-02T00:00:00Z"}"#
         );
-        let with_log: SignResponse = serde_json::from_str(
-            r#"{"certificate":"C","chain":"CH","serial":"0a1b","not_before":"a","not_after":"b","log":{"index":3},"future":1}"#,
-        )
-        .expect("de");
-        assert_eq!(with_log.log, Some(serde_json::json!({"index": 3})));
+        let sth = crate::sth::SignedTreeHead::new("log-1", 4, &[7; 32], 1_700_000_000_000, &[1]);
+        let evidence = LogEvidence::new(3, b"entry", sth, &[[9; 32], [8; 32]]);
+        let mut json = serde_json::to_value(&r).expect("ser");
+        json["log"] = serde_json::to_value(&evidence).expect("ser");
+        json["future"] = 1.into();
+        let with_log: SignResponse = serde_json::from_value(json.clone()).expect("de");
+        assert_eq!(with_log.log, Some(evidence));
+        // Evidence that is not in its wire shape refuses the response.
+        let mut bad_log = json.clone();
+        bad_log["log"] = serde_json::json!({"index": 3});
+        assert!(serde_json::from_value::<SignResponse>(bad_log).is_err());
+        // So does a validity time that is not RFC 3339.
+        for bad in ["2024-01-02", "", "1704153600"] {
+            let mut bad_time = json.clone();
+            bad_time["not_after"] = bad.into();
+            assert!(
+                serde_json::from_value::<SignResponse>(bad_time).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

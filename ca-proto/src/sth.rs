@@ -81,9 +81,6 @@ const P384_POINT_LEN: usize = 97;
 /// An RSA public key of at most 8192 bits fits in this many DER bytes.
 const MAX_RSA_KEY_DER: usize = 1100;
 
-const PEM_BEGIN: &str = "-----BEGIN PUBLIC KEY-----";
-const PEM_END: &str = "-----END PUBLIC KEY-----";
-
 /// Why a tree head, key or piece of log evidence was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum EvidenceError {
@@ -289,34 +286,33 @@ impl LogPublicKey {
     }
 
     /// From text holding exactly one PEM `PUBLIC KEY` block (text around it,
-    /// such as other PEM blocks of a trust bundle, is ignored). A missing,
-    /// repeated or unreadable block is [`EvidenceError::Malformed`]; a key
-    /// that is not P-256 is [`EvidenceError::BadKey`].
+    /// such as other well-formed PEM blocks of a trust bundle, is ignored;
+    /// see [`crate::pem`]). A missing, repeated or unreadable block is
+    /// [`EvidenceError::Malformed`]; a key that is not P-256, P-384 or RSA
+    /// is [`EvidenceError::BadKey`].
     pub fn from_pem(pem: &str) -> Result<Self, EvidenceError> {
-        let start = pem
-            .find(PEM_BEGIN)
-            .ok_or(EvidenceError::Malformed("no PUBLIC KEY PEM block"))?;
-        let after = &pem[start + PEM_BEGIN.len()..];
-        let end = after.find(PEM_END).ok_or(EvidenceError::Malformed(
-            "unterminated PUBLIC KEY PEM block",
-        ))?;
-        if after[end..].contains(PEM_BEGIN) {
-            return Err(EvidenceError::Malformed(
-                "more than one PUBLIC KEY PEM block",
-            ));
-        }
-        let body = &after[..end];
-        // A DER SPKI of any reasonable key is far below this.
-        if body.len() > 4096 {
-            return Err(EvidenceError::Malformed("PUBLIC KEY PEM block too long"));
-        }
-        let b64: String = body
-            .chars()
-            .filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n'))
-            .collect();
-        let der = STANDARD
-            .decode(b64)
-            .map_err(|_| EvidenceError::Malformed("PUBLIC KEY PEM base64"))?;
+        use crate::pem::{decode_one, Label, Limits, PemError};
+        // A DER SPKI of any accepted key (RSA-8192 included) is far below
+        // 3 KiB; a trust bundle around it, far below 1 MiB.
+        let limits = Limits {
+            text_bytes: 1 << 20,
+            blocks: 1,
+            der_bytes: 3072,
+        };
+        let der = decode_one(pem.as_bytes(), Label::PublicKey, &limits).map_err(|e| {
+            EvidenceError::Malformed(match e {
+                PemError::Missing(_) => "no PUBLIC KEY PEM block",
+                PemError::MoreThanOne(_) | PemError::TooManyBlocks { .. } => {
+                    "more than one PUBLIC KEY PEM block"
+                }
+                PemError::Unterminated(_) => "unterminated PEM block",
+                PemError::TextTooLarge { .. } | PemError::BlockTooLarge { .. } => {
+                    "PUBLIC KEY PEM block too long"
+                }
+                PemError::Base64 => "PEM base64",
+                PemError::BadBeginLine | PemError::Malformed(_) => "malformed PEM",
+            })
+        })?;
         Self::from_spki_der(&der)
     }
 
@@ -345,18 +341,7 @@ impl LogPublicKey {
     /// The PEM `PUBLIC KEY` block, 64 base64 characters a line, ending in a
     /// newline.
     pub fn to_pem(&self) -> String {
-        let b64 = STANDARD.encode(self.to_spki_der());
-        let mut pem = String::with_capacity(b64.len() + 64);
-        pem.push_str(PEM_BEGIN);
-        pem.push('\n');
-        // base64 is ASCII, so byte chunks are character chunks.
-        for line in b64.as_bytes().chunks(64) {
-            pem.push_str(&String::from_utf8_lossy(line));
-            pem.push('\n');
-        }
-        pem.push_str(PEM_END);
-        pem.push('\n');
-        pem
+        crate::pem::encode(crate::pem::Label::PublicKey, &self.to_spki_der())
     }
 
     /// The key's id: lowercase hex SHA-256 of its DER SubjectPublicKeyInfo.
@@ -816,9 +801,9 @@ zIBVXJ0OmrRROCxH2QNOo6/DlLLqLNWBdvUTmP2Mst9AoczkUDsC3U0lmA==
         ));
         malformed(LogPublicKey::from_pem(&format!("{pem}{pem}")));
         malformed(LogPublicKey::from_pem(&pem.replacen("M", "*", 1)));
-        let rsa_like = format!(
-            "{PEM_BEGIN}\n{}\n{PEM_END}\n",
-            STANDARD.encode([0x30, 0x03, 0x02, 0x01, 0x00])
+        let rsa_like = crate::pem::encode(
+            crate::pem::Label::PublicKey,
+            &[0x30, 0x03, 0x02, 0x01, 0x00],
         );
         assert_eq!(
             LogPublicKey::from_pem(&rsa_like),

@@ -4,13 +4,12 @@
 
 use crate::config::Config;
 use crate::hierarchy::{self, AdminTokens, CaShape, ClassState};
-use crate::issue::{Authority, IssueRequest};
+use crate::issue::Authority;
 use crate::state::{write_atomic, StateDir};
 use anyhow::{bail, Context, Result};
 use hsm::{softhsm, Module, SigningPool, Token};
 use policies::PolicySet;
 use std::sync::Arc;
-use time::OffsetDateTime;
 
 /// Load the PKCS#11 module named by the configuration. For SoftHSM2 this
 /// first points it at the deployment's own configuration file.
@@ -125,65 +124,5 @@ pub fn open_authority(
     Ok(Arc::new(Authority::new(policies, classes, pool)))
 }
 
-/// Issue the server's TLS certificate from the `ca` class when it is
-/// missing, unreadable, or past two thirds of its lifetime. The key is made
-/// here, in software, and written 0600: it is a leaf key like any service's.
-/// Like every other certificate, it is recorded in the issuance log (when
-/// one is open) before it is written.
-pub fn ensure_server_tls(
-    config: &Config,
-    authority: &Arc<Authority>,
-    log: Option<&crate::log::IssuanceLog>,
-) -> Result<bool> {
-    let state = StateDir::new(&config.state_dir);
-    if tls_is_current(&state, authority) {
-        return Ok(false);
-    }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    let csr = params.serialize_request(&key)?;
-    let issued = authority
-        .issue_blocking(IssueRequest {
-            class: "ca".into(),
-            profile: Some("server".into()),
-            csr: csr.der().to_vec(),
-            hosts: Some(config.server.tls_names.clone()),
-            ttl: None,
-        })
-        .context("issuing the server's TLS certificate from class 'ca'")?;
-    if let Some(log) = log {
-        log.append_blocking(crate::log::issued_entry(&issued, "ca-server"))
-            .context("recording the server's TLS certificate in the issuance log")?;
-    }
-    write_atomic(&state.tls_key(), key.serialize_pem().as_bytes(), 0o600)
-        .with_context(|| format!("writing {}", state.tls_key().display()))?;
-    write_atomic(&state.tls_chain(), issued.chain_pem.as_bytes(), 0o644)
-        .with_context(|| format!("writing {}", state.tls_chain().display()))?;
-    Ok(true)
-}
-
-fn tls_is_current(state: &StateDir, authority: &Authority) -> bool {
-    let Ok(chain) = hierarchy::read_pem_cert(&state.tls_chain()) else {
-        return false;
-    };
-    if !state.tls_key().exists() {
-        return false;
-    }
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&chain) else {
-        return false;
-    };
-    let Some(ca) = authority.class("ca") else {
-        return false;
-    };
-    // Re-issue when the `ca` intermediate changed (rotation) or 2/3 of the
-    // lifetime has passed.
-    let issued_by_active = cert.issuer().as_raw()
-        == x509_parser::parse_x509_certificate(&ca.active.cert_der)
-            .map(|(_, i)| i.subject().as_raw().to_vec())
-            .unwrap_or_default();
-    let nb = cert.validity().not_before.timestamp();
-    let na = cert.validity().not_after.timestamp();
-    let renew_at = nb + (na - nb) * 2 / 3;
-    issued_by_active && OffsetDateTime::now_utc().unix_timestamp() < renew_at
-}
+/// The server's own TLS certificate has its own module.
+pub use crate::server_cert::ensure as ensure_server_tls;

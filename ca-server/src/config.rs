@@ -522,7 +522,10 @@ impl Config {
     }
 
     pub fn ca_key_algorithm(&self) -> Result<hsm::KeyAlgorithm, String> {
-        self.ca.key_algorithm.parse()
+        self.ca
+            .key_algorithm
+            .parse::<hsm::KeyAlgorithm>()
+            .map_err(|e| e.to_string())
     }
 
     /// The log key's algorithm: `[log] key_algorithm`, else the CA keys'.

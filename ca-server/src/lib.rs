@@ -4,14 +4,15 @@
 //! tests drive the same code the binary runs.
 
 pub mod admin;
+pub mod audit;
+pub mod cmd;
 pub mod config;
 pub mod dev;
 pub mod hierarchy;
-pub mod hsm_check;
 pub mod issue;
 pub mod log;
 pub mod metrics;
 pub mod serial;
 pub mod server;
+pub mod server_cert;
 pub mod state;
-pub mod status;

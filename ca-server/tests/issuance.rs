@@ -4,7 +4,7 @@
 use ca_server::admin;
 use ca_server::config::Config;
 use ca_server::dev;
-use ca_server::issue::{Authority, IssueError, IssueRequest};
+use ca_server::issue::{Authority, Caller, IssueError, IssueRequest, Operator, Recorder, Scope};
 use rcgen::{CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +14,22 @@ use x509_parser::extensions::ParsedExtension;
 struct Fixture {
     dir: PathBuf,
     authority: Arc<Authority>,
+    log: ca_server::log::IssuanceLog,
     _tmp: tempfile::TempDir,
+}
+
+/// The callers of these tests: the operator (every class), and a key that
+/// may ask for `api` only.
+const OPERATOR: Caller<'static> = Caller {
+    key_id: "test-operator",
+    scope: &Operator,
+};
+
+struct ApiOnly;
+impl Scope for ApiOnly {
+    fn allows(&self, class: &str, _profile: &str) -> bool {
+        class == "api"
+    }
 }
 
 fn fixture() -> &'static Fixture {
@@ -40,10 +55,14 @@ fn fixture() -> &'static Fixture {
         let mut log_config = config.clone();
         log_config.log.log_id = "index-test".into();
         admin::ensure_log_key(&log_config, &module).unwrap();
+        admin::ensure_log_key(&config, &module).unwrap();
         let authority = admin::open_authority(&config, &module, policies).unwrap();
+        let log = admin::open_log(&config, &module).unwrap();
+        authority.set_recorder(Recorder::Log(log.clone()));
         Fixture {
             dir: paths.dir,
             authority,
+            log,
             _tmp: tmp,
         }
     })
@@ -93,7 +112,7 @@ fn a_db_leaf_verifies_against_the_db_root_and_not_against_another_class() {
     let (der, _key) = csr(&["api-1.db.internal"], |_| {});
     let issued = f
         .authority
-        .issue_blocking(request("db", "server", der))
+        .issue_blocking(request("db", "server", der), &OPERATOR)
         .unwrap();
     let classes = f.dir.join("classes");
     let (ok, text) = openssl_verify(
@@ -136,7 +155,7 @@ fn leaves_carry_the_profile_and_nothing_from_the_csr() {
     let before = time::OffsetDateTime::now_utc();
     let issued = f
         .authority
-        .issue_blocking(request("db", "server", der))
+        .issue_blocking(request("db", "server", der), &OPERATOR)
         .unwrap();
     let (_, cert) = x509_parser::parse_x509_certificate(&issued.der).unwrap();
     assert_eq!(
@@ -192,7 +211,10 @@ fn a_csr_asking_for_ca_true_is_denied() {
             vec![0x30, 0x03, 0x01, 0x01, 0xff],
         ));
     });
-    match f.authority.issue_blocking(request("db", "server", der)) {
+    match f
+        .authority
+        .issue_blocking(request("db", "server", der), &OPERATOR)
+    {
         Err(IssueError::Denied { reasons, .. }) => {
             assert!(
                 reasons.iter().any(|r| r.code.as_str() == "ca_requested"),
@@ -211,12 +233,12 @@ fn a_csr_with_a_broken_signature_is_refused() {
     der[last] ^= 0x01;
     let err = f
         .authority
-        .issue_blocking(request("db", "server", der))
+        .issue_blocking(request("db", "server", der), &OPERATOR)
         .unwrap_err();
     assert_eq!(err.code().as_str(), "bad_csr_signature", "{err}");
     let err = f
         .authority
-        .issue_blocking(request("db", "server", b"not a csr".to_vec()))
+        .issue_blocking(request("db", "server", b"not a csr".to_vec()), &OPERATOR)
         .unwrap_err();
     assert_eq!(err.code().as_str(), "malformed_csr", "{err}");
 }
@@ -226,12 +248,20 @@ fn two_thousand_issued_serials_are_distinct_16_byte_and_random() {
     let f = fixture();
     let (der, _) = csr(&["serial.db.internal"], |_| {});
     let (tx, rx) = std::sync::mpsc::channel();
-    for _ in 0..2000 {
+    // 16 callers at once, 125 certificates each.
+    for _ in 0..16 {
         let tx = tx.clone();
-        f.authority
-            .submit(request("db", "client", der.clone()), move |r| {
-                let _ = tx.send(r.map(|i| i.serial_hex));
-            });
+        let authority = f.authority.clone();
+        let der = der.clone();
+        std::thread::spawn(move || {
+            for _ in 0..125 {
+                let _ = tx.send(
+                    authority
+                        .issue_blocking(request("db", "client", der.clone()), &OPERATOR)
+                        .map(|i| i.serial_hex),
+                );
+            }
+        });
     }
     drop(tx);
     let serials: Vec<Vec<u8>> = rx
@@ -313,4 +343,85 @@ fn log_entries_are_read_back_through_the_sparse_index_before_and_after_recovery(
             &root
         ));
     }
+}
+
+#[test]
+fn every_certificate_comes_back_recorded_and_every_refusal_is_recorded() {
+    use ca_proto::logentry::{LogDecision, LogEntry};
+    let f = fixture();
+    let (der, _) = csr(&["recorded.db.internal"], |_| {});
+    let issued = f
+        .authority
+        .issue_blocking(request("db", "server", der.clone()), &OPERATOR)
+        .unwrap();
+    // The evidence is for this very certificate, in the log the authority
+    // records to, under the log's key.
+    let evidence = issued
+        .evidence
+        .clone()
+        .expect("recorded issuance has evidence");
+    let entry = LogEntry::from_bytes(&evidence.verify(f.log.public_key()).unwrap()).unwrap();
+    assert_eq!(entry.decision, LogDecision::Issued);
+    assert_eq!(entry.certificate_der().unwrap(), issued.der);
+    assert_eq!(entry.key_id, "test-operator");
+    let stored = f.log.entries(evidence.index, evidence.index + 1).unwrap();
+    assert_eq!(LogEntry::from_bytes(&stored[0].1).unwrap(), entry);
+
+    // A key outside its scope is refused by the authority, and the refusal
+    // is an entry with the requested names.
+    let before = f.log.sth().tree_size;
+    let caller = Caller {
+        key_id: "api-only",
+        scope: &ApiOnly,
+    };
+    let err = f
+        .authority
+        .issue_blocking(request("db", "server", der), &caller)
+        .unwrap_err();
+    assert!(matches!(err, IssueError::ForbiddenScope { .. }), "{err}");
+    let sth = f.log.sth();
+    assert!(sth.tree_size > before);
+    let entries = f.log.entries(before, sth.tree_size).unwrap();
+    let denial = entries
+        .iter()
+        .map(|(_, b)| LogEntry::from_bytes(b).unwrap())
+        .find(|e| e.key_id == "api-only")
+        .expect("the scope refusal is recorded");
+    assert_eq!(denial.decision, LogDecision::Denied);
+    assert_eq!(denial.reasons[0].code, "forbidden_scope");
+    assert!(denial.certificate.is_none() && denial.serial.is_none());
+
+    // A policy denial is recorded with its domain reasons.
+    let (outside, _) = csr(&["host.not-db.example"], |_| {});
+    let before = f.log.sth().tree_size;
+    let err = f
+        .authority
+        .issue_blocking(request("db", "server", outside), &OPERATOR)
+        .unwrap_err();
+    assert!(matches!(err, IssueError::Denied { .. }), "{err}");
+    let entries = f.log.entries(before, f.log.sth().tree_size).unwrap();
+    let denial = entries
+        .iter()
+        .map(|(_, b)| LogEntry::from_bytes(b).unwrap())
+        .find(|e| e.dns == ["host.not-db.example"])
+        .expect("the policy denial is recorded with the requested name");
+    assert!(denial
+        .reasons
+        .iter()
+        .all(|r| !r.code.is_empty() && !r.detail.is_empty()));
+}
+
+#[test]
+fn an_authority_without_a_recorder_refuses_to_issue() {
+    let f = fixture();
+    let config = Config::load(&f.dir.join("config.toml")).unwrap();
+    let module = admin::open_module(&config).unwrap();
+    let policies = admin::load_policies(&config).unwrap();
+    let bare = admin::open_authority(&config, &module, policies).unwrap();
+    let (der, _) = csr(&["unrecorded.db.internal"], |_| {});
+    let err = bare
+        .issue_blocking(request("db", "server", der), &OPERATOR)
+        .unwrap_err();
+    assert!(matches!(err, IssueError::NoRecorder), "{err}");
+    assert_eq!(err.code().as_str(), "log_unavailable");
 }

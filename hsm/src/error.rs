@@ -44,6 +44,17 @@ pub enum HsmError {
     ModuleOptions(String),
     #[error("{0}")]
     ModuleParams(String),
+    /// The module could not be mapped a second time for the raw calls
+    /// (`C_GetTokenInfo`, `C_GetMechanismList`).
+    #[error("loading {path}: {source}")]
+    RawLoad {
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The module's `C_GetFunctionList` failed or returned no table.
+    #[error("C_GetFunctionList returned {rv:#x}")]
+    FunctionList { rv: cryptoki_sys::CK_RV },
     #[error("no key labelled '{label}' on token '{token}'")]
     KeyNotFound { label: String, token: String },
     #[error("a key labelled '{label}' already exists on token '{token}'")]

@@ -60,20 +60,21 @@ impl fmt::Display for KeyAlgorithm {
     }
 }
 
+/// A key algorithm name that is none of [`KeyAlgorithm`]'s; holds the name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown key algorithm '{0}' (ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096)")]
+pub struct UnknownAlgorithm(pub String);
+
 impl FromStr for KeyAlgorithm {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownAlgorithm;
+    fn from_str(s: &str) -> Result<Self, UnknownAlgorithm> {
         Ok(match s {
             "ec-p256" => KeyAlgorithm::EcP256,
             "ec-p384" => KeyAlgorithm::EcP384,
             "rsa-2048" => KeyAlgorithm::Rsa2048,
             "rsa-3072" => KeyAlgorithm::Rsa3072,
             "rsa-4096" => KeyAlgorithm::Rsa4096,
-            other => {
-                return Err(format!(
-                "unknown key algorithm '{other}' (ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096)"
-            ))
-            }
+            other => return Err(UnknownAlgorithm(other.to_owned())),
         })
     }
 }
@@ -453,5 +454,29 @@ impl Token {
     pub fn destroy_key(&self, label: &str) -> HsmResult<()> {
         let _one_at_a_time = OBJECT_CHANGES.lock().unwrap_or_else(|p| p.into_inner());
         destroy(&self.open_session()?, self.label(), label)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_round_trip_and_unknown_ones_are_named() {
+        for alg in [
+            KeyAlgorithm::EcP256,
+            KeyAlgorithm::EcP384,
+            KeyAlgorithm::Rsa2048,
+            KeyAlgorithm::Rsa3072,
+            KeyAlgorithm::Rsa4096,
+        ] {
+            assert_eq!(alg.as_str().parse::<KeyAlgorithm>(), Ok(alg));
+        }
+        let err = "ed448".parse::<KeyAlgorithm>().unwrap_err();
+        assert_eq!(err, UnknownAlgorithm("ed448".into()));
+        assert_eq!(
+            err.to_string(),
+            "unknown key algorithm 'ed448' (ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096)"
+        );
     }
 }

@@ -24,10 +24,10 @@ pub mod softhsm;
 
 pub use der::{ecdsa_raw_to_der, rsa_public_key_der};
 pub use error::{HsmError, HsmResult};
-pub use keys::{KeyAlgorithm, KeyInfo, PrivateKeyAttributes};
+pub use keys::{KeyAlgorithm, KeyInfo, PrivateKeyAttributes, UnknownAlgorithm};
 pub use mechanisms::{Capabilities, Missing, SignMechanism};
 pub use module::{HsmSession, Module, ModuleOptions, Token, TokenSelector};
 pub use pin::Pin;
 pub use pool::{PoolSession, SigningPool};
-pub use raw::TokenInfo;
+pub use raw::{TokenInfo, TokenInfoError};
 pub use signer::HsmSigningKey;

@@ -15,7 +15,7 @@
 use crate::error::{HsmError, HsmResult};
 use crate::mechanisms::Capabilities;
 use crate::pin::Pin;
-use crate::raw::{RawFunctions, TokenInfo};
+use crate::raw::{RawFunctions, TokenInfo, TokenInfoError};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, UserType};
@@ -66,6 +66,10 @@ const INIT_RETRY: Duration = Duration::from_millis(200);
 /// Attempts of `C_Initialize` within one re-initialisation.
 const INIT_ATTEMPTS: u32 = 10;
 
+/// Listings repeated while some token's info cannot be read and none
+/// matches (in all under a second).
+const UNREADABLE_RETRIES: u32 = 5;
+
 /// A read hold on the module: the generation cannot change while it lives.
 pub(crate) struct Gate<'m> {
     guard: RwLockReadGuard<'m, u64>,
@@ -111,7 +115,7 @@ impl Module {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
             Err(e) => return Err(init_failed(path, options, e)),
         }
-        let raw = RawFunctions::load(path).map_err(HsmError::ModuleParams)?;
+        let raw = RawFunctions::load(path)?;
         let module = Module {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -268,12 +272,14 @@ impl Module {
     /// Every slot with a token, with what its token says of itself. A token
     /// whose info cannot be read is listed with the reason and does not
     /// hide the others.
-    pub fn tokens(&self) -> HsmResult<Vec<(Slot, Result<TokenInfo, String>)>> {
+    pub fn tokens(&self) -> HsmResult<Vec<(Slot, Result<TokenInfo, TokenInfoError>)>> {
         let _gate = self.enter();
         self.tokens_locked()
     }
 
-    pub(crate) fn tokens_locked(&self) -> HsmResult<Vec<(Slot, Result<TokenInfo, String>)>> {
+    pub(crate) fn tokens_locked(
+        &self,
+    ) -> HsmResult<Vec<(Slot, Result<TokenInfo, TokenInfoError>)>> {
         let slots = self.ctx().get_slots_with_token().map_err(|e| {
             HsmError::pkcs11(
                 format!("listing slots of module '{}'", self.inner.path.display()),
@@ -283,11 +289,13 @@ impl Module {
         Ok(slots
             .into_iter()
             .map(|slot| {
-                let info = self
-                    .inner
-                    .raw
-                    .token_info(slot.id())
-                    .map_err(|rv| format!("C_GetTokenInfo returned {rv:#x}"));
+                let info = self.inner.raw.token_info(slot.id()).map_err(|rv| {
+                    let rv_name = match cryptoki::error::Rv::from(rv) {
+                        cryptoki::error::Rv::Error(e) => crate::error::ckr_name(e),
+                        cryptoki::error::Rv::Ok => "CKR_OK".to_string(),
+                    };
+                    TokenInfoError { rv_name }
+                });
                 (slot, info)
             })
             .collect())
@@ -301,7 +309,21 @@ impl Module {
     }
 
     pub(crate) fn find_slot_locked(&self, selector: &TokenSelector) -> HsmResult<Slot> {
-        let tokens = self.tokens_locked()?;
+        // A token whose info could not be read may be the one asked for,
+        // mid-update by another process (SoftHSM2 rewrites its token files
+        // when a second process starts): look again, a few times, before
+        // saying it is not there.
+        let mut tokens = self.tokens_locked()?;
+        for attempt in 1..=UNREADABLE_RETRIES {
+            let found = tokens
+                .iter()
+                .any(|(slot, info)| info.as_ref().is_ok_and(|i| selector.matches(*slot, i)));
+            if found || tokens.iter().all(|(_, info)| info.is_ok()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25 * u64::from(attempt)));
+            tokens = self.tokens_locked()?;
+        }
         let matching: Vec<Slot> = tokens
             .iter()
             .filter_map(|(slot, info)| {
@@ -363,7 +385,7 @@ fn init_failed(path: &Path, options: &ModuleOptions, source: CkError) -> HsmErro
     }
 }
 
-fn describe(tokens: &[(Slot, Result<TokenInfo, String>)]) -> String {
+fn describe(tokens: &[(Slot, Result<TokenInfo, TokenInfoError>)]) -> String {
     if tokens.is_empty() {
         return "no slot has a token".into();
     }

@@ -58,7 +58,15 @@ impl PoolSession {
 
     /// Check that this session can still reach the token and find the key.
     pub fn probe(&mut self, key_label: &str) -> HsmResult<()> {
-        let result = self.handle(key_label).map(|_| ());
+        // Like `sign`: a session lost (or voided by a re-initialisation of
+        // the module) is replaced once before the probe says no.
+        let result = match self.handle(key_label).map(|_| ()) {
+            Err(e) if e.is_session_lost() => {
+                self.reset();
+                self.handle(key_label).map(|_| ())
+            }
+            other => other,
+        };
         if result.as_ref().is_err_and(|e| e.is_unavailable()) {
             self.reset();
         }

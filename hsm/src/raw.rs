@@ -13,6 +13,7 @@
 //! decoded: label, serial, manufacturer, model and flags. The clock is kept
 //! as text for display and never parsed.
 
+use crate::error::{HsmError, HsmResult};
 use cryptoki_sys::{
     CK_FUNCTION_LIST, CK_MECHANISM_TYPE, CK_RV, CK_SLOT_ID, CK_TOKEN_INFO, CK_ULONG,
 };
@@ -37,6 +38,15 @@ pub struct TokenInfo {
     pub clock: Option<String>,
 }
 
+/// `C_GetTokenInfo` failed for one slot (the slot is listed as unreadable,
+/// the others still are).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("C_GetTokenInfo: {rv_name}")]
+pub struct TokenInfoError {
+    /// The `CKR_…` name of the return value.
+    pub rv_name: String,
+}
+
 /// The module's function list, for the calls cryptoki cannot make leniently.
 pub(crate) struct RawFunctions {
     /// Keeps the library mapped while `list` is used.
@@ -55,17 +65,20 @@ unsafe impl Sync for RawFunctions {}
 impl RawFunctions {
     /// Map the module at `path` (already loaded by cryptoki, so this only
     /// adds a reference) and fetch its function list.
-    pub(crate) fn load(path: &Path) -> Result<RawFunctions, String> {
+    pub(crate) fn load(path: &Path) -> HsmResult<RawFunctions> {
         // SAFETY: loading a shared library runs its initialisers; this is the
         // same library cryptoki has already loaded from the same path, so its
         // initialisers have run and a second load only takes a reference.
-        let library = unsafe { cryptoki_sys::Pkcs11::new(path) }
-            .map_err(|e| format!("loading {}: {e}", path.display()))?;
+        let library =
+            unsafe { cryptoki_sys::Pkcs11::new(path) }.map_err(|e| HsmError::RawLoad {
+                path: path.display().to_string(),
+                source: Box::new(e),
+            })?;
         let mut list: *mut CK_FUNCTION_LIST = std::ptr::null_mut();
         // SAFETY: C_GetFunctionList writes one pointer to `list`.
         let rv = unsafe { library.C_GetFunctionList(&mut list) };
         if rv != 0 || list.is_null() {
-            return Err(format!("C_GetFunctionList returned {rv:#x}"));
+            return Err(HsmError::FunctionList { rv });
         }
         Ok(RawFunctions {
             _library: library,
@@ -171,6 +184,14 @@ mod tests {
         assert_eq!(got.serial, "123");
         assert!(got.initialized && got.login_required);
         assert_eq!(got.clock.as_deref(), Some("Mon Dec  1 12:0?"));
+    }
+
+    #[test]
+    fn token_info_errors_name_the_return_value() {
+        let e = TokenInfoError {
+            rv_name: "CKR_TOKEN_NOT_RECOGNIZED".into(),
+        };
+        assert_eq!(e.to_string(), "C_GetTokenInfo: CKR_TOKEN_NOT_RECOGNIZED");
     }
 
     #[test]

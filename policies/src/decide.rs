@@ -5,11 +5,14 @@
 
 use std::net::IpAddr;
 
+use ca_proto::duration::format_duration;
+
 use crate::detail::quoted;
-use crate::duration::format_duration;
 use crate::names::{is_wildcard, normalize_dns_name};
 use crate::policy::{CommonNameRule, KeyKind, MIN_TTL};
-use crate::types::{Decision, Grant, KeyAlgorithm, KeyUsage, Reason, ReasonCode, Request};
+use crate::types::{
+    Decision, Grant, GrantParts, KeyAlgorithm, KeyUsage, Reason, ReasonCode, Request,
+};
 use crate::uris::normalize_uri;
 use crate::{ClassPolicy, Profile};
 
@@ -366,22 +369,24 @@ pub(crate) fn decide(policy: &ClassPolicy, req: &Request<'_>) -> Decision {
     let ttl = profile.map(|p| check_ttl(req, profile_name, p, &mut reasons));
 
     match (profile, ttl) {
-        (Some(profile), Some(ttl)) if reasons.is_empty() => Decision::Grant(Grant {
-            class: class.clone(),
-            profile: profile_name.to_owned(),
-            common_name,
-            dns_names: c.dns,
-            ip_addrs: c.ips,
-            uris: c.uris,
-            key_usages: profile
-                .key_usages
-                .iter()
-                .copied()
-                .filter(|u| usable_by(&csr.key, *u))
-                .collect(),
-            ext_key_usages: profile.ext_key_usages.clone(),
-            ttl,
-        }),
+        (Some(profile), Some(ttl)) if reasons.is_empty() => {
+            Decision::Grant(Grant::from_parts(GrantParts {
+                class: class.clone(),
+                profile: profile_name.to_owned(),
+                common_name,
+                dns_names: c.dns,
+                ip_addrs: c.ips,
+                uris: c.uris,
+                key_usages: profile
+                    .key_usages
+                    .iter()
+                    .copied()
+                    .filter(|u| usable_by(&csr.key, *u))
+                    .collect(),
+                ext_key_usages: profile.ext_key_usages.clone(),
+                ttl,
+            }))
+        }
         _ => Decision::Deny(reasons),
     }
 }

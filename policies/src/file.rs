@@ -29,11 +29,11 @@ use std::hash::Hash;
 use std::ops::Range;
 use std::time::Duration;
 
+use ca_proto::duration::{format_duration, parse_duration_strict};
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::duration::{format_duration, parse_duration};
 use crate::error::line_col;
 use crate::names::DnsPattern;
 use crate::policy::{valid_identifier, CommonNameRule, KeyKind, MAX_PROFILE_TTL, MIN_TTL};
@@ -298,8 +298,13 @@ fn build_profile(ctx: &Ctx<'_>, name: &str, raw: RawProfile) -> Result<Profile, 
         raw.ext_key_usages,
     )?;
     let ttl = |s: &Spanned<String>, field: &str| -> Result<Duration, PolicyError> {
-        let d = parse_duration(s.get_ref())
-            .map_err(|m| ctx.at(s.span(), format!("profiles.{name}.{field}: {m}")))?;
+        let d = parse_duration_strict(s.get_ref()).map_err(|e| {
+            let shown = s.get_ref();
+            ctx.at(
+                s.span(),
+                format!("profiles.{name}.{field}: invalid duration {shown:?}: {e}"),
+            )
+        })?;
         if d < MIN_TTL {
             return Err(ctx.at(
                 s.span(),

@@ -6,7 +6,6 @@
 
 mod decide;
 mod detail;
-mod duration;
 mod error;
 mod file;
 mod load;
@@ -17,7 +16,6 @@ mod types;
 mod uris;
 
 pub use decide::HostKind;
-pub use duration::parse_duration;
 pub use error::PolicyError;
 pub use load::load_dir;
 pub use names::{normalize_dns_name, DnsPattern, NameError};

@@ -235,24 +235,129 @@ pub enum Decision {
 
 /// Exactly what may go into the certificate; the builder copies nothing else
 /// from the CSR except its public key.
+///
+/// Sealed: its fields are private and only the policy engine
+/// ([`crate::ClassPolicy::decide`]) makes one, so a `Grant` anywhere is a
+/// decision this crate took. Code outside cannot forge one:
+///
+/// ```compile_fail
+/// let forged = policies::Grant {
+///     class: "db".into(),
+///     profile: "server".into(),
+///     common_name: None,
+///     dns_names: vec!["anything.example".into()],
+///     ip_addrs: vec![],
+///     uris: vec![],
+///     key_usages: vec![],
+///     ext_key_usages: vec![],
+///     ttl: std::time::Duration::from_secs(3600),
+/// };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Grant {
-    pub class: String,
-    pub profile: String,
+    class: String,
+    profile: String,
     /// Normalised; present only when the class's CN rule allows it.
-    pub common_name: Option<String>,
+    common_name: Option<String>,
     /// Normalised (lowercase, no trailing dot, A-labels), deduplicated, order preserved.
-    pub dns_names: Vec<String>,
-    pub ip_addrs: Vec<IpAddr>,
+    dns_names: Vec<String>,
+    ip_addrs: Vec<IpAddr>,
     /// Scheme and authority lowercased, deduplicated, order preserved.
-    pub uris: Vec<String>,
+    uris: Vec<String>,
     /// The profile's key usages that the key type can perform (RFC 8813:
     /// no keyEncipherment on EC keys).
-    pub key_usages: Vec<KeyUsage>,
-    pub ext_key_usages: Vec<ExtKeyUsage>,
+    key_usages: Vec<KeyUsage>,
+    ext_key_usages: Vec<ExtKeyUsage>,
     /// Serialised as whole seconds.
     #[serde(serialize_with = "serialize_secs")]
+    ttl: Duration,
+}
+
+/// The parts of a [`Grant`], for the one place that makes grants (and, with
+/// the `testing` feature, for other crates' tests).
+pub(crate) struct GrantParts {
+    pub class: String,
+    pub profile: String,
+    pub common_name: Option<String>,
+    pub dns_names: Vec<String>,
+    pub ip_addrs: Vec<IpAddr>,
+    pub uris: Vec<String>,
+    pub key_usages: Vec<KeyUsage>,
+    pub ext_key_usages: Vec<ExtKeyUsage>,
     pub ttl: Duration,
+}
+
+impl Grant {
+    pub(crate) fn from_parts(p: GrantParts) -> Grant {
+        Grant {
+            class: p.class,
+            profile: p.profile,
+            common_name: p.common_name,
+            dns_names: p.dns_names,
+            ip_addrs: p.ip_addrs,
+            uris: p.uris,
+            key_usages: p.key_usages,
+            ext_key_usages: p.ext_key_usages,
+            ttl: p.ttl,
+        }
+    }
+
+    /// A grant made by hand, for other crates' unit tests only (the
+    /// `testing` feature is enabled by dev-dependencies, never in a build
+    /// that ships).
+    #[cfg(feature = "testing")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_tests(
+        class: &str,
+        profile: &str,
+        common_name: Option<&str>,
+        dns_names: &[&str],
+        ip_addrs: &[IpAddr],
+        uris: &[&str],
+        key_usages: &[KeyUsage],
+        ext_key_usages: &[ExtKeyUsage],
+        ttl: Duration,
+    ) -> Grant {
+        Grant::from_parts(GrantParts {
+            class: class.into(),
+            profile: profile.into(),
+            common_name: common_name.map(Into::into),
+            dns_names: dns_names.iter().map(|s| s.to_string()).collect(),
+            ip_addrs: ip_addrs.to_vec(),
+            uris: uris.iter().map(|s| s.to_string()).collect(),
+            key_usages: key_usages.to_vec(),
+            ext_key_usages: ext_key_usages.to_vec(),
+            ttl,
+        })
+    }
+
+    pub fn class(&self) -> &str {
+        &self.class
+    }
+    pub fn profile(&self) -> &str {
+        &self.profile
+    }
+    pub fn common_name(&self) -> Option<&str> {
+        self.common_name.as_deref()
+    }
+    pub fn dns_names(&self) -> &[String] {
+        &self.dns_names
+    }
+    pub fn ip_addrs(&self) -> &[IpAddr] {
+        &self.ip_addrs
+    }
+    pub fn uris(&self) -> &[String] {
+        &self.uris
+    }
+    pub fn key_usages(&self) -> &[KeyUsage] {
+        &self.key_usages
+    }
+    pub fn ext_key_usages(&self) -> &[ExtKeyUsage] {
+        &self.ext_key_usages
+    }
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
 }
 
 fn serialize_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -72,14 +72,14 @@ fn plain_request_is_granted_with_profile_defaults() {
         &["api-1.db.internal", "db.internal"],
     );
     let g = grant("db", &req(&c));
-    assert_eq!(g.class, "db");
-    assert_eq!(g.profile, "server");
-    assert_eq!(g.common_name.as_deref(), Some("api-1.db.internal"));
-    assert_eq!(g.dns_names, ["api-1.db.internal", "db.internal"]);
+    assert_eq!(g.class(), "db");
+    assert_eq!(g.profile(), "server");
+    assert_eq!(g.common_name(), Some("api-1.db.internal"));
+    assert_eq!(g.dns_names(), ["api-1.db.internal", "db.internal"]);
     // key_encipherment is dropped for an EC key (RFC 8813).
-    assert_eq!(g.key_usages, [KeyUsage::DigitalSignature]);
-    assert_eq!(g.ext_key_usages, [ExtKeyUsage::ServerAuth]);
-    assert_eq!(g.ttl, Duration::from_secs(24 * 3600));
+    assert_eq!(g.key_usages(), [KeyUsage::DigitalSignature]);
+    assert_eq!(g.ext_key_usages(), [ExtKeyUsage::ServerAuth]);
+    assert_eq!(g.ttl(), Duration::from_secs(24 * 3600));
 }
 
 #[test]
@@ -91,11 +91,11 @@ fn rsa_keeps_key_encipherment_and_peer_profile_has_both_ekus() {
     r.profile = Some("peer");
     let g = grant("api", &r);
     assert_eq!(
-        g.key_usages,
+        g.key_usages(),
         [KeyUsage::DigitalSignature, KeyUsage::KeyEncipherment]
     );
     assert_eq!(
-        g.ext_key_usages,
+        g.ext_key_usages(),
         [ExtKeyUsage::ServerAuth, ExtKeyUsage::ClientAuth]
     );
 }
@@ -107,15 +107,15 @@ fn uppercase_and_trailing_dot_are_normalised_and_allowed() {
         &["API-1.DB.INTERNAL.", "api-1.db.internal"],
     );
     let g = grant("db", &req(&c));
-    assert_eq!(g.dns_names, ["api-1.db.internal"]);
-    assert_eq!(g.common_name.as_deref(), Some("api-1.db.internal"));
+    assert_eq!(g.dns_names(), ["api-1.db.internal"]);
+    assert_eq!(g.common_name(), Some("api-1.db.internal"));
 }
 
 #[test]
 fn idn_is_converted_to_a_labels() {
     let c = csr(None, &["bücher.db.internal"]);
     assert_eq!(
-        grant("db", &req(&c)).dns_names,
+        grant("db", &req(&c)).dns_names(),
         ["xn--bcher-kva.db.internal"]
     );
 }
@@ -179,8 +179,8 @@ fn ip_sans_need_an_allowed_range() {
     let mut c = csr(Some("localhost"), &["localhost"]);
     c.ip_addrs = vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")];
     let g = grant("ca", &req(&c));
-    assert_eq!(g.ip_addrs.len(), 2);
-    assert_eq!(g.ttl, Duration::from_secs(30 * 86_400));
+    assert_eq!(g.ip_addrs().len(), 2);
+    assert_eq!(g.ttl(), Duration::from_secs(30 * 86_400));
 
     c.ip_addrs = vec!["10.0.0.1".parse().expect("ip")];
     assert_eq!(codes("ca", &req(&c)), [ReasonCode::IpNotAllowed]);
@@ -190,12 +190,12 @@ fn ip_sans_need_an_allowed_range() {
 fn any_allowed_name_adds_the_cn_to_the_sans() {
     let c = csr(Some("LocalHost"), &[]);
     let g = grant("ca", &req(&c));
-    assert_eq!(g.common_name.as_deref(), Some("localhost"));
-    assert_eq!(g.dns_names, ["localhost"]);
+    assert_eq!(g.common_name(), Some("localhost"));
+    assert_eq!(g.dns_names(), ["localhost"]);
 
     let c = csr(Some("127.0.0.1"), &["localhost"]);
     let g = grant("ca", &req(&c));
-    assert_eq!(g.ip_addrs, ["127.0.0.1".parse::<IpAddr>().expect("ip")]);
+    assert_eq!(g.ip_addrs(), ["127.0.0.1".parse::<IpAddr>().expect("ip")]);
 
     let c = csr(Some("evil.example"), &["localhost"]);
     assert_eq!(codes("ca", &req(&c)), [ReasonCode::NameNotAllowed]);
@@ -219,7 +219,7 @@ fn too_many_sans() {
     let mut dup: Vec<&str> = refs[..10].to_vec();
     dup.push("N0.DB.INTERNAL.");
     let c = csr(None, &dup);
-    assert_eq!(grant("db", &req(&c)).dns_names.len(), 10);
+    assert_eq!(grant("db", &req(&c)).dns_names().len(), 10);
 }
 
 #[test]
@@ -268,7 +268,7 @@ fn unknown_profile_still_reports_name_and_key_problems() {
     let c = csr(None, &["db.internal"]);
     let mut r = req(&c);
     r.profile = Some("");
-    assert_eq!(grant("db", &r).profile, "server");
+    assert_eq!(grant("db", &r).profile(), "server");
 }
 
 #[test]
@@ -280,7 +280,7 @@ fn ttl_bounds() {
     r.ttl = Some(Duration::from_secs(59));
     assert_eq!(codes("db", &r), [ReasonCode::TtlTooShort]);
     r.ttl = Some(Duration::from_secs(72 * 3600));
-    assert_eq!(grant("db", &r).ttl, Duration::from_secs(72 * 3600));
+    assert_eq!(grant("db", &r).ttl(), Duration::from_secs(72 * 3600));
 }
 
 #[test]
@@ -294,9 +294,9 @@ fn hosts_replace_the_csr_sans() {
     let mut r = req(&c);
     r.hosts = Some(&hosts);
     let g = grant("db", &r);
-    assert_eq!(g.dns_names, ["a.db.internal"]);
-    assert!(g.ip_addrs.is_empty());
-    assert_eq!(g.uris, ["spiffe://trellis.internal/db/a"]);
+    assert_eq!(g.dns_names(), ["a.db.internal"]);
+    assert!(g.ip_addrs().is_empty());
+    assert_eq!(g.uris(), ["spiffe://trellis.internal/db/a"]);
 
     let hosts = vec!["127.0.0.1".to_string()];
     r.hosts = Some(&hosts);

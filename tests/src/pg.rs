@@ -3,10 +3,15 @@
 //! root), TLS from a `ca-client` output directory (`combined.pem` for key and
 //! certificate, `trust/api.pem` as the only client CA), `cert` authentication
 //! for role `api` mapped from `*.api.internal` CNs, on a loopback port.
+//! [`Postgres::reload`] returns only once the server has re-read its files.
 
 use crate::{run, text};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long a `pg_ctl reload` may take to be seen by new sessions.
+const RELOAD_WITHIN: Duration = Duration::from_secs(20);
 
 /// A PostgreSQL program from the installed server package.
 pub fn pg_bin(name: &str) -> PathBuf {
@@ -134,11 +139,60 @@ impl Postgres {
         pg
     }
 
-    /// `pg_ctl reload` (re-reads the configuration and the TLS files).
+    /// `pg_ctl reload`, and wait until the postmaster has re-read the
+    /// configuration and the TLS files: a new session's
+    /// `pg_conf_load_time()` moves past the one before. The postmaster
+    /// reloads the configuration, `pg_hba.conf` and the TLS context in one
+    /// step before it accepts the next connection, so every connection
+    /// made after this returns sees all of them. Panics if the TLS files
+    /// or the authentication files could not be loaded (PostgreSQL then keeps
+    /// the old ones).
     pub fn reload(&self) {
-        assert!(run(as_pg(&self.ctl).args(["reload", "-D"]).arg(&self.data))
-            .status
-            .success());
+        let before = self.conf_load_time();
+        let log_before = self.log().len();
+        let out = run(as_pg(&self.ctl).args(["reload", "-D"]).arg(&self.data));
+        assert!(out.status.success(), "pg_ctl reload: {}", text(&out));
+        let deadline = Instant::now() + RELOAD_WITHIN;
+        while self.conf_load_time() == before {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not reload within {RELOAD_WITHIN:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20)); // poll interval
+        }
+        let log = self.log();
+        let since = log.get(log_before..).unwrap_or(&log);
+        for refused in [
+            "SSL configuration was not reloaded",
+            "pg_hba.conf was not reloaded",
+            "pg_ident.conf was not reloaded",
+        ] {
+            assert!(
+                !since.contains(refused),
+                "PostgreSQL kept its old files ({refused}):\n{since}"
+            );
+        }
+    }
+
+    /// `pg_conf_load_time()` as a new session (over the Unix socket) sees it:
+    /// when the postmaster last loaded its configuration.
+    fn conf_load_time(&self) -> String {
+        let out = run(as_pg(&pg_bin("psql"))
+            .args(["-X", "-A", "-t", "-h"])
+            .arg(&self.data)
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-c",
+                "SELECT pg_conf_load_time()",
+            ]));
+        assert!(out.status.success(), "pg_conf_load_time(): {}", text(&out));
+        let time = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(!time.is_empty(), "pg_conf_load_time() returned nothing");
+        time
     }
 
     pub fn log(&self) -> String {

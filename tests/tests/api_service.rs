@@ -160,13 +160,15 @@ fn presented(port: u16, caller: &Path) -> (String, String) {
     (leaf, all)
 }
 
+/// The first certificate in a PEM file; panics if there is none (two empty
+/// strings would compare equal).
 fn first_pem_cert(path: &Path) -> String {
-    let pem = std::fs::read_to_string(path).unwrap_or_default();
+    let pem = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let end = "-----END CERTIFICATE-----";
     pem.find("-----BEGIN CERTIFICATE-----")
         .zip(pem.find(end))
         .map(|(b, e)| pem[b..e + end.len()].to_string())
-        .unwrap_or_default()
+        .unwrap_or_else(|| panic!("no certificate in {}", path.display()))
 }
 
 fn cn_of(pem_file: &Path) -> String {

@@ -9,6 +9,7 @@ use ca_proto::sth::{LogEvidence, LogPublicKey};
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 use trellis_e2e::{bin, openssl_csr, run, text, TestServer};
 
 const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
@@ -260,13 +261,15 @@ fn pem_der(pem: &str) -> Vec<u8> {
 
 /// Full disk and read-only filesystem under the log: 503 `log_unavailable`,
 /// unready, nothing half-written, and service resumes when the disk is back.
-/// Needs root for the tmpfs mount (CI runs as root).
+/// Needs root for the tmpfs mount: CI runs as root, and elsewhere the test
+/// fails saying so rather than pass without having run.
 #[test]
 fn disk_faults_stop_issuance_and_lose_nothing() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
+    assert!(
+        is_root(),
+        "needs root: it mounts a tmpfs under the log (CI runs the tests as root; \
+         run them as root, e.g. in the dev container)"
+    );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("var");
     let init = run(Command::new(bin("ca-server"))
@@ -293,13 +296,17 @@ fn disk_faults_stop_issuance_and_lose_nothing() {
     };
     assert_eq!(sign("d0").0, 200);
 
-    // fill the disk
+    // fill the disk (dd fails with "No space left on device": that is the point)
     let filler = log_dir.join("filler");
-    let _ = Command::new("dd")
+    let dd = run(Command::new("dd")
         .arg("if=/dev/zero")
         .arg(format!("of={}", filler.display()))
-        .args(["bs=4k", "count=1000"])
-        .output();
+        .args(["bs=4k", "count=1000"]));
+    assert!(
+        text(&dd).contains("No space left on device"),
+        "the tmpfs did not fill: {}",
+        text(&dd)
+    );
     let (status, body) = sign("d1");
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -474,6 +481,14 @@ fn removed_reordered_and_forged_records_are_detected() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// Stops the load threads when the scope ends, on a panic too.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// SIGKILL a server under concurrent load at random moments, several times;
 /// after each restart the log verifies and holds every certificate any client
 /// received.
@@ -491,7 +506,9 @@ fn sigkill_under_load_loses_nothing_a_client_received() {
     for round in 0..4 {
         let mut server = TestServer::start_in(&dir, &[]);
         let stop = AtomicBool::new(false);
+        let received_before = received.lock().unwrap().len();
         std::thread::scope(|s| {
+            let _stop = StopOnDrop(&stop);
             for c in &csrs {
                 let (server, stop, received) = (&server, &stop, &received);
                 s.spawn(move || {
@@ -526,11 +543,22 @@ fn sigkill_under_load_loses_nothing_a_client_received() {
                     }
                 });
             }
-            // a pseudo-random moment between 200 and 1200 ms
+            // under load: this round's first certificate has been received
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while received.lock().unwrap().len() == received_before {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: no certificate within 60 s:\n{}",
+                    server.server_log()
+                );
+                std::thread::sleep(Duration::from_millis(10)); // poll interval
+            }
+            // then the kill at a pseudo-random moment within the next second
+            // (the moment is the fault being injected, not a wait)
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            std::thread::sleep(std::time::Duration::from_millis(200 + (seed >> 33) % 1000));
+            std::thread::sleep(Duration::from_millis((seed >> 33) % 1000));
             if let Some(pid) = server.pid() {
                 let _ = Command::new("kill")
                     .args(["-KILL", &pid.to_string()])

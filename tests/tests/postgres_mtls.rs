@@ -76,8 +76,9 @@ fn query(port: u16, host: &str, root: &Path, identity: Option<&Path>) -> std::pr
         .env_remove("PGSSLKEY"))
 }
 
-fn presented_chain_issuer(port: u16) -> String {
-    let out = Command::new("openssl")
+/// The leaf certificate (PEM) PostgreSQL presents on the wire right now.
+fn served_leaf(port: u16) -> String {
+    let out = run(Command::new("openssl")
         .args([
             "s_client",
             "-starttls",
@@ -85,34 +86,66 @@ fn presented_chain_issuer(port: u16) -> String {
             "-connect",
             &format!("127.0.0.1:{port}"),
         ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.contains("i:"))
-        .unwrap_or_default()
-        .to_string()
+        .stdin(Stdio::null()));
+    first_pem(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|| panic!("PostgreSQL presented no certificate: {}", text(&out)))
+}
+
+/// The first PEM certificate in `text`.
+fn first_pem(text: &str) -> Option<String> {
+    let (begin, end) = ("-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----");
+    let b = text.find(begin)?;
+    let e = b + text[b..].find(end)? + end.len();
+    Some(text[b..e].to_string())
+}
+
+/// The leaf of a `ca-client` output directory.
+fn leaf_of(dir: &Path) -> String {
+    let pem = std::fs::read_to_string(dir.join("cert.pem"))
+        .unwrap_or_else(|e| panic!("{}/cert.pem: {e}", dir.display()));
+    first_pem(&pem).unwrap_or_else(|| panic!("no certificate in {}/cert.pem", dir.display()))
+}
+
+/// Stops the connection loop when the scope ends, on a panic too.
+struct StopOnDrop<'a>(&'a AtomicBool);
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 fn subject_of(pem_file: &Path) -> String {
-    let out = run(Command::new("openssl")
-        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
-        .arg(pem_file));
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("subject=")
-        .to_string()
+    x509_name(pem_file, "subject")
 }
 
 fn issuer_of(pem_file: &Path) -> String {
+    x509_name(pem_file, "issuer")
+}
+
+/// A certificate's `subject` or `issuer` as an RFC 2253 string; panics
+/// rather than return an empty name two failures would make look equal.
+fn x509_name(pem_file: &Path, which: &str) -> String {
     let out = run(Command::new("openssl")
-        .args(["x509", "-noout", "-issuer", "-nameopt", "RFC2253", "-in"])
+        .args([
+            "x509",
+            "-noout",
+            &format!("-{which}"),
+            "-nameopt",
+            "RFC2253",
+            "-in",
+        ])
         .arg(pem_file));
-    String::from_utf8_lossy(&out.stdout)
+    let name = String::from_utf8_lossy(&out.stdout)
         .trim()
-        .trim_start_matches("issuer=")
-        .to_string()
+        .trim_start_matches(&format!("{which}="))
+        .to_string();
+    assert!(
+        out.status.success() && !name.is_empty(),
+        "no {which} in {}: {}",
+        pem_file.display(),
+        text(&out)
+    );
+    name
 }
 
 #[test]
@@ -225,7 +258,11 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
     )
     .unwrap();
     pg.reload();
-    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        served_leaf(port),
+        leaf_of(&webserver),
+        "after the reload PostgreSQL does not present the web certificate"
+    );
     let fake = query(port, "pg.web.internal", &db_root, Some(&api_identity));
     assert!(
         !fake.status.success(),
@@ -239,10 +276,17 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
     );
     std::fs::write(&conf_path, &original).unwrap();
     pg.reload();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(query(port, "pg.db.internal", &db_root, Some(&api_identity))
-        .status
-        .success());
+    assert_eq!(
+        served_leaf(port),
+        leaf_of(&pgtls),
+        "after the second reload PostgreSQL does not present the db certificate"
+    );
+    let back = query(port, "pg.db.internal", &db_root, Some(&api_identity));
+    assert!(
+        back.status.success() && text(&back).contains("ok:api"),
+        "api → db after restoring the db certificate: {}",
+        text(&back)
+    );
 
     // 3. sidecars as daemons: 60 s certificates; the database reloads on each renewal
     let _db_sidecar = Sidecar(
@@ -291,7 +335,21 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
     };
     let new_db_int = t.join("new-db-int.pem");
     let new_api_int = t.join("new-api-int.pem");
+    // `n` more successful connections than now, within a minute.
+    let connections = |n: usize, what: &str| {
+        let target = ok_count.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ok_count.load(Ordering::Relaxed) < target {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} connections {what}; first failure: {:?}",
+                failures.lock().unwrap().first()
+            );
+            std::thread::sleep(Duration::from_millis(50)); // poll interval
+        }
+    };
     std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         s.spawn(|| {
             let deadline = Instant::now() + Duration::from_secs(240);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -303,10 +361,10 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
                 }
             }
         });
-        std::thread::sleep(Duration::from_secs(2));
+        connections(8, "before the rotation");
         admin(&["rotate", "prepare", "--class", "db"]);
         admin(&["rotate", "prepare", "--class", "api"]);
-        std::thread::sleep(Duration::from_secs(2));
+        connections(8, "with both successors prepared");
         admin(&["rotate", "activate", "--class", "db"]);
         admin(&["rotate", "activate", "--class", "api"]);
         std::fs::copy(server.dir.join("classes/db/intermediate.pem"), &new_db_int).unwrap();
@@ -318,12 +376,18 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
         // wait for both sides to renew from the new intermediates (≤ one 60 s lifetime)
         let deadline = Instant::now() + Duration::from_secs(150);
         let renewed = |dir: &Path, int: &Path| issuer_of(&dir.join("cert.pem")) == subject_of(int);
-        while Instant::now() < deadline
-            && !(renewed(&pgtls, &new_db_int) && renewed(&apitls, &new_api_int))
-        {
-            std::thread::sleep(Duration::from_millis(500));
+        while !(renewed(&pgtls, &new_db_int) && renewed(&apitls, &new_api_int)) {
+            assert!(
+                Instant::now() < deadline,
+                "the sidecars did not renew from the new intermediates\n--- db sidecar\n{}\n--- api sidecar\n{}",
+                std::fs::read_to_string(t.join("db-sidecar.log")).unwrap_or_default(),
+                std::fs::read_to_string(t.join("api-sidecar.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(500)); // poll interval
         }
-        std::thread::sleep(Duration::from_secs(3)); // connections after the switch, too
+        // connections after the switch, too (the loop is sequential: at
+        // most one of these was under way when both files had switched)
+        connections(8, "after both renewals");
         stop.store(true, Ordering::Relaxed);
     });
     let failures = failures.into_inner().unwrap();
@@ -346,27 +410,31 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
         subject_of(&new_api_int),
         "the API tier did not renew under the new api intermediate"
     );
-    // what PostgreSQL actually presents on the wire
-    let wire = presented_chain_issuer(port);
-    let new_db_cn = subject_of(&new_db_int);
-    let cn = new_db_cn
-        .split(',')
-        .find(|p| p.starts_with("CN="))
-        .unwrap_or_default()
-        .trim_start_matches("CN=")
-        .to_string();
-    assert!(
-        wire.contains(&cn),
-        "PostgreSQL presents {wire}, expected the issuer {cn}\n--- pg.log\n{}\n--- db sidecar\n{}",
-        std::fs::read_to_string(data.join("pg.log"))
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(15)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        std::fs::read_to_string(t.join("db-sidecar.log")).unwrap_or_default()
-    );
+    // what PostgreSQL actually presents on the wire: a leaf issued by the
+    // new db intermediate (whole RFC 2253 names compared), once it has
+    // handled the sidecar's SIGHUP for the renewed files
+    let wire = t.join("wire.pem");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        std::fs::write(&wire, served_leaf(port)).unwrap();
+        if issuer_of(&wire) == subject_of(&new_db_int) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL presents a leaf of {}, expected the new db intermediate {}\n--- pg.log\n{}\n--- db sidecar\n{}",
+            issuer_of(&wire),
+            subject_of(&new_db_int),
+            pg.log()
+                .lines()
+                .rev()
+                .take(15)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            std::fs::read_to_string(t.join("db-sidecar.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100)); // poll interval
+    }
     drop(pg);
 
     // 5. the log verifies and the monitor finds nothing wrong

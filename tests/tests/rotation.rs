@@ -5,7 +5,7 @@
 
 use serde_json::json;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use trellis_e2e::{bin, openssl_csr, openssl_verify, run, text, TestServer};
 
@@ -36,6 +36,14 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Stops the load workers when the scope ends, on a panic too.
+struct StopOnDrop<'a>(&'a AtomicBool);
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn rotating_an_intermediate_under_load_fails_no_request() {
     let server = TestServer::start();
@@ -57,8 +65,21 @@ fn rotating_an_intermediate_under_load_fails_no_request() {
         .next()
         .unwrap_or_default()
         .to_string();
+    assert!(
+        old_intermediate.contains("-----BEGIN CERTIFICATE-----"),
+        "no chain for class db: {old_chain:?}"
+    );
     let stop = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    // `n` more answered requests than now. Each of the 3 workers has at most
+    // one request under way, so of `n` answers counted from a moment, at
+    // least `n - 3` were sent after it.
+    let answered = |n: usize, what: &str| {
+        let target = done.load(Ordering::Relaxed) + n;
+        wait_until(what, || done.load(Ordering::Relaxed) >= target);
+    };
     let results: Vec<(u16, String, String)> = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         let workers: Vec<_> = (0..3)
             .map(|_| {
                 s.spawn(|| {
@@ -75,13 +96,14 @@ fn rotating_an_intermediate_under_load_fails_no_request() {
                             body["certificate"].as_str().unwrap_or_default().to_string(),
                             body["chain"].as_str().unwrap_or_default().to_string(),
                         ));
+                        done.fetch_add(1, Ordering::Relaxed);
                     }
                     seen
                 })
             })
             .collect();
 
-        std::thread::sleep(Duration::from_millis(300));
+        answered(6, "leaves from the old intermediate");
         let out = admin(&server, &["rotate", "prepare", "--class", "db"]);
         assert!(out.contains("prepared intermediate"), "{out}");
         wait_until("the prepared chain to be published", || {
@@ -103,7 +125,7 @@ fn rotating_an_intermediate_under_load_fails_no_request() {
             .unwrap()
             .clone();
         assert!(db["prepared_intermediate"].is_string(), "{db}");
-        std::thread::sleep(Duration::from_millis(300));
+        answered(6, "requests while an intermediate is prepared");
         admin(&server, &["rotate", "activate", "--class", "db"]);
         wait_until("leaves from the new intermediate", || {
             let chain = server
@@ -112,7 +134,7 @@ fn rotating_an_intermediate_under_load_fails_no_request() {
                 .text();
             !chain.starts_with(old_intermediate.trim())
         });
-        std::thread::sleep(Duration::from_millis(500));
+        answered(6, "leaves from the new intermediate");
         stop.store(true, Ordering::Relaxed);
         workers
             .into_iter()
@@ -176,11 +198,11 @@ fn rotating_an_intermediate_under_load_fails_no_request() {
 #[test]
 fn rotating_the_ca_class_swaps_the_servers_own_certificate() {
     let server = TestServer::start();
-    let before = presented_issuer(&server);
+    let before = presented_issuer(&server).expect("the server presented no certificate");
     admin(&server, &["rotate", "prepare", "--class", "ca"]);
     admin(&server, &["rotate", "activate", "--class", "ca"]);
     wait_until("a new server certificate", || {
-        presented_issuer(&server) != before
+        presented_issuer(&server).is_some_and(|now| now != before)
     });
     // clients that trust the ca root keep working
     assert_eq!(
@@ -189,7 +211,8 @@ fn rotating_the_ca_class_swaps_the_servers_own_certificate() {
     );
 }
 
-fn presented_issuer(server: &TestServer) -> String {
+/// The issuer line of the certificate the server presents, if it presented one.
+fn presented_issuer(server: &TestServer) -> Option<String> {
     let out = Command::new("openssl")
         .args([
             "s_client",
@@ -204,8 +227,7 @@ fn presented_issuer(server: &TestServer) -> String {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find(|l| l.contains("i:"))
-        .unwrap_or_default()
-        .to_string()
+        .map(str::to_string)
 }
 
 #[test]

@@ -240,6 +240,84 @@ fn the_real_cfssl_client_gets_certificates_through_authsign() {
 }
 
 /// Each case: the error code, the HTTP status, and that nothing was issued.
+/// What one row of the denial matrix sends.
+enum Request {
+    /// A native request for `/v1/sign`, signed by `key` (fresh nonce, now).
+    Signed {
+        key: &'static str,
+        body: serde_json::Value,
+    },
+    /// Exactly these headers and body to `/v1/sign` (authentication cases).
+    Raw {
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    },
+}
+
+/// One row of the denial matrix: a request and the refusal it must get.
+struct Denial {
+    name: &'static str,
+    request: Request,
+    status: u16,
+    code: &'static str,
+    /// Reason codes the refusal must list (it may list others too).
+    reasons: &'static [&'static str],
+}
+
+/// Send one row; every way it differs from what the row expects.
+fn check_denial(server: &TestServer, case: &Denial) -> Vec<String> {
+    let issued = || server.metric("trellis_certificates_issued_total", "");
+    let before = issued();
+    let response = match &case.request {
+        Request::Signed { key, body } => {
+            let body = serde_json::to_vec(body).unwrap();
+            let header = server.auth_header(key, &body, now_unix(), &ca_proto::auth::new_nonce());
+            server
+                .client()
+                .request("POST", "/v1/sign", &[("authorization", &header)], &body)
+        }
+        Request::Raw { headers, body } => {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            server.client().request("POST", "/v1/sign", &headers, body)
+        }
+    };
+    let got = response.json();
+    let mut wrong = Vec::new();
+    if response.status != case.status {
+        wrong.push(format!(
+            "status {} (expected {})",
+            response.status, case.status
+        ));
+    }
+    if got["error"]["code"] != case.code {
+        wrong.push(format!(
+            "error code {} (expected {:?})",
+            got["error"]["code"], case.code
+        ));
+    }
+    let reasons: Vec<&str> = got["error"]["reasons"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["code"].as_str()).collect())
+        .unwrap_or_default();
+    for reason in case.reasons {
+        if !reasons.contains(reason) {
+            wrong.push(format!("reason {reason} missing (got {reasons:?})"));
+        }
+    }
+    if got.get("certificate").is_some() {
+        wrong.push("the refusal carries a certificate".into());
+    }
+    let after = issued();
+    if after != before {
+        wrong.push(format!("the issued counter moved from {before} to {after}"));
+    }
+    wrong
+        .into_iter()
+        .map(|w| format!("{}: {w}; response {}", case.name, response.text()))
+        .collect()
+}
+
 #[test]
 fn every_denial_has_a_stable_code_and_issues_nothing() {
     let server = TestServer::start();
@@ -251,44 +329,15 @@ fn every_denial_has_a_stable_code_and_issues_nothing() {
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         openssl_csr(dir, name, key, cn, &extra)
     };
-    let expect = |what: &str,
-                  body: serde_json::Value,
-                  key: &str,
-                  status: u16,
-                  code: &str,
-                  reason: Option<&str>| {
-        let before = issued();
-        let (got_status, got) = server.native_sign(key, &body);
-        assert_eq!(got_status, status, "{what}: {got}");
-        assert_eq!(got["error"]["code"], code, "{what}: {got}");
-        if let Some(reason) = reason {
-            let reasons: Vec<&str> = got["error"]["reasons"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|r| r["code"].as_str()).collect())
-                .unwrap_or_default();
-            assert!(
-                reasons.contains(&reason),
-                "{what}: expected reason {reason}, got {got}"
-            );
-        }
-        assert!(got.get("certificate").is_none(), "{what}");
-        assert_eq!(issued(), before, "{what}: a certificate was issued");
-    };
     let sign = |csr: &str| json!({"class": "db", "profile": "server", "csr": csr});
+    let db = |body: serde_json::Value| Request::Signed { key: "db", body };
 
+    // the CSRs
     let ip = csr_with(
         "ip",
         P256,
         "/CN=ip.db.internal",
         san("DNS:ip.db.internal,IP:1.1.1.1"),
-    );
-    expect(
-        "IP SAN 1.1.1.1",
-        sign(&ip),
-        "db",
-        403,
-        "policy_denied",
-        Some("ip_not_allowed"),
     );
     let outside = csr_with(
         "outside",
@@ -296,60 +345,20 @@ fn every_denial_has_a_stable_code_and_issues_nothing() {
         "/CN=www.example.com",
         san("DNS:www.example.com"),
     );
-    expect(
-        "name outside the class",
-        sign(&outside),
-        "db",
-        403,
-        "policy_denied",
-        Some("name_not_allowed"),
-    );
     let wildcard = csr_with("wild", P256, "/CN=x.db.internal", san("DNS:*.db.internal"));
-    expect(
-        "wildcard",
-        sign(&wildcard),
-        "db",
-        403,
-        "policy_denied",
-        Some("wildcard_not_allowed"),
-    );
     let suffix = csr_with(
         "evil",
         P256,
         "/CN=db.internal.evil.example",
         san("DNS:db.internal.evil.example"),
     );
-    expect(
-        "suffix trick",
-        sign(&suffix),
-        "db",
-        403,
-        "policy_denied",
-        Some("name_not_allowed"),
-    );
     let many: Vec<String> = (0..11).map(|i| format!("DNS:n{i}.db.internal")).collect();
     let too_many = csr_with("many", P256, "/CN=n0.db.internal", san(&many.join(",")));
-    expect(
-        "11 SANs",
-        sign(&too_many),
-        "db",
-        403,
-        "policy_denied",
-        Some("too_many_sans"),
-    );
     let rsa1024 = csr_with(
         "rsa1024",
         &["rsa:1024"],
         "/CN=r.db.internal",
         san("DNS:r.db.internal"),
-    );
-    expect(
-        "RSA-1024",
-        sign(&rsa1024),
-        "db",
-        403,
-        "policy_denied",
-        Some("key_too_small"),
     );
     let p192 = csr_with(
         "p192",
@@ -357,27 +366,11 @@ fn every_denial_has_a_stable_code_and_issues_nothing() {
         "/CN=p.db.internal",
         san("DNS:p.db.internal"),
     );
-    expect(
-        "P-192",
-        sign(&p192),
-        "db",
-        403,
-        "policy_denied",
-        Some("key_algorithm_not_allowed"),
-    );
     let sha1 = csr_with(
         "sha1",
         &["rsa:2048"],
         "/CN=s.db.internal",
         [san("DNS:s.db.internal"), vec!["-sha1".into()]].concat(),
-    );
-    expect(
-        "SHA-1 CSR",
-        sign(&sha1),
-        "db",
-        403,
-        "policy_denied",
-        Some("signature_algorithm_not_allowed"),
     );
     let ca = csr_with(
         "ca",
@@ -389,82 +382,171 @@ fn every_denial_has_a_stable_code_and_issues_nothing() {
         ]
         .concat(),
     );
-    expect(
-        "CA:TRUE requested",
-        sign(&ca),
-        "db",
-        403,
-        "policy_denied",
-        Some("ca_requested"),
-    );
-
-    // broken signature: flip a bit in the last byte of the DER signature
     let good = csr_with("good", P256, "/CN=g.db.internal", san("DNS:g.db.internal"));
-    let der = pem_to_der(&good);
-    let mut broken = der.clone();
+    // broken signature: a bit flipped in the last byte of the DER signature
+    let mut broken = pem_to_der(&good);
     let last = broken.len() - 1;
     broken[last] ^= 1;
-    expect(
-        "broken CSR signature",
-        sign(&der_to_pem(&broken)),
-        "db",
-        400,
-        "bad_csr_signature",
-        None,
-    );
-    expect(
-        "not a CSR",
-        sign("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
-        "db",
-        400,
-        "malformed_csr",
-        None,
-    );
-
-    // scope: the db key may not ask for class api
     let api = csr_with("api", P256, "/CN=a.api.internal", san("DNS:a.api.internal"));
-    expect(
-        "db key, api class",
-        json!({"class": "api", "profile": "server", "csr": api}),
-        "db",
-        403,
-        "forbidden_scope",
-        None,
-    );
-    expect(
-        "unknown class",
-        json!({"class": "nope", "csr": good}),
-        "admin",
-        404,
-        "unknown_class",
-        None,
-    );
-    expect(
-        "unknown profile",
-        json!({"class": "db", "profile": "nope", "csr": good}),
-        "db",
-        403,
-        "policy_denied",
-        Some("unknown_profile"),
-    );
-    expect(
-        "ttl above max",
-        json!({"class": "db", "profile": "server", "csr": good, "ttl": "30d"}),
-        "db",
-        403,
-        "policy_denied",
-        Some("ttl_too_long"),
+
+    // authentication: a request that succeeded once, then the same header again
+    let client = server.client();
+    let body = serde_json::to_vec(&sign(&good)).unwrap();
+    let header = server.auth_header("db", &body, now_unix(), "replayed-nonce-0001");
+    let first = client.request("POST", "/v1/sign", &[("authorization", &header)], &body);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let stale = server.auth_header("db", &body, now_unix() - 400, "stale-nonce-000001");
+    let mismatched = server.auth_header("db", &body, now_unix(), "mismatch-nonce-001");
+    let garbage = b"{not json".to_vec();
+    let garbage_auth = server.auth_header("db", &garbage, now_unix(), &ca_proto::auth::new_nonce());
+
+    let denied = |name: &'static str, request: Request, reasons: &'static [&'static str]| Denial {
+        name,
+        request,
+        status: 403,
+        code: "policy_denied",
+        reasons,
+    };
+    let refused = |name: &'static str, request: Request, status: u16, code: &'static str| Denial {
+        name,
+        request,
+        status,
+        code,
+        reasons: &[],
+    };
+    let raw = |headers: Vec<(&'static str, String)>, body: &[u8]| Request::Raw {
+        headers,
+        body: body.to_vec(),
+    };
+    let cases = [
+        // policy
+        denied("IP SAN 1.1.1.1", db(sign(&ip)), &["ip_not_allowed"]),
+        denied(
+            "name outside the class",
+            db(sign(&outside)),
+            &["name_not_allowed"],
+        ),
+        denied("wildcard", db(sign(&wildcard)), &["wildcard_not_allowed"]),
+        denied("suffix trick", db(sign(&suffix)), &["name_not_allowed"]),
+        denied("11 SANs", db(sign(&too_many)), &["too_many_sans"]),
+        denied("RSA-1024", db(sign(&rsa1024)), &["key_too_small"]),
+        denied("P-192", db(sign(&p192)), &["key_algorithm_not_allowed"]),
+        denied(
+            "SHA-1 CSR",
+            db(sign(&sha1)),
+            &["signature_algorithm_not_allowed"],
+        ),
+        denied("CA:TRUE requested", db(sign(&ca)), &["ca_requested"]),
+        // the CSR itself
+        refused(
+            "broken CSR signature",
+            db(sign(&der_to_pem(&broken))),
+            400,
+            "bad_csr_signature",
+        ),
+        refused(
+            "not a CSR",
+            db(sign(
+                "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+            )),
+            400,
+            "malformed_csr",
+        ),
+        // scope, class, profile, lifetime
+        refused(
+            "db key, api class",
+            db(json!({"class": "api", "profile": "server", "csr": api})),
+            403,
+            "forbidden_scope",
+        ),
+        refused(
+            "unknown class",
+            Request::Signed {
+                key: "admin",
+                body: json!({"class": "nope", "csr": good}),
+            },
+            404,
+            "unknown_class",
+        ),
+        denied(
+            "unknown profile",
+            db(json!({"class": "db", "profile": "nope", "csr": good})),
+            &["unknown_profile"],
+        ),
+        denied(
+            "ttl above max",
+            db(json!({"class": "db", "profile": "server", "csr": good, "ttl": "30d"})),
+            &["ttl_too_long"],
+        ),
+        // authentication
+        refused(
+            "replayed nonce",
+            raw(vec![("authorization", header)], &body),
+            401,
+            "replayed_request",
+        ),
+        refused(
+            "timestamp 400 s old",
+            raw(vec![("authorization", stale)], &body),
+            401,
+            "stale_timestamp",
+        ),
+        refused(
+            "signature over another body",
+            raw(
+                vec![("authorization", mismatched)],
+                &serde_json::to_vec(&sign(&ip)).unwrap(),
+            ),
+            401,
+            "unauthenticated",
+        ),
+        refused(
+            "no authorization header",
+            raw(vec![], &body),
+            401,
+            "unauthenticated",
+        ),
+        // malformed and oversized bodies
+        refused(
+            "body is not JSON",
+            raw(vec![("authorization", garbage_auth)], &garbage),
+            400,
+            "malformed_request",
+        ),
+        refused(
+            "10 MiB body",
+            raw(
+                vec![("expect", "100-continue".to_string())],
+                &vec![b'a'; 10 * 1024 * 1024],
+            ),
+            413,
+            "body_too_large",
+        ),
+    ];
+    assert_eq!(cases.len(), 21, "the matrix lost or gained a row");
+    let failures: Vec<String> = cases
+        .iter()
+        .flat_map(|case| check_denial(&server, case))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} mismatches in the denial matrix:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 
-    // uppercase and trailing dot are normalised, then allowed
+    // uppercase and trailing dot are normalised, then allowed (and the
+    // issued counter the matrix watched does move when something is issued)
     let upper = csr_with(
         "upper",
         P256,
         "/CN=API-1.DB.INTERNAL.",
         san("DNS:API-1.DB.INTERNAL."),
     );
+    let before = issued();
     let (status, body) = server.native_sign("db", &sign(&upper));
     assert_eq!(status, 200, "{body}");
+    assert_eq!(issued(), before + 1.0, "the issued counter did not move");
     let leaf = write(dir, "upper.pem", body["certificate"].as_str().unwrap());
     let out = Command::new("openssl")
         .args([
@@ -480,75 +562,12 @@ fn every_denial_has_a_stable_code_and_issues_nothing() {
         .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        shown.contains("DNS:api-1.db.internal")
+        out.status.success()
+            && shown.contains("DNS:api-1.db.internal")
             && shown.contains("CN = api-1.db.internal")
             && !shown.contains("INTERNAL"),
         "{shown}"
     );
-
-    // authentication
-    let client = server.client();
-    let body = serde_json::to_vec(&sign(&good)).unwrap();
-    let header = server.auth_header("db", &body, now_unix(), "replayed-nonce-0001");
-    let first = client.request("POST", "/v1/sign", &[("authorization", &header)], &body);
-    assert_eq!(first.status, 200, "{}", first.text());
-    let before = issued();
-    let replay = client.request("POST", "/v1/sign", &[("authorization", &header)], &body);
-    assert_eq!(
-        (replay.status, replay.json()["error"]["code"].clone()),
-        (401, json!("replayed_request")),
-        "{}",
-        replay.text()
-    );
-    let stale = server.auth_header("db", &body, now_unix() - 400, "stale-nonce-000001");
-    let stale = client.request("POST", "/v1/sign", &[("authorization", &stale)], &body);
-    assert_eq!(
-        (stale.status, stale.json()["error"]["code"].clone()),
-        (401, json!("stale_timestamp"))
-    );
-    let other_body = serde_json::to_vec(&sign(&ip)).unwrap();
-    let mismatched = client.request(
-        "POST",
-        "/v1/sign",
-        &[(
-            "authorization",
-            &server.auth_header("db", &body, now_unix(), "mismatch-nonce-001"),
-        )],
-        &other_body,
-    );
-    assert_eq!(
-        (
-            mismatched.status,
-            mismatched.json()["error"]["code"].clone()
-        ),
-        (401, json!("unauthenticated"))
-    );
-    let none = client.request("POST", "/v1/sign", &[], &body);
-    assert_eq!(
-        (none.status, none.json()["error"]["code"].clone()),
-        (401, json!("unauthenticated"))
-    );
-    assert_eq!(issued(), before);
-
-    // malformed and oversized bodies
-    let garbage = b"{not json";
-    let h = server.auth_header("db", garbage, now_unix(), &ca_proto::auth::new_nonce());
-    let bad = client.request("POST", "/v1/sign", &[("authorization", &h)], garbage);
-    assert_eq!(
-        (bad.status, bad.json()["error"]["code"].clone()),
-        (400, json!("malformed_request")),
-        "{}",
-        bad.text()
-    );
-    let huge = vec![b'a'; 10 * 1024 * 1024];
-    let big = client.request("POST", "/v1/sign", &[("expect", "100-continue")], &huge);
-    assert_eq!(
-        (big.status, big.json()["error"]["code"].clone()),
-        (413, json!("body_too_large")),
-        "{}",
-        big.text()
-    );
-    assert_eq!(issued(), before);
 
     // the server is still healthy, and the denials are in its log
     assert_eq!(client.request("GET", "/healthz", &[], b"").status, 200);
@@ -564,6 +583,7 @@ fn every_denial_has_a_stable_code_and_issues_nothing() {
     assert!(server.metric("trellis_denials_total", "reason=\"ip_not_allowed\"") >= 1.0);
     // no secret in the log
     let secret = std::fs::read_to_string(server.dir.join("secrets/auth-db.hex")).unwrap();
+    assert!(!secret.trim().is_empty());
     assert!(!log.contains(secret.trim()));
 }
 

@@ -139,7 +139,7 @@ pub fn create_intermediate(
     write(
         state,
         &state.intermediate_by_label(class, &label),
-        &cert.pem(),
+        &to_pem(cert.der()),
     )?;
     Ok(IntermediateRecord {
         key: label,

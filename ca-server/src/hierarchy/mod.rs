@@ -12,16 +12,18 @@ pub use create::{init_class, publish_active, AdminTokens, CaShape};
 pub use record::{ClassState, IntermediateRecord, IntermediateStatus};
 
 use crate::state::StateDir;
+use ca_proto::pem;
 use hsm::{KeyInfo, Token};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use std::sync::Arc;
 use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HierarchyError {
-    #[error("class '{class}': {message}")]
-    State { class: String, message: String },
+    #[error("class '{class}': {problem}")]
+    State {
+        class: String,
+        problem: StateProblem,
+    },
     #[error(transparent)]
     Hsm(#[from] hsm::HsmError),
     #[error("class '{class}': building a CA certificate: {message}")]
@@ -32,6 +34,47 @@ pub enum HierarchyError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What is wrong with a class's state for the step asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum StateProblem {
+    #[error("no active intermediate (run `ca-server init`)")]
+    NoActive,
+    #[error("{path}: {source}")]
+    Unreadable {
+        path: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("cannot be written: {0}")]
+    Unwritable(#[source] Box<toml::ser::Error>),
+    #[error("a root rotation is already prepared; activate it first")]
+    RootAlreadyPrepared,
+    #[error("the previous root is still published; run `rotate root-retire` first")]
+    PreviousRootPublished,
+    #[error("no prepared root (run `rotate root-prepare` first)")]
+    NoPreparedRoot,
+    #[error("no previous root to retire")]
+    NoPreviousRoot,
+    #[error("intermediate '{key}' ({status:?}) is signed by the previous root: rotate it, and retire it once its leaves expired")]
+    SignedByPreviousRoot {
+        key: String,
+        status: record::IntermediateStatus,
+    },
+    #[error("intermediate '{0}' is already prepared; activate it first")]
+    AlreadyPrepared(String),
+    #[error("no prepared intermediate (run `rotate prepare` first)")]
+    NothingPrepared,
+}
+
+impl HierarchyError {
+    pub(crate) fn state(class: &str, problem: StateProblem) -> HierarchyError {
+        HierarchyError::State {
+            class: class.into(),
+            problem,
+        }
+    }
 }
 
 /// An intermediate that can issue: its certificate, its key in the online
@@ -66,41 +109,31 @@ pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
-/// The first certificate in a PEM file.
+/// The first certificate in a PEM file (a file Trellis wrote: a root, an
+/// intermediate, a cross certificate, the server's own chain).
 pub fn read_pem_cert(path: &std::path::Path) -> Result<Vec<u8>, HierarchyError> {
     let io = |source| HierarchyError::Io {
         path: path.display().to_string(),
         source,
     };
     let text = std::fs::read(path).map_err(io)?;
-    CertificateDer::from_pem_slice(&text)
-        .map(|c| c.to_vec())
-        .map_err(|e| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                e.to_string(),
-            ))
-        })
+    pem::decode_first(&text, pem::Label::Certificate, &pem::Limits::DEFAULT)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 /// The first certificate in PEM text.
-pub fn pem_to_der(pem: &str) -> Option<Vec<u8>> {
-    CertificateDer::from_pem_slice(pem.as_bytes())
-        .ok()
-        .map(|c| c.to_vec())
+pub fn pem_to_der(text: &str) -> Option<Vec<u8>> {
+    pem::decode_first(
+        text.as_bytes(),
+        pem::Label::Certificate,
+        &pem::Limits::DEFAULT,
+    )
+    .ok()
 }
 
+/// PEM of one DER certificate.
 pub fn to_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::with_capacity(b64.len() + 64);
-    out.push_str("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
+    pem::encode(pem::Label::Certificate, der)
 }
 
 /// How often a key that the class state names but the online token does not
@@ -121,10 +154,9 @@ pub fn load_class(
     online: &Token,
 ) -> Result<LoadedClass, HierarchyError> {
     let record = ClassState::read(state, class)?;
-    let active = record.active().ok_or_else(|| HierarchyError::State {
-        class: class.into(),
-        message: "no active intermediate (run `ca-server init`)".into(),
-    })?;
+    let active = record
+        .active()
+        .ok_or_else(|| HierarchyError::state(class, StateProblem::NoActive))?;
     let root_der = read_pem_cert(&state.root_cert(class))?;
     let int_der = read_pem_cert(&state.intermediate_by_label(class, &active.key))?;
     let key = online.public_key_rediscovering(&active.key, KEY_REDISCOVERY_INTERVAL)?;

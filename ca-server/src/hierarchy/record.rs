@@ -57,17 +57,21 @@ impl ClassState {
             path: path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| HierarchyError::State {
-            class: class.into(),
-            message: format!("{}: {e}", path.display()),
+        toml::from_str(&text).map_err(|source| {
+            HierarchyError::state(
+                class,
+                super::StateProblem::Unreadable {
+                    path: path.display().to_string(),
+                    source: Box::new(source),
+                },
+            )
         })
     }
 
     pub fn write(&self, state: &StateDir, class: &str) -> Result<(), HierarchyError> {
         let path = state.class_state(class);
-        let text = toml::to_string_pretty(self).map_err(|e| HierarchyError::State {
-            class: class.into(),
-            message: e.to_string(),
+        let text = toml::to_string_pretty(self).map_err(|e| {
+            HierarchyError::state(class, super::StateProblem::Unwritable(Box::new(e)))
         })?;
         write_atomic(&path, text.as_bytes(), 0o644).map_err(|source| HierarchyError::Io {
             path: path.display().to_string(),

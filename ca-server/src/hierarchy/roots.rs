@@ -13,19 +13,12 @@
 
 use super::create::{build_error, ca_params, key_label, sign_error, write, AdminTokens, CaShape};
 use super::record::ClassState;
-use super::{read_pem_cert, to_pem, HierarchyError};
+use super::{read_pem_cert, to_pem, HierarchyError, StateProblem};
 use crate::state::StateDir;
 use hsm::{HsmSigningKey, PoolSession};
 use rcgen::{BasicConstraints, DistinguishedName, DnType, DnValue, IsCa, Issuer};
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
-
-fn state_error(class: &str, message: impl Into<String>) -> HierarchyError {
-    HierarchyError::State {
-        class: class.into(),
-        message: message.into(),
-    }
-}
 
 /// Keep a copy of the current root under `roots/` (it may leave root.pem).
 fn archive_current(
@@ -66,15 +59,15 @@ pub fn prepare(
         .iter()
         .any(|r| r != &record.root_key && record.cross_signed_by.as_deref() != Some(r))
     {
-        return Err(state_error(
+        return Err(HierarchyError::state(
             class,
-            "a root rotation is already prepared; activate it first",
+            StateProblem::RootAlreadyPrepared,
         ));
     }
     if record.cross_signed_by.is_some() {
-        return Err(state_error(
+        return Err(HierarchyError::state(
             class,
-            "the previous root is still published; run `rotate root-retire` first",
+            StateProblem::PreviousRootPublished,
         ));
     }
     archive_current(state, class, &record)?;
@@ -86,7 +79,8 @@ pub fn prepare(
     // The new root takes the old root's exact name: the cross certificate is
     // then self-issued (RFC 5280 §6.1: not counted against the old root's
     // path length), and peers tell the two roots apart by key identifier.
-    params.distinguished_name = same_name(&old_der).map_err(|e| build_error(class, e))?;
+    params.distinguished_name =
+        same_name(&old_der).map_err(|e| build_error(class, e.to_string()))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.not_after = now + Duration::days(i64::from(shape.root_days));
 
@@ -117,11 +111,15 @@ pub fn prepare(
         .map_err(|e| sign_error(class, &signer, e))?;
     drop(signer);
 
-    write(state, &state.root_by_label(class, &label), &new_root.pem())?;
+    write(
+        state,
+        &state.root_by_label(class, &label),
+        &to_pem(new_root.der()),
+    )?;
     write(
         state,
         &state.cross_cert(class, &label, &record.root_key),
-        &cross.pem(),
+        &to_pem(cross.der()),
     )?;
     record.published_roots.push(label.clone());
     publish_bundle(state, class, &record)?;
@@ -131,28 +129,38 @@ pub fn prepare(
 
 /// The subject of `der` as rcgen builds names (UTF8String and
 /// PrintableString attributes, one per RDN, in order).
-fn same_name(der: &[u8]) -> Result<DistinguishedName, String> {
+/// Why the current root's name cannot be copied onto its successor.
+#[derive(Debug, thiserror::Error)]
+enum NameError {
+    #[error("the current root does not parse: {0}")]
+    Unparseable(x509_parser::nom::Err<x509_parser::error::X509Error>),
+    #[error("attribute OID too large")]
+    OidTooLarge,
+    #[error("attribute is not text")]
+    NotText,
+    #[error("not printable")]
+    NotPrintable,
+    #[error("root name uses an unsupported string type {0:?}")]
+    UnsupportedStringType(x509_parser::der_parser::asn1_rs::Tag),
+}
+
+fn same_name(der: &[u8]) -> Result<DistinguishedName, NameError> {
     use x509_parser::der_parser::asn1_rs::Tag;
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(NameError::Unparseable)?;
     let mut dn = DistinguishedName::new();
     for attr in cert.subject().iter_attributes() {
         let oid: Vec<u64> = attr
             .attr_type()
             .iter()
-            .ok_or("attribute OID too large")?
+            .ok_or(NameError::OidTooLarge)?
             .collect();
-        let text =
-            std::str::from_utf8(attr.attr_value().data).map_err(|_| "attribute is not text")?;
+        let text = std::str::from_utf8(attr.attr_value().data).map_err(|_| NameError::NotText)?;
         let value = match attr.attr_value().header.tag() {
             Tag::Utf8String => DnValue::Utf8String(text.to_string()),
             Tag::PrintableString => {
-                DnValue::PrintableString(text.try_into().map_err(|_| "not printable")?)
+                DnValue::PrintableString(text.try_into().map_err(|_| NameError::NotPrintable)?)
             }
-            other => {
-                return Err(format!(
-                    "root name uses an unsupported string type {other:?}"
-                ))
-            }
+            other => return Err(NameError::UnsupportedStringType(other)),
         };
         dn.push(DnType::from_oid(&oid), value);
     }
@@ -171,7 +179,7 @@ pub fn activate(state: &StateDir, class: &str) -> Result<(String, String), Hiera
         .iter()
         .find(|r| state.cross_cert(class, r, &record.root_key).exists())
         .cloned()
-        .ok_or_else(|| state_error(class, "no prepared root (run `rotate root-prepare` first)"))?;
+        .ok_or_else(|| HierarchyError::state(class, StateProblem::NoPreparedRoot))?;
     archive_current(state, class, &record)?;
     let previous = std::mem::replace(&mut record.root_key, next.clone());
     record.published_roots.retain(|r| r != &next);
@@ -192,7 +200,7 @@ pub fn retire(state: &StateDir, class: &str) -> Result<String, HierarchyError> {
     let previous = record
         .cross_signed_by
         .clone()
-        .ok_or_else(|| state_error(class, "no previous root to retire"))?;
+        .ok_or_else(|| HierarchyError::state(class, StateProblem::NoPreviousRoot))?;
     let old_der = read_pem_cert(&state.root_by_label(class, &previous))?;
     let (_, old) = x509_parser::parse_x509_certificate(&old_der)
         .map_err(|e| build_error(class, e.to_string()))?;
@@ -203,12 +211,12 @@ pub fn retire(state: &StateDir, class: &str) -> Result<String, HierarchyError> {
         let (_, cert) = x509_parser::parse_x509_certificate(&der)
             .map_err(|e| build_error(class, e.to_string()))?;
         if cert.verify_signature(Some(old.public_key())).is_ok() {
-            return Err(state_error(
+            return Err(HierarchyError::state(
                 class,
-                format!(
-                    "intermediate '{}' ({:?}) is signed by the previous root: rotate it, and retire it once its leaves expired",
-                    int.key, int.status
-                ),
+                StateProblem::SignedByPreviousRoot {
+                    key: int.key.clone(),
+                    status: int.status,
+                },
             ));
         }
     }

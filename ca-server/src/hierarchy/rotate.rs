@@ -7,17 +7,10 @@
 
 use super::create::{create_intermediate, publish_active, AdminTokens, CaShape};
 use super::record::{ClassState, IntermediateStatus};
-use super::{read_pem_cert, HierarchyError};
+use super::{read_pem_cert, HierarchyError, StateProblem};
 use crate::state::StateDir;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
-
-fn state_error(class: &str, message: impl Into<String>) -> HierarchyError {
-    HierarchyError::State {
-        class: class.into(),
-        message: message.into(),
-    }
-}
 
 /// Create the prepared intermediate. Returns its key label.
 pub fn prepare(
@@ -28,12 +21,9 @@ pub fn prepare(
 ) -> Result<String, HierarchyError> {
     let mut record = ClassState::read(state, class)?;
     if let Some(prepared) = record.prepared() {
-        return Err(state_error(
+        return Err(HierarchyError::state(
             class,
-            format!(
-                "intermediate '{}' is already prepared; activate it first",
-                prepared.key
-            ),
+            StateProblem::AlreadyPrepared(prepared.key.clone()),
         ));
     }
     let root_key = tokens.root.public_key(&record.root_key)?;
@@ -57,12 +47,10 @@ pub fn prepare(
 /// Returns (new active, newly retired).
 pub fn activate(state: &StateDir, class: &str) -> Result<(String, Option<String>), HierarchyError> {
     let mut record = ClassState::read(state, class)?;
-    let prepared = record.prepared().map(|p| p.key.clone()).ok_or_else(|| {
-        state_error(
-            class,
-            "no prepared intermediate (run `rotate prepare` first)",
-        )
-    })?;
+    let prepared = record
+        .prepared()
+        .map(|p| p.key.clone())
+        .ok_or_else(|| HierarchyError::state(class, StateProblem::NothingPrepared))?;
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();

@@ -23,13 +23,27 @@ pub enum BuildError {
     Random(String),
 }
 
-/// Leaf parameters plus the serial they carry (kept for the response and log).
+/// Leaf parameters plus the serial they carry (kept for the response and
+/// log). Made only by [`leaf_params`] from a [`Grant`]; the signer takes
+/// nothing else, so it signs only what a grant allowed.
 pub struct Built {
-    pub params: CertificateParams,
-    pub serial: [u8; SERIAL_LEN],
+    pub(super) params: CertificateParams,
+    pub(super) serial: [u8; SERIAL_LEN],
     /// The intermediate these parameters are for: what the after-signing
     /// lint checks the certificate's issuer fields against.
-    pub issuer: IssuerFacts,
+    pub(super) issuer: IssuerFacts,
+}
+
+impl Built {
+    pub fn serial(&self) -> &[u8; SERIAL_LEN] {
+        &self.serial
+    }
+    pub fn not_before(&self) -> OffsetDateTime {
+        self.params.not_before
+    }
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.params.not_after
+    }
 }
 
 /// The issuing intermediate as the after-signing lint needs it.
@@ -42,28 +56,28 @@ pub struct IssuerFacts {
     pub key: hsm::KeyAlgorithm,
 }
 
-pub fn leaf_params(
+pub(super) fn leaf_params(
     grant: &Grant,
     issuer: &IssuingCa,
     now: OffsetDateTime,
 ) -> Result<Built, BuildError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    if let Some(cn) = &grant.common_name {
-        dn.push(DnType::CommonName, cn.clone());
+    if let Some(cn) = grant.common_name() {
+        dn.push(DnType::CommonName, cn);
     }
     params.distinguished_name = dn;
     let mut sans =
-        Vec::with_capacity(grant.dns_names.len() + grant.ip_addrs.len() + grant.uris.len());
-    for name in &grant.dns_names {
+        Vec::with_capacity(grant.dns_names().len() + grant.ip_addrs().len() + grant.uris().len());
+    for name in grant.dns_names() {
         sans.push(SanType::DnsName(
             name.clone()
                 .try_into()
                 .map_err(|_| BuildError::Name(name.clone()))?,
         ));
     }
-    sans.extend(grant.ip_addrs.iter().map(|ip| SanType::IpAddress(*ip)));
-    for uri in &grant.uris {
+    sans.extend(grant.ip_addrs().iter().map(|ip| SanType::IpAddress(*ip)));
+    for uri in grant.uris() {
         sans.push(SanType::URI(
             uri.clone()
                 .try_into()
@@ -72,10 +86,10 @@ pub fn leaf_params(
     }
     params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = grant.key_usages.iter().map(key_usage).collect();
-    params.extended_key_usages = grant.ext_key_usages.iter().map(ext_key_usage).collect();
+    params.key_usages = grant.key_usages().iter().map(key_usage).collect();
+    params.extended_key_usages = grant.ext_key_usages().iter().map(ext_key_usage).collect();
     params.not_before = now - BACKDATE;
-    let ttl = Duration::try_from(grant.ttl).unwrap_or(Duration::MAX);
+    let ttl = Duration::try_from(grant.ttl()).unwrap_or(Duration::MAX);
     params.not_after = now
         .checked_add(ttl)
         .unwrap_or(issuer.not_after)

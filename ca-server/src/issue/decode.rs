@@ -12,8 +12,6 @@ pub mod der;
 pub mod spki;
 
 use policies::{CsrFacts, KeyAlgorithm, SignatureAlgorithm};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateSigningRequestDer;
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ExtensionRequest;
 use x509_parser::extensions::{GeneralName, ParsedExtension, X509Extension};
@@ -25,14 +23,17 @@ use x509_parser::x509::AlgorithmIdentifier;
 /// SANs is under 8 KiB.
 pub const MAX_CSR_BYTES: usize = 32 * 1024;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DecodeError {
     #[error("CSR is larger than {MAX_CSR_BYTES} bytes")]
     TooLarge,
     #[error("no CERTIFICATE REQUEST found in the PEM input")]
     NoPem,
     #[error("CSR is not valid DER: {0}")]
-    Der(String),
+    Der(x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// The CSR's key is well formed but not one certificates can carry.
+    #[error("unsupported public key: {0}")]
+    UnsupportedKey(rcgen::Error),
     #[error("CSR has trailing bytes after the request")]
     TrailingBytes,
     #[error("CSR extension request is malformed: {0}")]
@@ -47,25 +48,29 @@ pub enum DecodeError {
     Attributes(#[from] attributes::AttributeError),
 }
 
-/// Accept PEM (text around the block is ignored) or raw DER.
+/// Accept PEM (text around the block is ignored; the first `CERTIFICATE
+/// REQUEST` block is the request) or raw DER.
 pub fn csr_der_from_input(input: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    use ca_proto::pem::{decode_first, Label, Limits};
     if input.len() > MAX_CSR_BYTES {
         return Err(DecodeError::TooLarge);
     }
     if input.first() == Some(&0x30) {
         return Ok(input.to_vec());
     }
-    CertificateSigningRequestDer::from_pem_slice(input)
-        .map(|der| der.as_ref().to_vec())
-        .map_err(|_| DecodeError::NoPem)
+    let limits = Limits {
+        text_bytes: MAX_CSR_BYTES,
+        blocks: 1,
+        der_bytes: MAX_CSR_BYTES,
+    };
+    decode_first(input, Label::CertificateRequest, &limits).map_err(|_| DecodeError::NoPem)
 }
 
 pub fn parse(der: &[u8]) -> Result<X509CertificationRequest<'_>, DecodeError> {
     if der.len() > MAX_CSR_BYTES {
         return Err(DecodeError::TooLarge);
     }
-    let (rest, csr) =
-        X509CertificationRequest::from_der(der).map_err(|e| DecodeError::Der(e.to_string()))?;
+    let (rest, csr) = X509CertificationRequest::from_der(der).map_err(DecodeError::Der)?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes);
     }

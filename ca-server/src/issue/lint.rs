@@ -23,7 +23,7 @@ use x509_parser::x509::X509Version;
 #[error("lint: {0}")]
 pub struct LintError(pub String);
 
-pub fn before_signing(built: &Built, issuer: &IssuingCa) -> Result<(), LintError> {
+pub(super) fn before_signing(built: &Built, issuer: &IssuingCa) -> Result<(), LintError> {
     let p = &built.params;
     let fail = |m: &str| Err(LintError(m.into()));
     if !matches!(p.is_ca, IsCa::ExplicitNoCa) {
@@ -57,7 +57,7 @@ pub fn before_signing(built: &Built, issuer: &IssuingCa) -> Result<(), LintError
 /// usages, EKUs, basicConstraints CA:FALSE without a path length, the key
 /// identifiers — with the criticality RFC 5280 asks for, none twice, and
 /// none the profile did not ask for.
-pub fn after_signing(
+pub(super) fn after_signing(
     der: &[u8],
     built: &Built,
     grant: &Grant,
@@ -147,7 +147,7 @@ fn check_validity(
         return fail("validity outlives the intermediate");
     }
     // notBefore is backdated; both ends are truncated to whole seconds.
-    let allowed = i64::try_from(grant.ttl.as_secs())
+    let allowed = i64::try_from(grant.ttl().as_secs())
         .unwrap_or(i64::MAX)
         .saturating_add(BACKDATE.whole_seconds())
         .saturating_add(1);
@@ -159,13 +159,13 @@ fn check_validity(
 
 fn check_subject(cert: &X509Certificate<'_>, grant: &Grant) -> Result<(), LintError> {
     let rdns: Vec<_> = cert.subject().iter().collect();
-    let ok = match (&grant.common_name, rdns.as_slice()) {
+    let ok = match (grant.common_name(), rdns.as_slice()) {
         (None, []) => true,
         (Some(cn), [rdn]) => {
             let attrs: Vec<_> = rdn.iter().collect();
             matches!(attrs.as_slice(), [attr]
                 if *attr.attr_type() == OID_X509_COMMON_NAME
-                    && attr.as_str().ok() == Some(cn.as_str()))
+                    && attr.as_str().ok() == Some(cn))
         }
         _ => false,
     };
@@ -203,7 +203,7 @@ fn check_extensions(
             ParsedExtension::SubjectAlternativeName(names) => {
                 san = true;
                 // RFC 5280 4.2.1.6: critical exactly when the subject is empty.
-                criticality(grant.common_name.is_none(), "subjectAltName")?;
+                criticality(grant.common_name().is_none(), "subjectAltName")?;
                 check_names(&names.general_names, grant)?;
             }
             ParsedExtension::KeyUsage(usage) => {
@@ -247,11 +247,12 @@ fn check_extensions(
             _ => return fail(format!("extension {} is outside the profile", ext.oid)),
         }
     }
-    let names = !(grant.dns_names.is_empty() && grant.ip_addrs.is_empty() && grant.uris.is_empty());
+    let names =
+        !(grant.dns_names().is_empty() && grant.ip_addrs().is_empty() && grant.uris().is_empty());
     let expected = [
         ("subjectAltName", san, names),
-        ("keyUsage", ku, !grant.key_usages.is_empty()),
-        ("extKeyUsage", eku, !grant.ext_key_usages.is_empty()),
+        ("keyUsage", ku, !grant.key_usages().is_empty()),
+        ("extKeyUsage", eku, !grant.ext_key_usages().is_empty()),
         ("basicConstraints", bc, true),
         ("authorityKeyIdentifier", aki, true),
         ("subjectKeyIdentifier", ski, true),
@@ -303,13 +304,13 @@ fn check_names(names: &[GeneralName<'_>], grant: &Grant) -> Result<(), LintError
             }
         }
     }
-    if dns != grant.dns_names {
+    if dns != grant.dns_names() {
         return Err(LintError("DNS names differ from the grant".into()));
     }
-    if ips != grant.ip_addrs {
+    if ips != grant.ip_addrs() {
         return Err(LintError("IP addresses differ from the grant".into()));
     }
-    if uris != grant.uris {
+    if uris != grant.uris() {
         return Err(LintError("URIs differ from the grant".into()));
     }
     Ok(())
@@ -323,7 +324,7 @@ fn check_key_usage(
     usage: &x509_parser::extensions::KeyUsage,
     grant: &Grant,
 ) -> Result<(), LintError> {
-    let want = |u: KeyUsage| grant.key_usages.contains(&u);
+    let want = |u: KeyUsage| grant.key_usages().contains(&u);
     let same = usage.digital_signature() == want(KeyUsage::DigitalSignature)
         && usage.non_repudiation() == want(KeyUsage::ContentCommitment)
         && usage.key_encipherment() == want(KeyUsage::KeyEncipherment)
@@ -346,7 +347,7 @@ fn check_ext_key_usage(
     usage: &x509_parser::extensions::ExtendedKeyUsage<'_>,
     grant: &Grant,
 ) -> Result<(), LintError> {
-    let want = |u: ExtKeyUsage| grant.ext_key_usages.contains(&u);
+    let want = |u: ExtKeyUsage| grant.ext_key_usages().contains(&u);
     let same = usage.server_auth == want(ExtKeyUsage::ServerAuth)
         && usage.client_auth == want(ExtKeyUsage::ClientAuth)
         && usage.code_signing == want(ExtKeyUsage::CodeSigning)
@@ -412,10 +413,39 @@ mod tests {
         t.replace_nanosecond(0).unwrap()
     }
 
-    fn grant() -> Grant {
-        Grant {
-            class: "db".into(),
-            profile: "server".into(),
+    /// A grant's contents, editable: the tests change one field at a time
+    /// and make a (sealed) `Grant` of the result.
+    #[derive(Clone)]
+    struct Spec {
+        common_name: Option<String>,
+        dns_names: Vec<String>,
+        ip_addrs: Vec<std::net::IpAddr>,
+        uris: Vec<String>,
+        key_usages: Vec<KeyUsage>,
+        ext_key_usages: Vec<ExtKeyUsage>,
+        ttl: Duration,
+    }
+
+    impl Spec {
+        fn grant(&self) -> Grant {
+            let dns: Vec<&str> = self.dns_names.iter().map(String::as_str).collect();
+            let uris: Vec<&str> = self.uris.iter().map(String::as_str).collect();
+            Grant::for_tests(
+                "db",
+                "server",
+                self.common_name.as_deref(),
+                &dns,
+                &self.ip_addrs,
+                &uris,
+                &self.key_usages,
+                &self.ext_key_usages,
+                self.ttl,
+            )
+        }
+    }
+
+    fn spec() -> Spec {
+        Spec {
             common_name: Some("pg-0.db.internal".into()),
             dns_names: vec!["pg-0.db.internal".into(), "pg.db.internal".into()],
             ip_addrs: vec!["10.1.2.3".parse().unwrap()],
@@ -435,7 +465,7 @@ mod tests {
 
     fn case() -> Case {
         let ca = ca("db intermediate");
-        let grant = grant();
+        let grant = spec().grant();
         let built = leaf_params(&grant, &ca.issuing, OffsetDateTime::now_utc()).unwrap();
         let subject = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         Case {
@@ -471,8 +501,10 @@ mod tests {
         assert_eq!(lint(&c, &c.built.params), Ok(()));
         // without a CN (SAN critical), key usages or EKUs
         let mut c = case();
-        c.grant.common_name = None;
-        c.grant.ext_key_usages.clear();
+        let mut bare = spec();
+        bare.common_name = None;
+        bare.ext_key_usages.clear();
+        c.grant = bare.grant();
         c.built = leaf_params(&c.grant, &c.ca.issuing, OffsetDateTime::now_utc()).unwrap();
         assert_eq!(lint(&c, &c.built.params), Ok(()));
     }
@@ -704,7 +736,7 @@ mod tests {
         let c = case();
         let der = sign(&c.built.params, &c.subject, &c.ca);
         let spki = c.subject.subject_public_key_info();
-        let changes: Vec<(&str, Change<Grant>)> = vec![
+        let changes: Vec<(&str, Change<Spec>)> = vec![
             (
                 "ttl shorter",
                 Box::new(|g| g.ttl = Duration::from_secs(3600)),
@@ -725,8 +757,9 @@ mod tests {
             ("no EKUs", Box::new(|g| g.ext_key_usages.clear())),
         ];
         for (what, change) in changes {
-            let mut grant = c.grant.clone();
-            change(&mut grant);
+            let mut changed = spec();
+            change(&mut changed);
+            let grant = changed.grant();
             assert!(
                 after_signing(&der, &c.built, &grant, &spki).is_err(),
                 "{what}"

@@ -1,21 +1,52 @@
-//! The issuance pipeline, one module per step (see DESIGN.md):
-//! decode → prove → decide → build → lint → sign. Recording and responding
-//! belong to the server. Everything here runs on a signing-pool thread, so
-//! CSR verification and certificate building use all cores without ever
-//! blocking the async executor, and the HSM session is already at hand.
+//! The issuing authority: the one place that turns a request into a
+//! certificate, in one call that decides, builds, lints, signs and records
+//! (decode → prove → decide → build → lint → sign → lint → record), one
+//! module per step. Nothing outside this module can obtain a signed leaf
+//! except through [`Authority::issue`] / [`Authority::issue_blocking`],
+//! which append it to the issuance log first: the signed certificate lives
+//! in a private type until the append succeeded, and [`Issued`] cannot be
+//! made anywhere else:
+//!
+//! ```compile_fail
+//! fn forge(der: Vec<u8>, grant: policies::Grant) -> ca_server::issue::Issued {
+//!     ca_server::issue::Issued {
+//!         der,
+//!         pem: String::new(),
+//!         chain_pem: String::new(),
+//!         serial_hex: String::new(),
+//!         not_before: time::OffsetDateTime::UNIX_EPOCH,
+//!         not_after: time::OffsetDateTime::UNIX_EPOCH,
+//!         grant,
+//!         spki_sha256: String::new(),
+//!         issuer_fingerprint: String::new(),
+//!         evidence: None,
+//!     }
+//! }
+//! ```
+//!
+//! Denials the requester caused are recorded by the same call, from domain
+//! reasons. The CSR work and the signature run on a signing-pool thread
+//! (CSR verification and certificate building use all cores without
+//! blocking the async executor, and the HSM session is at hand); the log
+//! append is awaited on the caller's task. Layering: server → issue → log.
 
 pub mod build;
 pub mod decode;
 pub mod lint;
 pub mod prove;
+mod record;
 pub mod sign;
 
-use crate::hierarchy::{to_pem, LoadedClass};
+pub use record::{printable, Recorder};
+
+use crate::hierarchy::{to_pem, IssuingCa, LoadedClass};
+use crate::log::LogError;
+use ca_proto::sth::LogEvidence;
 use ca_proto::ErrorCode;
 use hsm::{PoolSession, SigningPool};
 use policies::{ClassPolicy, CsrFacts, Decision, Grant, PolicySet, Reason, Request};
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -44,6 +75,49 @@ pub struct Issued {
     pub grant: Grant,
     pub spki_sha256: String,
     pub issuer_fingerprint: String,
+    /// Proof that the certificate is in the issuance log; `None` only when
+    /// the authority records nothing ([`Recorder::Nothing`]).
+    pub evidence: Option<LogEvidence>,
+    /// Only this module makes an `Issued`, after recording it.
+    _recorded: Recorded,
+}
+
+/// The seal on [`Issued`] (private: see the module documentation).
+#[derive(Clone, Debug)]
+struct Recorded;
+
+/// Who is asking: the auth key's id (recorded in the log) and what it may
+/// request.
+pub struct Caller<'a> {
+    pub key_id: &'a str,
+    pub scope: &'a dyn Scope,
+}
+
+/// What a caller may request.
+pub trait Scope: Sync {
+    fn allows(&self, class: &str, profile: &str) -> bool;
+}
+
+/// The server itself (its own TLS certificate) and the admin tools: any
+/// class and profile.
+pub struct Operator;
+
+impl Scope for Operator {
+    fn allows(&self, _class: &str, _profile: &str) -> bool {
+        true
+    }
+}
+
+/// A signed certificate that is not recorded yet: never leaves this module.
+pub(crate) struct Pending {
+    signed: sign::Signed,
+    grant: Grant,
+    serial_hex: String,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    spki_sha256: String,
+    issuer: Arc<IssuingCa>,
+    issuer_fingerprint: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +145,18 @@ pub enum IssueError {
     /// could not be loaded: nothing is issued from the retired one.
     #[error("class '{class}' is not issuing: {reason}")]
     Suspended { class: String, reason: String },
+    #[error("key '{key_id}' may not request class '{}' profile '{}'", printable(.class), printable(.profile))]
+    ForbiddenScope {
+        key_id: String,
+        class: String,
+        profile: String,
+    },
+    /// Signed but not durably recorded: the certificate was discarded.
+    #[error("the issuance log is unavailable; nothing was issued ({0})")]
+    NotRecorded(LogError),
+    /// The authority was given no [`Recorder`]: it refuses to issue.
+    #[error("no issuance log attached; nothing was issued")]
+    NoRecorder,
 }
 
 fn reasons_text(reasons: &[Reason]) -> String {
@@ -92,18 +178,24 @@ impl IssueError {
                 ErrorCode::HsmUnavailable
             }
             IssueError::PoolClosed | IssueError::Suspended { .. } => ErrorCode::HsmUnavailable,
+            IssueError::ForbiddenScope { .. } => ErrorCode::ForbiddenScope,
+            IssueError::NotRecorded(e) => e.code(),
+            IssueError::NoRecorder => ErrorCode::LogUnavailable,
             IssueError::Build(_) | IssueError::Lint(_) | IssueError::Sign(_) => ErrorCode::Internal,
         }
     }
 }
 
-/// The CA as the server holds it: policies, the loaded classes, the pool.
+/// The CA as the server holds it: policies, the loaded classes, the pool,
+/// and where it records.
 pub struct Authority {
     policies: PolicySet,
     classes: RwLock<BTreeMap<String, Arc<LoadedClass>>>,
     /// Classes that must not issue, with why (see [`Authority::suspend_class`]).
     suspended: RwLock<BTreeMap<String, String>>,
     pool: SigningPool,
+    /// Set once; issuing without it is refused.
+    recorder: OnceLock<Recorder>,
 }
 
 impl Authority {
@@ -117,7 +209,19 @@ impl Authority {
             classes: RwLock::new(classes),
             suspended: RwLock::new(BTreeMap::new()),
             pool,
+            recorder: OnceLock::new(),
         }
+    }
+
+    /// Where every decision is recorded, from now on (the first call wins:
+    /// a recorder is never swapped under running requests). Until one is
+    /// set, issuing fails with [`IssueError::NoRecorder`].
+    pub fn set_recorder(&self, recorder: Recorder) {
+        let _ = self.recorder.set(recorder);
+    }
+
+    pub fn recorder(&self) -> Option<&Recorder> {
+        self.recorder.get()
     }
 
     pub fn policies(&self) -> &PolicySet {
@@ -176,33 +280,123 @@ impl Authority {
             .clone()
     }
 
-    /// Run the pipeline on a pool thread; `reply` gets the result there.
-    pub fn submit(
+    /// The one place a request's profile is resolved: the named profile, or
+    /// the class default when none (or an empty one) is named.
+    pub fn resolve_profile(
+        &self,
+        class: &str,
+        profile: Option<&str>,
+    ) -> Result<String, IssueError> {
+        let policy = self
+            .policies
+            .get(class)
+            .ok_or_else(|| IssueError::UnknownClass(printable(class)))?;
+        Ok(match profile {
+            Some(p) if !p.is_empty() => p.to_string(),
+            _ => policy.default_profile().to_string(),
+        })
+    }
+
+    /// Decide, build, lint, sign and record. The certificate comes back only
+    /// once its log entry is durable, with the evidence; a refusal the
+    /// requester caused is recorded before it is returned.
+    pub async fn issue(
         self: &Arc<Self>,
-        request: IssueRequest,
-        reply: impl FnOnce(Result<Issued, IssueError>) + Send + 'static,
-    ) {
-        let authority = self.clone();
-        // If the pool is closed the job (and with it `reply`) is dropped;
-        // callers treat a dropped reply as `PoolClosed`.
-        let _ = self
-            .pool
-            .execute(move |session| reply(authority.issue_with(session, &request)));
+        mut request: IssueRequest,
+        caller: &Caller<'_>,
+    ) -> Result<Issued, IssueError> {
+        let recorder = self.recorder.get().ok_or(IssueError::NoRecorder)?.clone();
+        let outcome = match self.admit(&mut request, caller) {
+            Ok(()) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let authority = self.clone();
+                let job = request.clone();
+                // If the pool is closed the job (and with it `tx`) is
+                // dropped, which reads as `PoolClosed`.
+                let _ = self.pool.execute(move |session| {
+                    let _ = tx.send(authority.pipeline(session, &job));
+                });
+                rx.await.unwrap_or(Err(IssueError::PoolClosed))
+            }
+            Err(e) => Err(e),
+        };
+        match (outcome, recorder.log()) {
+            (Ok(pending), Some(log)) => {
+                let entry = record::issued_entry(&pending, caller.key_id);
+                match log.append(entry).await {
+                    Ok(evidence) => Ok(pending.seal(Some(evidence))),
+                    Err(e) => Err(withheld(&pending, caller, e)),
+                }
+            }
+            (Ok(pending), None) => Ok(pending.seal(None)),
+            (Err(e), log) => {
+                if let Some(entry) = log.and_then(|_| denial(&request, caller, &e)) {
+                    if let Some(log) = recorder.log() {
+                        if let Err(le) = log.append(entry).await {
+                            tracing::error!(event = "log_denial_failed", class = %printable(&request.class), key_id = %caller.key_id, "{le}");
+                        }
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
-    /// Run the pipeline on a pool thread and wait (admin commands, tests).
-    pub fn issue_blocking(self: &Arc<Self>, request: IssueRequest) -> Result<Issued, IssueError> {
-        let authority = self.clone();
-        self.pool
-            .run(move |session| authority.issue_with(session, &request))
-            .map_err(|_| IssueError::PoolClosed)?
+    /// [`Authority::issue`] for non-async callers (admin commands, tests):
+    /// runs the pipeline on a pool thread and waits, then records.
+    pub fn issue_blocking(
+        self: &Arc<Self>,
+        mut request: IssueRequest,
+        caller: &Caller<'_>,
+    ) -> Result<Issued, IssueError> {
+        let recorder = self.recorder.get().ok_or(IssueError::NoRecorder)?.clone();
+        let outcome = self.admit(&mut request, caller).and_then(|()| {
+            let authority = self.clone();
+            let job = request.clone();
+            self.pool
+                .run(move |session| authority.pipeline(session, &job))
+                .map_err(|_| IssueError::PoolClosed)?
+        });
+        match (outcome, recorder.log()) {
+            (Ok(pending), Some(log)) => {
+                match log.append_blocking(record::issued_entry(&pending, caller.key_id)) {
+                    Ok(evidence) => Ok(pending.seal(Some(evidence))),
+                    Err(e) => Err(withheld(&pending, caller, e)),
+                }
+            }
+            (Ok(pending), None) => Ok(pending.seal(None)),
+            (Err(e), Some(log)) => {
+                if let Some(entry) = denial(&request, caller, &e) {
+                    if let Err(le) = log.append_blocking(entry) {
+                        tracing::error!(event = "log_denial_failed", class = %printable(&request.class), key_id = %caller.key_id, "{le}");
+                    }
+                }
+                Err(e)
+            }
+            (Err(e), None) => Err(e),
+        }
     }
 
-    fn issue_with(
+    /// Class known, profile resolved (written back into the request), scope.
+    fn admit(&self, request: &mut IssueRequest, caller: &Caller<'_>) -> Result<(), IssueError> {
+        let profile = self.resolve_profile(&request.class, request.profile.as_deref())?;
+        request.profile = Some(profile.clone());
+        if !caller.scope.allows(&request.class, &profile) {
+            return Err(IssueError::ForbiddenScope {
+                key_id: caller.key_id.to_string(),
+                class: request.class.clone(),
+                profile,
+            });
+        }
+        Ok(())
+    }
+
+    /// On a pool thread: everything up to a signed, linted certificate.
+    fn pipeline(
         &self,
         session: &mut PoolSession,
         request: &IssueRequest,
-    ) -> Result<Issued, IssueError> {
+    ) -> Result<Pending, IssueError> {
         let class = self
             .class(&request.class)
             .ok_or_else(|| IssueError::UnknownClass(request.class.clone()))?;
@@ -225,57 +419,122 @@ impl Authority {
     }
 }
 
+/// The denial entry for a refusal, if the requester caused it.
+fn denial(
+    request: &IssueRequest,
+    caller: &Caller<'_>,
+    error: &IssueError,
+) -> Option<ca_proto::logentry::LogEntry> {
+    record::denial_entry(
+        error,
+        &request.class,
+        request.profile.as_deref().unwrap_or_default(),
+        caller.key_id,
+        request.hosts.as_deref(),
+    )
+}
+
+/// A signed certificate whose log append failed: discarded, and said so.
+fn withheld(pending: &Pending, caller: &Caller<'_>, e: LogError) -> IssueError {
+    tracing::error!(decision = "failed", class = %pending.grant.class(), key_id = %caller.key_id, serial = %pending.serial_hex, code = e.code().as_str(), "issuance log: {e}; certificate withheld");
+    IssueError::NotRecorded(e)
+}
+
+impl Pending {
+    /// Recorded (or recording is off): the certificate may leave.
+    fn seal(self, evidence: Option<LogEvidence>) -> Issued {
+        let der = self.signed.into_der();
+        let pem = to_pem(&der);
+        Issued {
+            chain_pem: format!(
+                "{pem}{}{}",
+                self.issuer.cert_pem, self.issuer.chain_extra_pem
+            ),
+            pem,
+            der,
+            serial_hex: self.serial_hex,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            spki_sha256: self.spki_sha256,
+            issuer_fingerprint: self.issuer_fingerprint,
+            grant: self.grant,
+            evidence,
+            _recorded: Recorded,
+        }
+    }
+}
+
+/// decode → prove → decide: the CSR's facts and the policy's decision, for
+/// issuing and for `ca-server policy check` alike.
+fn decide<T>(
+    policy: &ClassPolicy,
+    csr_input: &[u8],
+    profile: Option<&str>,
+    hosts: Option<&[String]>,
+    ttl: Option<Duration>,
+    then: impl FnOnce(
+        &x509_parser::certification_request::X509CertificationRequest<'_>,
+        Grant,
+    ) -> Result<T, IssueError>,
+) -> Result<T, IssueError> {
+    let der = decode::csr_der_from_input(csr_input)?;
+    let csr = decode::parse(&der)?;
+    let facts = decode::facts(&csr)?;
+    let decision = || {
+        policy.decide(&Request {
+            profile,
+            csr: &facts,
+            hosts,
+            ttl,
+        })
+    };
+    if let Err(proof) = prove::proof_of_possession(&csr) {
+        return Err(weak_crypto_denial(decision(), &facts).unwrap_or(IssueError::Proof(proof)));
+    }
+    match decision() {
+        Decision::Grant(grant) => then(&csr, grant),
+        Decision::Deny(reasons) => Err(IssueError::Denied {
+            reasons,
+            facts: Box::new(facts),
+        }),
+    }
+}
+
 /// decode → prove → decide → build → lint → sign → lint.
-pub fn issue(
+fn issue(
     session: &mut PoolSession,
     class: &LoadedClass,
     policy: &ClassPolicy,
     request: &IssueRequest,
-) -> Result<Issued, IssueError> {
-    let der = decode::csr_der_from_input(&request.csr)?;
-    let csr = decode::parse(&der)?;
-    let facts = decode::facts(&csr)?;
-    let decide = || {
-        policy.decide(&Request {
-            profile: request.profile.as_deref(),
-            csr: &facts,
-            hosts: request.hosts.as_deref(),
-            ttl: request.ttl,
-        })
-    };
-    if let Err(proof) = prove::proof_of_possession(&csr) {
-        return Err(weak_crypto_denial(decide(), &facts).unwrap_or(IssueError::Proof(proof)));
-    }
-    let grant = match decide() {
-        Decision::Grant(grant) => grant,
-        Decision::Deny(reasons) => {
-            return Err(IssueError::Denied {
-                reasons,
-                facts: Box::new(facts),
+) -> Result<Pending, IssueError> {
+    decide(
+        policy,
+        &request.csr,
+        request.profile.as_deref(),
+        request.hosts.as_deref(),
+        request.ttl,
+        |csr, grant| {
+            let issuer = class.active.clone();
+            let built = build::leaf_params(&grant, &issuer, OffsetDateTime::now_utc())?;
+            lint::before_signing(&built, &issuer)?;
+            let spki_der = csr.certification_request_info.subject_pki.raw;
+            let subject_key = rcgen::SubjectPublicKeyInfo::from_der(spki_der)
+                .map_err(decode::DecodeError::UnsupportedKey)?;
+            let signed = sign::sign_leaf(&class.name, session, &issuer, &built, &subject_key)?;
+            lint::after_signing(signed.der(), &built, &grant, spki_der)?;
+            use sha2::{Digest, Sha256};
+            Ok(Pending {
+                signed,
+                serial_hex: hex::encode(built.serial()),
+                not_before: built.not_before(),
+                not_after: built.not_after(),
+                spki_sha256: hex::encode(Sha256::digest(spki_der)),
+                issuer_fingerprint: issuer.fingerprint.clone(),
+                issuer,
+                grant,
             })
-        }
-    };
-    let issuer = class.active.clone();
-    let built = build::leaf_params(&grant, &issuer, OffsetDateTime::now_utc())?;
-    lint::before_signing(&built, &issuer)?;
-    let spki_der = csr.certification_request_info.subject_pki.raw;
-    let subject_key = rcgen::SubjectPublicKeyInfo::from_der(spki_der)
-        .map_err(|e| decode::DecodeError::Der(format!("unsupported public key: {e}")))?;
-    let cert_der = sign::sign_leaf(&class.name, session, &issuer, &built.params, &subject_key)?;
-    lint::after_signing(&cert_der, &built, &grant, spki_der)?;
-    let pem = to_pem(&cert_der);
-    use sha2::{Digest, Sha256};
-    Ok(Issued {
-        chain_pem: format!("{pem}{}{}", issuer.cert_pem, issuer.chain_extra_pem),
-        pem,
-        der: cert_der,
-        serial_hex: hex::encode(built.serial),
-        not_before: built.params.not_before,
-        not_after: built.params.not_after,
-        spki_sha256: hex::encode(Sha256::digest(spki_der)),
-        issuer_fingerprint: issuer.fingerprint.clone(),
-        grant,
-    })
+        },
+    )
 }
 
 /// Our verifier refuses what policy forbids anyway (RSA-1024, P-192, SHA-1):
@@ -310,28 +569,19 @@ pub fn explain(
     hosts: Option<&[String]>,
     ttl: Option<Duration>,
 ) -> (String, bool) {
-    let outcome = (|| -> Result<Decision, IssueError> {
-        let policy = policies
-            .get(class)
-            .ok_or_else(|| IssueError::UnknownClass(class.to_string()))?;
-        let der = decode::csr_der_from_input(csr_input)?;
-        let csr = decode::parse(&der)?;
-        let facts = decode::facts(&csr)?;
-        let decision = policy.decide(&Request {
-            profile,
-            csr: &facts,
-            hosts,
-            ttl,
+    let outcome = policies
+        .get(class)
+        .ok_or_else(|| IssueError::UnknownClass(class.to_string()))
+        .and_then(|policy| {
+            // Nothing is built or signed: the decision is the answer.
+            decide(policy, csr_input, profile, hosts, ttl, |_, grant| Ok(grant))
         });
-        if let Err(proof) = prove::proof_of_possession(&csr) {
-            return match weak_crypto_denial(decision, &facts) {
-                Some(IssueError::Denied { reasons, .. }) => Ok(Decision::Deny(reasons)),
-                _ => Err(IssueError::Proof(proof)),
-            };
-        }
-        Ok(decision)
-    })();
-    match outcome {
+    let decision = match outcome {
+        Ok(grant) => Ok(Decision::Grant(grant)),
+        Err(IssueError::Denied { reasons, .. }) => Ok(Decision::Deny(reasons)),
+        Err(e) => Err(e),
+    };
+    match decision {
         Ok(decision) => {
             let granted = matches!(decision, Decision::Grant(_));
             let text = serde_json::to_string_pretty(&decision).unwrap_or_else(|e| e.to_string());

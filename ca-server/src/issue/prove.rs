@@ -12,14 +12,21 @@
 use super::decode;
 use x509_parser::certification_request::X509CertificationRequest;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("CSR signature does not verify with its own public key ({0})")]
-pub struct ProofError(pub String);
+/// Why a CSR is not proof that its requester holds the key.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ProofError {
+    /// The key bytes or the signature algorithm disagree with what the
+    /// SPKI says (checked before any signature is verified).
+    #[error("CSR signature does not verify with its own public key ({0})")]
+    KeyMismatch(decode::DecodeError),
+    /// The signature does not verify under the CSR's own key.
+    #[error("CSR signature does not verify with its own public key ({0})")]
+    BadSignature(x509_parser::error::X509Error),
+}
 
 pub fn proof_of_possession(csr: &X509CertificationRequest<'_>) -> Result<(), ProofError> {
-    decode::check_key_and_signature(csr).map_err(|e| ProofError(e.to_string()))?;
-    csr.verify_signature()
-        .map_err(|e| ProofError(e.to_string()))
+    decode::check_key_and_signature(csr).map_err(ProofError::KeyMismatch)?;
+    csr.verify_signature().map_err(ProofError::BadSignature)
 }
 
 #[cfg(test)]

@@ -1,9 +1,22 @@
 //! Step *sign*: the HSM signs the built certificate with the class's active
 //! intermediate. Runs on a signing-pool thread, which owns the session.
+//!
+//! Only the authority (`issue`) can sign, and only what [`Built`] holds,
+//! which only `build::leaf_params` makes from a `policies::Grant`; neither
+//! the signer nor the builder is reachable from outside:
+//!
+//! ```compile_fail
+//! use ca_server::issue::sign::sign_leaf;
+//! ```
+//!
+//! ```compile_fail
+//! use ca_server::issue::build::leaf_params;
+//! ```
 
+use super::build::Built;
 use crate::hierarchy::IssuingCa;
 use hsm::{HsmError, HsmSigningKey, PoolSession};
-use rcgen::{CertificateParams, Issuer, SubjectPublicKeyInfo};
+use rcgen::{Issuer, SubjectPublicKeyInfo};
 use rustls_pki_types::CertificateDer;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,13 +27,31 @@ pub enum SignError {
     Encode(String),
 }
 
-pub fn sign_leaf(
+/// A signed leaf, not yet recorded: its bytes stay inside the issuing
+/// module until the log append succeeded.
+pub(crate) struct Signed {
+    der: Vec<u8>,
+}
+
+impl Signed {
+    pub(super) fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    pub(super) fn into_der(self) -> Vec<u8> {
+        self.der
+    }
+}
+
+/// Sign what [`Built`] holds (made only from a grant) for `subject_key`.
+pub(super) fn sign_leaf(
     class: &str,
     session: &mut PoolSession,
     issuer: &IssuingCa,
-    params: &CertificateParams,
+    built: &Built,
     subject_key: &SubjectPublicKeyInfo,
-) -> Result<Vec<u8>, SignError> {
+) -> Result<Signed, SignError> {
+    let params = &built.params;
     let signer = HsmSigningKey::new(session, &issuer.key);
     // rcgen 0.14 has no owned issuer description without a key, so the
     // issuer fields are read from the intermediate's DER on each signature.
@@ -36,7 +67,9 @@ pub fn sign_leaf(
                 .hsm_sign_seconds
                 .with_label_values(&[class])
                 .observe(started.elapsed().as_secs_f64());
-            Ok(cert.der().to_vec())
+            Ok(Signed {
+                der: cert.der().to_vec(),
+            })
         }
         Err(e) => Err(match signer.take_error() {
             Some(hsm) => {

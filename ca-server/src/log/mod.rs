@@ -9,16 +9,12 @@
 //! bounded, low-priority threads (`reads.rs`).
 
 pub mod lock;
-pub mod monitor;
 pub mod nodes;
 pub mod reads;
 pub mod record;
-pub mod show;
-pub mod verify;
 mod writer;
 
-use crate::issue::Issued;
-use ca_proto::logentry::{LogDecision, LogEntry};
+use ca_proto::logentry::LogEntry;
 use ca_proto::merkle::{inclusion_proof, Hash, ProofError};
 use ca_proto::sth::{LogEvidence, LogPublicKey, SignedTreeHead};
 use hsm::Token;
@@ -71,7 +67,7 @@ pub struct LogPaths {
 impl LogPaths {
     pub fn new(state_dir: &Path, log_id: &str) -> LogPaths {
         LogPaths {
-            dir: state_dir.join("log").join(log_id),
+            dir: crate::state::StateDir::new(state_dir).log_dir(log_id),
         }
     }
     pub fn data(&self) -> PathBuf {
@@ -122,41 +118,6 @@ pub(crate) struct Shared {
     pub published: RwLock<Published>,
     pub healthy: AtomicBool,
     pub public_key: LogPublicKey,
-}
-
-/// The log entry of an issued certificate (`seq` and `log_id` are filled
-/// in by [`IssuanceLog::append`]).
-pub fn issued_entry(issued: &Issued, key_id: &str) -> LogEntry {
-    use base64::Engine;
-    let rfc3339 = |t: time::OffsetDateTime| {
-        t.format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default()
-    };
-    LogEntry {
-        seq: 0,
-        time: rfc3339(time::OffsetDateTime::now_utc()),
-        log_id: String::new(),
-        class: issued.grant.class.clone(),
-        profile: issued.grant.profile.clone(),
-        key_id: key_id.to_string(),
-        decision: LogDecision::Issued,
-        serial: Some(issued.serial_hex.clone()),
-        subject: issued.grant.common_name.clone(),
-        dns: issued.grant.dns_names.clone(),
-        ips: issued
-            .grant
-            .ip_addrs
-            .iter()
-            .map(|ip| ip.to_string())
-            .collect(),
-        uris: issued.grant.uris.clone(),
-        not_before: Some(rfc3339(issued.not_before)),
-        not_after: Some(rfc3339(issued.not_after)),
-        spki_sha256: Some(issued.spki_sha256.clone()),
-        issuer: Some(issued.issuer_fingerprint.clone()),
-        certificate: Some(base64::engine::general_purpose::STANDARD.encode(&issued.der)),
-        reasons: Vec::new(),
-    }
 }
 
 /// A handle on the running log (cheap to clone).

@@ -124,60 +124,29 @@ pub struct Walked {
 /// Walk the records of a reader (a whole log file) without holding it in
 /// memory: `visit(kind, offset, payload)` for each valid record, stopping at
 /// the first torn one. An error from `visit` stops the walk and is returned.
+/// Recovery uses this; every record is judged by [`decode`] (through
+/// [`Reader`]), the one decoder, which the `log_scan` fuzz target covers.
 pub fn for_each<R: std::io::Read, E>(
-    mut reader: R,
+    reader: R,
     mut visit: impl FnMut(u8, u64, &[u8]) -> Result<(), E>,
 ) -> Result<Walked, WalkError<E>> {
-    let mut offset = 0u64;
-    let mut records = 0u64;
-    let mut payload = Vec::new();
-    let torn = |why, records, offset| {
-        Ok(Walked {
-            records,
-            valid_len: offset,
-            torn: Some(why),
-        })
-    };
+    let mut records = Reader::new(reader, 0);
+    let mut count = 0u64;
     loop {
-        let mut header = [0u8; HEADER];
-        match read_full(&mut reader, &mut header).map_err(WalkError::Io)? {
-            0 => {
-                return Ok(Walked {
-                    records,
-                    valid_len: offset,
-                    torn: None,
-                })
+        let torn = match records.next_record().map_err(WalkError::Io)? {
+            Next::Record(r) => {
+                visit(r.kind, r.offset, r.payload).map_err(WalkError::Visit)?;
+                count += 1;
+                continue;
             }
-            HEADER => {}
-            _ => return torn("truncated header", records, offset),
-        }
-        let kind = header[0];
-        if kind != KIND_ENTRY && kind != KIND_TREE_HEAD {
-            return torn("unknown record kind", records, offset);
-        }
-        let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        if len > MAX_PAYLOAD {
-            return torn("record length out of range", records, offset);
-        }
-        payload.resize(len + TRAILER, 0);
-        if read_full(&mut reader, &mut payload).map_err(WalkError::Io)? != len + TRAILER {
-            return torn("truncated record", records, offset);
-        }
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&header);
-        hasher.update(&payload[..len]);
-        let crc = u32::from_be_bytes([
-            payload[len],
-            payload[len + 1],
-            payload[len + 2],
-            payload[len + 3],
-        ]);
-        if hasher.finalize() != crc {
-            return torn("checksum mismatch", records, offset);
-        }
-        visit(kind, offset, &payload[..len]).map_err(WalkError::Visit)?;
-        records += 1;
-        offset += (HEADER + len + TRAILER) as u64;
+            Next::End => None,
+            Next::Torn(why) => Some(why),
+        };
+        return Ok(Walked {
+            records: count,
+            valid_len: records.offset(),
+            torn,
+        });
     }
 }
 
@@ -199,6 +168,104 @@ fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result
         }
     }
     Ok(filled)
+}
+
+/// One valid record read by [`Reader`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub kind: u8,
+    /// File offset of the record's first byte.
+    pub offset: u64,
+    pub payload: &'a [u8],
+}
+
+/// What [`Reader::next_record`] found at the reader's offset.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<'a> {
+    Record(Record<'a>),
+    /// The reader ended exactly at a record boundary.
+    End,
+    /// Not a whole, valid record (as [`decode`] judges it): the valid
+    /// prefix ends at [`Reader::offset`]. At the end of a log that is being
+    /// written, this may be a record not yet completely written.
+    Torn(&'static str),
+}
+
+/// Reads records one at a time from a reader positioned at a record
+/// boundary, holding at most one record in memory (at most
+/// [`MAX_PAYLOAD`] plus framing). Every record is judged by [`decode`].
+pub struct Reader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    offset: u64,
+}
+
+impl<R: std::io::Read> Reader<R> {
+    /// `reader` must be positioned at file offset `offset`, a record
+    /// boundary (0 for a whole file).
+    pub fn new(reader: R, offset: u64) -> Reader<R> {
+        Reader {
+            reader,
+            buf: Vec::new(),
+            offset,
+        }
+    }
+
+    /// File offset of the next record: after the last valid one returned.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next record. After [`Next::Torn`] or [`Next::End`] the reader
+    /// stays where it is (its offset is the end of the valid prefix); read
+    /// again from that offset with a new reader once the file has grown.
+    pub fn next_record(&mut self) -> std::io::Result<Next<'_>> {
+        self.buf.resize(HEADER, 0);
+        let got = read_full(&mut self.reader, &mut self.buf)?;
+        if got == 0 {
+            return Ok(Next::End);
+        }
+        if got == HEADER {
+            let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+            // Read the rest only for a plausible header; `decode` judges it.
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            let kind_known = self.buf[0] == KIND_ENTRY || self.buf[0] == KIND_TREE_HEAD;
+            if kind_known && len <= MAX_PAYLOAD {
+                self.buf.resize(HEADER + len + TRAILER, 0);
+                let rest = read_full(&mut self.reader, &mut self.buf[HEADER..])?;
+                self.buf.truncate(HEADER + rest);
+            }
+        } else {
+            self.buf.truncate(got);
+        }
+        match decode(&self.buf) {
+            Decoded::Record { kind, len, .. } => {
+                let offset = self.offset;
+                self.offset += len as u64;
+                Ok(Next::Record(Record {
+                    kind,
+                    offset,
+                    payload: &self.buf[HEADER..len - TRAILER],
+                }))
+            }
+            Decoded::Torn(why) => Ok(Next::Torn(why)),
+        }
+    }
+}
+
+/// Open `path` for reading records from `offset` (a record boundary) on,
+/// buffered.
+pub fn open_at(
+    path: &std::path::Path,
+    offset: u64,
+) -> std::io::Result<Reader<std::io::BufReader<std::fs::File>>> {
+    use std::io::Seek;
+    let mut file = std::fs::File::open(path)?;
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    Ok(Reader::new(
+        std::io::BufReader::with_capacity(64 * 1024, file),
+        offset,
+    ))
 }
 
 #[cfg(test)]
@@ -250,5 +317,65 @@ mod tests {
             let s = scan(&bad);
             assert_eq!(s.records.len(), 2, "flip at {i}");
         }
+    }
+}
+
+#[cfg(test)]
+mod reader_tests {
+    use super::*;
+
+    #[test]
+    fn the_reader_agrees_with_the_scanner_at_every_cut() {
+        let mut file = Vec::new();
+        encode(KIND_ENTRY, b"first entry", &mut file);
+        encode(KIND_TREE_HEAD, b"{\"sth\":1}", &mut file);
+        encode(KIND_ENTRY, &[7u8; 300], &mut file);
+        for cut in 0..=file.len() {
+            let bytes = &file[..cut];
+            let scan = scan(bytes);
+            let mut reader = Reader::new(bytes, 0);
+            let mut seen = Vec::new();
+            let torn = loop {
+                match reader.next_record().unwrap() {
+                    Next::Record(r) => {
+                        assert_eq!(r.payload, payload(bytes, &scan.records[seen.len()]));
+                        seen.push((r.kind, r.offset));
+                    }
+                    Next::End => break None,
+                    Next::Torn(why) => break Some(why),
+                }
+            };
+            let expected: Vec<_> = scan.records.iter().map(|r| (r.kind, r.offset)).collect();
+            assert_eq!(seen, expected, "cut at {cut}");
+            assert_eq!(torn, scan.torn, "cut at {cut}");
+            assert_eq!(reader.offset(), scan.valid_len, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_reader_continues_from_an_offset() {
+        let mut file = Vec::new();
+        encode(KIND_ENTRY, b"one", &mut file);
+        let second = file.len() as u64;
+        encode(KIND_ENTRY, b"two", &mut file);
+        let mut reader = Reader::new(&file[second as usize..], second);
+        match reader.next_record().unwrap() {
+            Next::Record(r) => assert_eq!((r.offset, r.payload), (second, &b"two"[..])),
+            other => panic!("expected a record, got {other:?}"),
+        }
+        assert_eq!(reader.next_record().unwrap(), Next::End);
+        assert_eq!(reader.offset(), file.len() as u64);
+    }
+
+    #[test]
+    fn garbage_lengths_are_not_read() {
+        // a header claiming 4 GiB: torn at once, nothing allocated for it
+        let bytes = [KIND_ENTRY, 0xff, 0xff, 0xff, 0xff, 0, 0];
+        let mut reader = Reader::new(&bytes[..], 0);
+        assert_eq!(
+            reader.next_record().unwrap(),
+            Next::Torn("record length out of range")
+        );
+        assert_eq!(reader.offset(), 0);
     }
 }

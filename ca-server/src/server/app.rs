@@ -12,13 +12,11 @@ use super::keys::{AuthKey, AuthKeys};
 use super::ratelimit::RateLimiter;
 use super::respond::ApiError;
 use super::throttle::Throttle;
-use crate::issue::{Authority, IssueError, IssueRequest, Issued};
+use crate::issue::{Authority, Caller, IssueError, IssueRequest, Issued, Recorder, Scope};
 use crate::log::IssuanceLog;
 use crate::metrics::metrics;
 use ca_proto::auth::{parse_authorization, verify};
-use ca_proto::logentry::{LogDecision, LogEntry, LogReason};
 use ca_proto::replay::KeyedReplayCache;
-use ca_proto::sth::LogEvidence;
 use ca_proto::{ErrorCode, ReasonBody};
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,6 +66,10 @@ impl App {
         // A fixed dummy would also be safe (no key has it as its secret:
         // the MAC is simply never right); random costs nothing.
         let _ = getrandom::getrandom(&mut dummy_secret);
+        authority.set_recorder(match &log {
+            Some(log) => Recorder::Log(log.clone()),
+            None => Recorder::Nothing,
+        });
         App {
             authority,
             keys,
@@ -177,7 +179,7 @@ impl App {
             // The same count, throttled trace and answer as a native failure.
             return Err(self.auth_failed(
                 &ca_proto::auth::AuthError::BadSignature,
-                "/api/v1/cfssl/authsign",
+                ca_proto::routes::PATH_CFSSL_AUTHSIGN,
             ));
         };
         self.admit(key)?;
@@ -205,184 +207,57 @@ impl App {
     }
 
     /// A class the server knows, and the profile a request means (the class
-    /// default when none is named).
+    /// default when none is named): the authority's one resolution.
     pub fn resolve_profile(&self, class: &str, profile: Option<&str>) -> Result<String, ApiError> {
-        let policy = self.authority.policies().get(class).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::UnknownClass,
-                format!("unknown class '{}'", printable(class)),
-            )
-        })?;
-        Ok(match profile {
-            Some(p) if !p.is_empty() => p.to_string(),
-            _ => policy.default_profile().to_string(),
-        })
+        self.authority
+            .resolve_profile(class, profile)
+            .map_err(|e| ApiError::new(e.code(), e.to_string()))
     }
 
-    /// The key may act on this class and profile (its rate limit was
-    /// already taken when it authenticated).
-    pub fn authorize(&self, key: &AuthKey, class: &str, profile: &str) -> Result<(), ApiError> {
-        if !key.may_use_class(class) || !key.may_use_profile(profile) {
-            tracing::warn!(
-                event = "scope_denied",
-                code = "forbidden_scope",
-                key_id = %key.id,
-                class = printable(class),
-                profile = printable(profile),
-                "key may not request this class/profile"
-            );
-            metrics()
-                .denied
-                .with_label_values(&[class_label(self, class), "forbidden_scope"])
-                .inc();
-            return Err(ApiError::new(
-                ErrorCode::ForbiddenScope,
-                format!(
-                    "key '{}' may not request class '{}' profile '{}'",
-                    key.id,
-                    printable(class),
-                    printable(profile)
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Run the pipeline on the signing pool, record the decision in the
-    /// issuance log, and only then hand back the certificate.
+    /// Ask the authority, which decides, signs and records in one call (a
+    /// refusal the requester caused is recorded too), then count and trace
+    /// the outcome and turn a refusal into the API's error.
     pub async fn issue(
         &self,
         request: IssueRequest,
-        key_id: &str,
+        key: &AuthKey,
         endpoint: &'static str,
-    ) -> Result<(Issued, Option<LogEvidence>), ApiError> {
+    ) -> Result<Issued, ApiError> {
         let started = Instant::now();
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let class = request.class.clone();
         let profile = request.profile.clone().unwrap_or_default();
-        let hosts = request.hosts.clone();
-        self.authority.submit(request, move |result| {
-            let _ = tx.send(result);
-        });
-        let result = rx.await.unwrap_or(Err(IssueError::PoolClosed));
-        let outcome = match result {
+        let caller = Caller {
+            key_id: &key.id,
+            scope: key,
+        };
+        let outcome = match self.authority.issue(request, &caller).await {
             Ok(issued) => {
-                let evidence = match &self.log {
-                    Some(log) => {
-                        match log.append(crate::log::issued_entry(&issued, key_id)).await {
-                            Ok(evidence) => Some(evidence),
-                            Err(e) => {
-                                // Signed but not durably logged: the certificate is
-                                // discarded and the client told to retry.
-                                tracing::error!(decision = "failed", class = %class, key_id = %key_id, serial = %issued.serial_hex, code = e.code().as_str(), "issuance log: {e}; certificate withheld");
-                                return Err(ApiError::new(
-                                    e.code(),
-                                    "the issuance log is unavailable; nothing was issued",
-                                ));
-                            }
-                        }
-                    }
-                    None => None,
-                };
                 metrics()
                     .issued
-                    .with_label_values(&[&class, &issued.grant.profile])
+                    .with_label_values(&[&class, issued.grant.profile()])
                     .inc();
                 tracing::info!(
                     decision = "issued",
                     class = %class,
-                    profile = %issued.grant.profile,
-                    key_id = %key_id,
+                    profile = %issued.grant.profile(),
+                    key_id = %key.id,
                     serial = %issued.serial_hex,
-                    dns = ?issued.grant.dns_names,
-                    ips = ?issued.grant.ip_addrs,
-                    uris = ?issued.grant.uris,
+                    dns = ?issued.grant.dns_names(),
+                    ips = ?issued.grant.ip_addrs(),
+                    uris = ?issued.grant.uris(),
                     not_after = %issued.not_after,
-                    log_index = evidence.as_ref().map(|e| e.index),
+                    log_index = issued.evidence.as_ref().map(|e| e.index),
                     "certificate issued"
                 );
-                Ok((issued, evidence))
+                Ok(issued)
             }
-            Err(e) => {
-                let facts = match &e {
-                    IssueError::Denied { facts, .. } => Some(facts.as_ref().clone()),
-                    _ => None,
-                };
-                let error = self.denial(e, &class, &profile, key_id);
-                if error.code.http_status() < 500 {
-                    self.record_denial(
-                        &class,
-                        &profile,
-                        key_id,
-                        &error,
-                        facts.as_ref(),
-                        hosts.as_deref(),
-                    )
-                    .await;
-                }
-                Err(error)
-            }
+            Err(e) => Err(self.denial(e, &class, &profile, &key.id)),
         };
         metrics()
             .pipeline_seconds
             .with_label_values(&[endpoint])
             .observe(started.elapsed().as_secs_f64());
         outcome
-    }
-
-    /// Put a denial of an authenticated request in the issuance log. A log
-    /// failure here does not change the answer (nothing was issued). The
-    /// names recorded are the ones the request asked for: the client's
-    /// `hosts` when it sent them (they replace the CSR's SANs), else the
-    /// CSR's SANs when it was decoded.
-    pub async fn record_denial(
-        &self,
-        class: &str,
-        profile: &str,
-        key_id: &str,
-        error: &ApiError,
-        facts: Option<&policies::CsrFacts>,
-        hosts: Option<&[String]>,
-    ) {
-        let Some(log) = &self.log else { return };
-        let mut reasons: Vec<LogReason> = error
-            .reasons
-            .iter()
-            .map(|r| LogReason {
-                code: r.code.clone(),
-                detail: r.detail.clone(),
-            })
-            .collect();
-        if reasons.is_empty() {
-            reasons.push(LogReason {
-                code: error.code.as_str().to_string(),
-                detail: error.message.clone(),
-            });
-        }
-        let requested = RequestedNames::of(facts, hosts);
-        let entry = LogEntry {
-            seq: 0,
-            time: now_rfc3339(),
-            log_id: log.log_id().to_string(),
-            class: printable(class),
-            profile: printable(profile),
-            key_id: key_id.to_string(),
-            decision: LogDecision::Denied,
-            serial: None,
-            subject: facts.and_then(|f| f.common_name.as_deref().map(printable)),
-            dns: requested.dns,
-            ips: requested.ips,
-            uris: requested.uris,
-            not_before: None,
-            not_after: None,
-            spki_sha256: None,
-            issuer: None,
-            certificate: None,
-            reasons,
-        };
-        if let Err(e) = log.append(entry).await {
-            tracing::error!(event = "log_denial_failed", class = %printable(class), key_id = %key_id, "{e}");
-        }
     }
 
     fn denial(&self, e: IssueError, class: &str, profile: &str, key_id: &str) -> ApiError {
@@ -412,6 +287,9 @@ impl App {
         }
         let message = match &e {
             IssueError::Denied { .. } => "request denied by class policy".to_string(),
+            IssueError::NotRecorded(_) | IssueError::NoRecorder => {
+                "the issuance log is unavailable; nothing was issued".to_string()
+            }
             IssueError::Suspended { class, .. } => format!(
                 "class '{class}' is not issuing: its active intermediate's key is not available on this replica; try again or another replica"
             ),
@@ -436,52 +314,10 @@ impl App {
     }
 }
 
-/// The SANs a denied request asked for, as the log records them (escaped,
-/// and at most `MAX_RECORDED_NAMES` of each kind: a request is bounded by the
-/// body limit, but the log entry should stay small).
-struct RequestedNames {
-    dns: Vec<String>,
-    ips: Vec<String>,
-    uris: Vec<String>,
-}
-
-const MAX_RECORDED_NAMES: usize = 100;
-
-impl RequestedNames {
-    fn of(facts: Option<&policies::CsrFacts>, hosts: Option<&[String]>) -> RequestedNames {
-        let mut r = RequestedNames {
-            dns: Vec::new(),
-            ips: Vec::new(),
-            uris: Vec::new(),
-        };
-        match (hosts, facts) {
-            (Some(hosts), _) => {
-                for h in hosts {
-                    match policies::HostKind::of(h) {
-                        policies::HostKind::Ip(ip) => r.ips.push(ip.to_string()),
-                        policies::HostKind::Uri => r.uris.push(printable(h)),
-                        policies::HostKind::Dns => r.dns.push(printable(h)),
-                    }
-                }
-            }
-            (None, Some(f)) => {
-                r.dns = f.dns_names.iter().map(|n| printable(n)).collect();
-                r.ips = f.ip_addrs.iter().map(|ip| ip.to_string()).collect();
-                r.uris = f.uris.iter().map(|u| printable(u)).collect();
-            }
-            (None, None) => {}
-        }
-        r.dns.truncate(MAX_RECORDED_NAMES);
-        r.ips.truncate(MAX_RECORDED_NAMES);
-        r.uris.truncate(MAX_RECORDED_NAMES);
-        r
+impl Scope for AuthKey {
+    fn allows(&self, class: &str, profile: &str) -> bool {
+        self.may_use_class(class) && self.may_use_profile(profile)
     }
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Metric label for a class: known classes by name, anything else "unknown"
@@ -494,8 +330,5 @@ fn class_label<'a>(app: &'a App, class: &str) -> &'a str {
         .unwrap_or("unknown")
 }
 
-/// Client-supplied text in messages and logs: escaped and truncated.
-pub fn printable(s: &str) -> String {
-    let escaped: String = s.chars().flat_map(char::escape_debug).take(80).collect();
-    escaped
-}
+/// Client-supplied text in messages and logs (one home: the authority's).
+pub use crate::issue::printable;

@@ -54,34 +54,19 @@ pub async fn authsign(app: &App, body: &[u8]) -> Result<Response<Body>, ApiError
         ));
     }
     let hosts = request.effective_hosts();
-    let profile = app.resolve_profile(&request.label, Some(&request.profile))?;
-    if let Err(e) = app.authorize(key, &request.label, &profile) {
-        app.record_denial(
-            &request.label,
-            &profile,
-            &key.id,
-            &e,
-            None,
-            hosts.as_deref(),
-        )
-        .await;
-        return Err(e);
-    }
-    let hosts = request.effective_hosts();
-    let (issued, evidence) = app
+    let issued = app
         .issue(
             IssueRequest {
                 class: request.label,
-                profile: Some(profile),
+                profile: Some(request.profile),
                 csr: request.certificate_request.into_bytes(),
                 hosts,
                 ttl: None,
             },
-            &key.id,
+            key,
             "cfssl_authsign",
         )
         .await?;
-    let _ = evidence;
     Ok(json(StatusCode::OK, &CfsslResponse::sign_ok(issued.pem)))
 }
 

@@ -38,8 +38,50 @@ pub enum KeysError {
     /// Not TOML, or not the schema: `path:line:column: what was expected`.
     #[error("auth keys: {0}")]
     Syntax(String),
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    #[error("{path}: {problem}")]
+    Invalid { path: String, problem: KeyProblem },
+}
+
+/// What is wrong with one key of `auth-keys.toml` (never its secret).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("key id '{0}' must be 1-64 characters of [A-Za-z0-9._-]")]
+    BadId(String),
+    #[error("key id '{0}' appears twice")]
+    Duplicate(String),
+    #[error("key '{id}' {field}: {why}")]
+    Secret {
+        id: String,
+        field: &'static str,
+        why: SecretProblem,
+    },
+    #[error("key '{0}': previous_secret is the same as secret")]
+    PreviousIsCurrent(String),
+    #[error("keys '{other}' ({other_field}) and '{id}' ({field}) have the same secret; every key needs its own")]
+    SharedSecret {
+        other: String,
+        other_field: &'static str,
+        id: String,
+        field: &'static str,
+    },
+    #[error("key '{0}': classes is empty")]
+    NoClasses(String),
+    #[error("key '{0}': rate_per_second must be > 0 and burst >= 1")]
+    BadRate(String),
+}
+
+/// Why a key's secret could not be had (the value itself is never shown).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretProblem {
+    #[error("{0}")]
+    Hex(ca_proto::auth::SecretError),
+    #[error("{0}")]
+    Reference(ResolveError),
+    #[error("{origin}: {why}")]
+    HexIn {
+        origin: String,
+        why: ca_proto::auth::SecretError,
+    },
 }
 
 impl From<ResolveError> for KeysError {
@@ -159,16 +201,15 @@ impl AuthKeys {
         Self::parse_file(text, base, mode, path)
     }
 
-    /// Parse keys text (strict rules for referenced files); errors as one
-    /// line each, positions relative to `auth-keys.toml`.
-    pub fn parse(text: &str, base: &Path) -> Result<AuthKeys, String> {
+    /// Parse keys text (strict rules for referenced files); positions in
+    /// errors are relative to `auth-keys.toml`.
+    pub fn parse(text: &str, base: &Path) -> Result<AuthKeys, KeysError> {
         Self::parse_file(
             text,
             base,
             SecretFileMode::Strict,
             Path::new("auth-keys.toml"),
         )
-        .map_err(|e| e.to_string())
     }
 
     fn parse_file(
@@ -180,13 +221,13 @@ impl AuthKeys {
         let file: KeysFile = toml::from_str(text).map_err(|e| {
             KeysError::Syntax(describe_parse_error(path, text, e.span(), e.message()))
         })?;
-        Self::build(file, base, mode).map_err(|message| KeysError::Invalid {
+        Self::build(file, base, mode).map_err(|problem| KeysError::Invalid {
             path: path.display().to_string(),
-            message,
+            problem,
         })
     }
 
-    fn build(file: KeysFile, base: &Path, mode: SecretFileMode) -> Result<AuthKeys, String> {
+    fn build(file: KeysFile, base: &Path, mode: SecretFileMode) -> Result<AuthKeys, KeyProblem> {
         let mut keys = BTreeMap::new();
         // SHA-256 of every secret → (key id, field): secrets are compared
         // through their digests, never directly, and only at load.
@@ -194,42 +235,43 @@ impl AuthKeys {
         for entry in file.keys {
             let id = entry.id.clone();
             if !ca_proto::auth::valid_key_id(&id) {
-                return Err(format!(
-                    "key id '{id}' must be 1-64 characters of [A-Za-z0-9._-]"
-                ));
+                return Err(KeyProblem::BadId(id));
             }
             if keys.contains_key(&id) {
-                return Err(format!("key id '{id}' appears twice"));
+                return Err(KeyProblem::Duplicate(id));
             }
-            let mut secrets = vec![resolve_secret(&entry.secret, base, mode)
-                .map_err(|e| format!("key '{id}' secret: {e}"))?];
+            let secret_of = |field: &'static str, reference: &str| {
+                resolve_secret(reference, base, mode).map_err(|why| KeyProblem::Secret {
+                    id: id.clone(),
+                    field,
+                    why,
+                })
+            };
+            let mut secrets = vec![secret_of("secret", &entry.secret)?];
             if let Some(prev) = &entry.previous_secret {
-                secrets.push(
-                    resolve_secret(prev, base, mode)
-                        .map_err(|e| format!("key '{id}' previous_secret: {e}"))?,
-                );
+                secrets.push(secret_of("previous_secret", prev)?);
             }
             for (secret, field) in secrets.iter().zip(["secret", "previous_secret"]) {
                 let digest: [u8; 32] = Sha256::digest(secret).into();
                 if let Some((other, other_field)) = seen.get(&digest) {
                     return Err(if *other == id {
-                        format!("key '{id}': previous_secret is the same as secret")
+                        KeyProblem::PreviousIsCurrent(id)
                     } else {
-                        format!(
-                            "keys '{other}' ({other_field}) and '{id}' ({field}) have the same \
-                             secret; every key needs its own"
-                        )
+                        KeyProblem::SharedSecret {
+                            other: other.clone(),
+                            other_field,
+                            id,
+                            field,
+                        }
                     });
                 }
                 seen.insert(digest, (id.clone(), field));
             }
             if entry.classes.is_empty() {
-                return Err(format!("key '{id}': classes is empty"));
+                return Err(KeyProblem::NoClasses(id));
             }
             if !(entry.rate_per_second > 0.0 && entry.burst >= 1.0) {
-                return Err(format!(
-                    "key '{id}': rate_per_second must be > 0 and burst >= 1"
-                ));
+                return Err(KeyProblem::BadRate(id));
             }
             let key = AuthKey {
                 id: id.clone(),
@@ -256,15 +298,19 @@ impl AuthKeys {
 
 /// `file:PATH` (relative to the keys file), `env:NAME`, or inline hex. The
 /// error never contains the value.
-fn resolve_secret(reference: &str, base: &Path, mode: SecretFileMode) -> Result<Vec<u8>, String> {
+fn resolve_secret(
+    reference: &str,
+    base: &Path,
+    mode: SecretFileMode,
+) -> Result<Vec<u8>, SecretProblem> {
     if !SecretRef::is_reference(reference) {
-        return parse_secret(reference).map_err(|e| e.to_string());
+        return parse_secret(reference).map_err(SecretProblem::Hex);
     }
-    let reference = SecretRef::parse(reference, base).map_err(|e| e.to_string())?;
+    let reference = SecretRef::parse(reference, base).map_err(SecretProblem::Reference)?;
     let origin = reference.origin();
-    let secret = reference.resolve(mode).map_err(|e| e.to_string())?;
-    let text = secret.as_text(&origin).map_err(|e| e.to_string())?;
-    parse_secret(text).map_err(|e| format!("{origin}: {e}"))
+    let secret = reference.resolve(mode).map_err(SecretProblem::Reference)?;
+    let text = secret.as_text(&origin).map_err(SecretProblem::Reference)?;
+    parse_secret(text).map_err(|why| SecretProblem::HexIn { origin, why })
 }
 
 #[cfg(test)]
@@ -378,6 +424,7 @@ mod tests {
         ] {
             let e = AuthKeys::parse(&text, Path::new("."))
                 .err()
+                .map(|e| e.to_string())
                 .unwrap_or_default();
             for name in names {
                 assert!(e.contains(name), "{e} should name {name}");
@@ -387,6 +434,7 @@ mod tests {
         let own = key("db", C, Some(C), "[\"db\"]");
         let e = AuthKeys::parse(&own, Path::new("."))
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("previous_secret is the same as secret"), "{e}");
     }
@@ -406,7 +454,10 @@ mod tests {
         ]
         .concat();
         std::env::set_var("TRELLIS_KEYS_RS_TEST_SECRET", A);
-        let e = AuthKeys::parse(&text, dir.path()).err().unwrap_or_default();
+        let e = AuthKeys::parse(&text, dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(e.contains("'db'") && e.contains("'web'"), "{e}");
         assert!(!e.contains(C), "{e}");
     }
@@ -444,6 +495,7 @@ mod tests {
         let text = format!("[[key]]\nid = \"db\"\nsecret = \"{C}\nclasses = [\"db\"]\n");
         let e = AuthKeys::parse(&text, Path::new("."))
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.starts_with("auth keys: auth-keys.toml:3:"), "{e}");
         assert!(!e.contains(C) && !e.contains('\n'), "{e}");
@@ -451,6 +503,7 @@ mod tests {
         let text = format!("[[key]]\nid = \"db\"\nsecret = \"{A}\"\nclasses = \"{C}\"\n");
         let e = AuthKeys::parse(&text, Path::new("."))
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
             e.contains("auth-keys.toml:4:11") && e.contains("invalid type"),
@@ -461,6 +514,7 @@ mod tests {
         let bad = "5ec2e7-not-hex-5ec2e7-not-hex-5ec2e7";
         let e = AuthKeys::parse(&key("db", bad, None, "[\"db\"]"), Path::new("."))
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(e.contains("not hex") && !e.contains(bad), "{e}");
     }

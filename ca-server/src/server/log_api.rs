@@ -10,11 +10,15 @@
 //! `entries` page holds at most 1000 entries and at most `[log] page_bytes`
 //! of entry bytes; `next` says where to continue. Bad ranges are a 400.
 //! Errors never carry file-system paths: details go to the server's log.
+//! The bodies are `ca_proto`'s types: the tree head, `logapi::ProofResponse`
+//! and `logapi::EntriesPage`, serialised on the reader thread.
 
 use super::app::App;
 use super::respond::{json, text, ApiError, Body};
 use crate::log::reads::{ReadRefused, MAX_PAGE_ENTRIES};
 use crate::log::{IssuanceLog, LogError};
+use ca_proto::logapi::{EntriesPage, PageEntry, ProofResponse};
+use ca_proto::routes::LogResource;
 use ca_proto::ErrorCode;
 use hyper::{header, Response, StatusCode};
 
@@ -24,7 +28,7 @@ const RETRY_AFTER_SECS: &str = "1";
 pub async fn get(
     app: &App,
     log_id: &str,
-    what: &str,
+    resource: LogResource,
     query: &str,
     auth: Option<&str>,
     path_and_query: &str,
@@ -34,24 +38,23 @@ pub async fn get(
         .as_ref()
         .filter(|l| l.log_id() == log_id)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such log on this server"))?;
-    match what {
-        "sth" => Ok(json(StatusCode::OK, &log.sth())),
-        "key" => Ok(text(
+    match resource {
+        LogResource::Sth => Ok(json(StatusCode::OK, &log.sth())),
+        LogResource::Key => Ok(text(
             StatusCode::OK,
             "application/x-pem-file",
             log.public_key().to_pem(),
         )),
-        "proof" | "entries" => {
+        LogResource::Proof | LogResource::Entries => {
             if !log.read_limits().public {
                 app.authenticate_native(auth, "GET", path_and_query, b"")?;
             }
-            if what == "proof" {
+            if resource == LogResource::Proof {
                 proof(log, query).await
             } else {
                 entries(log, query).await
             }
         }
-        _ => Err(ApiError::new(ErrorCode::NotFound, "no such resource")),
     }
 }
 
@@ -63,14 +66,9 @@ async fn proof(log: &IssuanceLog, query: &str) -> Result<Response<Body>, ApiErro
     }
     let read = log
         .read(move |reader| {
-            reader.proof(seq).map(|(sth, proof)| {
-                serde_json::to_vec(&serde_json::json!({
-                    "index": seq,
-                    "tree_size": sth.tree_size,
-                    "inclusion_proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
-                    "sth": sth,
-                }))
-            })
+            reader
+                .proof(seq)
+                .map(|(sth, proof)| serde_json::to_vec(&ProofResponse::new(seq, sth, &proof)))
         })
         .await;
     match read {
@@ -103,7 +101,7 @@ async fn entries(log: &IssuanceLog, query: &str) -> Result<Response<Body>, ApiEr
         .read(move |reader| {
             reader
                 .entries_page(start, end, MAX_PAGE_ENTRIES, page_bytes)
-                .map(|page| Ok(render_page(&page)))
+                .map(|page| serde_json::to_vec(&page_body(page)))
         })
         .await;
     match read {
@@ -113,33 +111,18 @@ async fn entries(log: &IssuanceLog, query: &str) -> Result<Response<Body>, ApiEr
     }
 }
 
-/// `{"entries":[{"seq":N,"entry":"<base64 of the exact leaf bytes>"}…],
-/// "tree_size":N,"next":N|null}` — built on the reader thread, by hand:
-/// numbers and base64 need no escaping, so no pass over the bytes is spent
-/// looking for characters to escape.
-fn render_page(page: &crate::log::reads::Page) -> Vec<u8> {
-    use base64::Engine;
-    use std::fmt::Write;
-    let entry_bytes: usize = page.entries.iter().map(|(_, e)| e.len()).sum();
-    let mut out = String::with_capacity(entry_bytes / 3 * 4 + page.entries.len() * 44 + 64);
-    out.push_str("{\"entries\":[");
-    for (i, (seq, bytes)) in page.entries.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{{\"seq\":{seq},\"entry\":\"");
-        base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut out);
-        out.push_str("\"}");
+/// The page as its wire body; the entry bytes are moved, not copied, and
+/// encoded once.
+fn page_body(page: crate::log::reads::Page) -> EntriesPage {
+    EntriesPage {
+        entries: page
+            .entries
+            .into_iter()
+            .map(|(seq, bytes)| PageEntry::new(seq, &bytes))
+            .collect(),
+        tree_size: page.tree_size,
+        next: page.next,
     }
-    let _ = write!(out, "],\"tree_size\":{},\"next\":", page.tree_size);
-    match page.next {
-        Some(next) => {
-            let _ = write!(out, "{next}");
-        }
-        None => out.push_str("null"),
-    }
-    out.push('}');
-    out.into_bytes()
 }
 
 /// The first `name=value` of the query as a u64; `None` when absent.
@@ -267,34 +250,69 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_rendered_page_is_the_json_it_claims() {
+    /// How pages were written by hand before they were `EntriesPage`s;
+    /// the typed body must keep these bytes.
+    fn hand_rendered(page: &crate::log::reads::Page) -> Vec<u8> {
         use base64::Engine;
+        use std::fmt::Write;
+        let mut out = String::from("{\"entries\":[");
+        for (i, (seq, bytes)) in page.entries.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{{\"seq\":{seq},\"entry\":\"");
+            base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut out);
+            out.push_str("\"}");
+        }
+        let _ = write!(out, "],\"tree_size\":{},\"next\":", page.tree_size);
+        match page.next {
+            Some(next) => {
+                let _ = write!(out, "{next}");
+            }
+            None => out.push_str("null"),
+        }
+        out.push('}');
+        out.into_bytes()
+    }
+
+    #[test]
+    fn a_page_body_is_the_json_it_always_was() {
+        let pages = [
+            crate::log::reads::Page {
+                entries: vec![(7, b"{\"a\":1}".to_vec()), (8, vec![0, 255, 34, 92])],
+                next: Some(9),
+                tree_size: 12,
+            },
+            crate::log::reads::Page {
+                entries: vec![],
+                next: None,
+                tree_size: 0,
+            },
+            crate::log::reads::Page {
+                entries: (0..50u8)
+                    .map(|i| (u64::from(i) + 1000, (0..i).collect()))
+                    .collect(),
+                next: None,
+                tree_size: u64::MAX,
+            },
+        ];
+        for page in pages {
+            let old = hand_rendered(&page);
+            let new = serde_json::to_vec(&page_body(page)).unwrap();
+            assert_eq!(
+                String::from_utf8(new).unwrap(),
+                String::from_utf8(old).unwrap()
+            );
+        }
         let page = crate::log::reads::Page {
-            entries: vec![(7, b"{\"a\":1}".to_vec()), (8, vec![0, 255, 34, 92])],
+            entries: vec![(8, vec![0, 255, 34, 92])],
             next: Some(9),
             tree_size: 12,
         };
-        let value: serde_json::Value = serde_json::from_slice(&render_page(&page)).unwrap();
-        assert_eq!(value["tree_size"], 12);
-        assert_eq!(value["next"], 9);
-        let entries = value["entries"].as_array().unwrap();
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[1]["seq"], 8);
-        let b64 = base64::engine::general_purpose::STANDARD;
-        assert_eq!(
-            b64.decode(entries[1]["entry"].as_str().unwrap()).unwrap(),
-            vec![0, 255, 34, 92]
-        );
-        let empty = crate::log::reads::Page {
-            entries: vec![],
-            next: None,
-            tree_size: 0,
-        };
-        let value: serde_json::Value = serde_json::from_slice(&render_page(&empty)).unwrap();
-        assert_eq!(
-            value,
-            serde_json::json!({"entries": [], "tree_size": 0, "next": null})
-        );
+        let body: EntriesPage =
+            serde_json::from_slice(&serde_json::to_vec(&page_body(page)).unwrap()).unwrap();
+        assert_eq!(body.entries[0].seq, 8);
+        assert_eq!(body.entries[0].bytes().unwrap(), vec![0, 255, 34, 92]);
+        assert_eq!((body.tree_size, body.next), (12, Some(9)));
     }
 }

@@ -19,6 +19,7 @@ pub mod tls;
 use crate::metrics::metrics;
 use app::App;
 use bytes::Bytes;
+use ca_proto::routes::{self, NoRoute, Route};
 use ca_proto::ErrorCode;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -268,11 +269,10 @@ async fn handle(
         .uri
         .path_and_query()
         .map_or(path.clone(), |p| p.as_str().to_string());
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let is_cfssl = path.starts_with("/api/v1/cfssl/");
+    let is_cfssl = path.starts_with(routes::CFSSL_PREFIX);
     let (endpoint, result): (&'static str, Result<Response<Body>, ApiError>) =
-        match (&parts.method, segments.as_slice()) {
-            (&Method::POST, ["v1", "sign"]) => (
+        match Route::resolve(parts.method.as_str(), &path) {
+            Ok(Route::Sign) => (
                 "native_sign",
                 async {
                     let auth = parts
@@ -289,12 +289,16 @@ async fn handle(
                 }
                 .await,
             ),
-            (&Method::GET, ["v1", "classes"]) => ("classes", Ok(native::classes(app))),
-            (&Method::GET, ["v1", "classes", class, what @ ("bundle" | "chain")]) => (
+            Ok(Route::Classes) => ("classes", Ok(native::classes(app))),
+            Ok(Route::ClassBundle { class }) => (
                 "class_pem",
-                native::class_pem(app, class, what, parts.uri.query().unwrap_or("")),
+                native::class_pem(app, class, "bundle", parts.uri.query().unwrap_or("")),
             ),
-            (&Method::GET, ["v1", "log", log_id, what @ ("sth" | "proof" | "entries" | "key")]) => {
+            Ok(Route::ClassChain { class }) => (
+                "class_pem",
+                native::class_pem(app, class, "chain", parts.uri.query().unwrap_or("")),
+            ),
+            Ok(Route::Log { log_id, resource }) => {
                 let auth = parts
                     .headers
                     .get(header::AUTHORIZATION)
@@ -304,7 +308,7 @@ async fn handle(
                     log_api::get(
                         app,
                         log_id,
-                        what,
+                        resource,
                         parts.uri.query().unwrap_or(""),
                         auth,
                         &path_and_query,
@@ -312,7 +316,7 @@ async fn handle(
                     .await,
                 )
             }
-            (&Method::POST, ["api", "v1", "cfssl", "authsign"]) => (
+            Ok(Route::CfsslAuthsign) => (
                 "cfssl_authsign",
                 async {
                     let (body, _room) = body.read(&parts).await?;
@@ -320,7 +324,7 @@ async fn handle(
                 }
                 .await,
             ),
-            (&Method::POST, ["api", "v1", "cfssl", "info"]) => (
+            Ok(Route::CfsslInfo) => (
                 "cfssl_info",
                 async {
                     let (body, _room) = body.read(&parts).await?;
@@ -328,7 +332,7 @@ async fn handle(
                 }
                 .await,
             ),
-            (&Method::GET, ["metrics"]) => (
+            Ok(Route::Metrics) => (
                 "metrics",
                 Ok(respond::text(
                     StatusCode::OK,
@@ -336,27 +340,19 @@ async fn handle(
                     metrics().render(),
                 )),
             ),
-            (&Method::GET, ["healthz"]) => (
+            Ok(Route::Healthz) => (
                 "healthz",
                 Ok(respond::text(StatusCode::OK, "text/plain", "ok\n")),
             ),
-            (&Method::GET, ["readyz"]) => ("readyz", Ok(shared.ready.get(app).await)),
-            (
-                _,
-                ["v1", "sign"]
-                | ["v1", "classes", ..]
-                | ["api", "v1", "cfssl", ..]
-                | ["metrics"]
-                | ["healthz"]
-                | ["readyz"],
-            ) => (
+            Ok(Route::Readyz) => ("readyz", Ok(shared.ready.get(app).await)),
+            Err(NoRoute::MethodNotAllowed) => (
                 "other",
                 Err(ApiError::new(
                     ErrorCode::MethodNotAllowed,
                     "method not allowed here",
                 )),
             ),
-            _ => (
+            Err(NoRoute::NotFound) => (
                 "other",
                 Err(ApiError::new(ErrorCode::NotFound, "no such endpoint")),
             ),

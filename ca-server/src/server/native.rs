@@ -6,9 +6,9 @@ use crate::issue::IssueRequest;
 use ca_proto::native::{
     format_duration, ClassInfo, ClassList, ProfileInfo, SignRequest, SignResponse,
 };
+use ca_proto::time::Rfc3339;
 use ca_proto::ErrorCode;
 use hyper::{Response, StatusCode};
-use time::format_description::well_known::Rfc3339;
 
 pub async fn sign(
     app: &App,
@@ -22,42 +22,33 @@ pub async fn sign(
     let ttl = request
         .ttl_duration()
         .map_err(|e| ApiError::new(ErrorCode::MalformedRequest, format!("ttl: {e}")))?;
-    let profile = app.resolve_profile(&request.class, request.profile.as_deref())?;
-    if let Err(e) = app.authorize(key, &request.class, &profile) {
-        app.record_denial(
-            &request.class,
-            &profile,
-            &key.id,
-            &e,
-            None,
-            request.hosts.as_deref(),
-        )
-        .await;
-        return Err(e);
-    }
-    let (issued, evidence) = app
+    let issued = app
         .issue(
             IssueRequest {
                 class: request.class,
-                profile: Some(profile),
+                profile: request.profile,
                 csr: request.csr.into_bytes(),
                 hosts: request.hosts,
                 ttl,
             },
-            &key.id,
+            key,
             "native_sign",
         )
         .await?;
-    let rfc3339 = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    // Certificate times are years 0000-9999 in UTC, so they always fit.
+    let rfc3339 = |t: time::OffsetDateTime| {
+        Rfc3339::try_from(t)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("validity time: {e}")))
+    };
     Ok(json(
         StatusCode::OK,
         &SignResponse {
             certificate: issued.pem,
             chain: issued.chain_pem,
             serial: issued.serial_hex,
-            not_before: rfc3339(issued.not_before),
-            not_after: rfc3339(issued.not_after),
-            log: evidence.and_then(|e| serde_json::to_value(e).ok()),
+            not_before: rfc3339(issued.not_before)?,
+            not_after: rfc3339(issued.not_after)?,
+            log: issued.evidence,
         },
     ))
 }

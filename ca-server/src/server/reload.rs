@@ -146,20 +146,8 @@ impl Reloader {
     }
 
     fn renew_tls(&self) {
-        let Some(tls) = &self.tls else { return };
-        let state = StateDir::new(&self.config.state_dir);
-        let result = crate::admin::ensure_server_tls(
-            &self.config,
-            &self.app.authority,
-            self.app.log.as_ref(),
-        )
-        .and_then(|_| tls.load(&state.tls_chain(), &state.tls_key()));
-        match result {
-            Ok(()) => tracing::info!(
-                event = "tls_reloaded",
-                "server TLS certificate re-issued from the new ca intermediate"
-            ),
-            Err(e) => tracing::error!(event = "tls_reload_failed", "{e:#}"),
+        if let Some(tls) = &self.tls {
+            crate::server_cert::renew_and_reload(&self.config, &self.app.authority, tls);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Raw HSM signing rate: P-256 and RSA-2048 signatures per second with one
 //! and two sessions (one thread each), on a SoftHSM2 token made for the run.
 //!
-//! `cargo run --release -p hsm --bin hsm-bench [-- SECONDS]`
+//! `cargo run --release -p hsm --features bench --bin hsm-bench [-- SECONDS]`
+//! (`make hsm-bench`)
 
 use hsm::{softhsm, KeyAlgorithm, Module, Pin, PoolSession};
 use std::time::{Duration, Instant};

@@ -1,12 +1,14 @@
-//! `ca-server log show`: the log's entries for operators, filtered by class,
-//! SAN, serial or decision, one line each (or JSON lines).
+//! `ca-server log show`: the log's entries for operators, filtered by
+//! class, SAN, serial or decision, one line each (or JSON lines), streamed
+//! from the file.
 
-use super::record::{self, KIND_ENTRY};
-use super::LogPaths;
+use super::follow::for_each_entry;
+use super::{log_paths, AuditError};
+use crate::state::StateDir;
 use ca_proto::logentry::{LogDecision, LogEntry};
 use std::path::Path;
 
-#[derive(Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Filter {
     pub class: Option<String>,
     pub san: Option<String>,
@@ -33,17 +35,24 @@ impl Filter {
     }
 }
 
-/// Every entry of the log (up to a torn tail), in order.
-pub fn read_entries(state_dir: &Path, log_id: &str) -> anyhow::Result<Vec<LogEntry>> {
-    let paths = LogPaths::new(state_dir, log_id);
-    let bytes = std::fs::read(paths.data())
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", paths.data().display()))?;
-    let scan = record::scan(&bytes);
-    let mut out = Vec::new();
-    for located in scan.records.iter().filter(|r| r.kind == KIND_ENTRY) {
-        out.push(LogEntry::from_bytes(record::payload(&bytes, located))?);
-    }
-    Ok(out)
+/// Every entry of the log (up to a torn tail) that `filter` matches, in
+/// order, one at a time; the count visited.
+pub fn for_each_match<E: From<AuditError>>(
+    state_dir: &Path,
+    log_id: &str,
+    filter: &Filter,
+    mut visit: impl FnMut(&LogEntry) -> Result<(), E>,
+) -> Result<u64, E> {
+    let data = log_paths(&StateDir::new(state_dir), log_id).data();
+    let mut matched = 0;
+    for_each_entry(&data, |entry| -> Result<(), E> {
+        if filter.matches(&entry) {
+            matched += 1;
+            visit(&entry)?;
+        }
+        Ok(())
+    })?;
+    Ok(matched)
 }
 
 pub fn line(e: &LogEntry) -> String {

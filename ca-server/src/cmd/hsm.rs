@@ -9,6 +9,7 @@
 //! when anything is unfit: a configured algorithm the token cannot hold, or
 //! a key that is extractable, not sensitive or cannot sign.
 
+use super::Exit;
 use crate::admin::{load_policies, open_module};
 use crate::config::Config;
 use crate::hierarchy::ClassState;
@@ -24,6 +25,15 @@ const ALGORITHMS: [KeyAlgorithm; 5] = [
     KeyAlgorithm::Rsa3072,
     KeyAlgorithm::Rsa4096,
 ];
+
+/// `ca-server hsm check [--json]`: [`Exit::Unfit`] when anything is unfit.
+pub fn check(config: &Config, as_json: bool) -> Result<Exit> {
+    Ok(if run(config, as_json)? {
+        Exit::Success
+    } else {
+        Exit::Unfit
+    })
+}
 
 /// Run the check; print text (or one JSON document) and return whether
 /// everything is fit.
@@ -67,7 +77,7 @@ pub fn run(config: &Config, as_json: bool) -> Result<bool> {
                 "manufacturer": i.manufacturer, "model": i.model,
                 "initialized": i.initialized, "clock": i.clock,
             }),
-            Err(e) => json!({ "slot": slot.id(), "error": e }),
+            Err(e) => json!({ "slot": slot.id(), "error": e.to_string() }),
         })
         .collect();
     let report = json!({

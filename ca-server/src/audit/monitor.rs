@@ -1,0 +1,526 @@
+//! `ca-server log monitor`: check every issued entry against the
+//! certificate it carries and against the class policy as it stands now.
+//! Everything is judged from the certificate's own DER, not from what the
+//! entry says about it: its SANs and subject go to the policy, its IP SANs
+//! are reported, its signature must come from an intermediate of the
+//! entry's class that this state directory knows, and any difference
+//! between the entry's claims (names, serial, subject, issuer) and the
+//! certificate is itself a finding. Findings are printed as JSON lines.
+
+use crate::hierarchy::{fingerprint, read_pem_cert};
+use crate::issue::decode;
+use crate::state::StateDir;
+use ca_proto::logentry::{LogDecision, LogEntry};
+use policies::{CsrFacts, Decision, PolicySet, Request, SignatureAlgorithm};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+
+/// What a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// The class policy, as it stands now, would deny the certificate.
+    PolicyViolation,
+    /// The certificate names an IP address: reported for review.
+    IpSan,
+    /// Not signed by a known intermediate of the entry's class.
+    UnknownIssuer,
+    /// The entry cannot be checked: no certificate, or one that does not
+    /// parse.
+    BadEntry,
+    /// The entry claims other names, serial, subject or issuer than the
+    /// certificate it carries.
+    EntryMismatch,
+}
+
+impl FindingKind {
+    pub const ALL: [FindingKind; 5] = [
+        FindingKind::PolicyViolation,
+        FindingKind::IpSan,
+        FindingKind::UnknownIssuer,
+        FindingKind::BadEntry,
+        FindingKind::EntryMismatch,
+    ];
+
+    /// The name in findings and metrics (`policy_violation`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::PolicyViolation => "policy_violation",
+            FindingKind::IpSan => "ip_san",
+            FindingKind::UnknownIssuer => "unknown_issuer",
+            FindingKind::BadEntry => "bad_entry",
+            FindingKind::EntryMismatch => "entry_mismatch",
+        }
+    }
+
+    /// IP SANs are reported for review; every other kind is a failure.
+    pub fn is_failure(self) -> bool {
+        self != FindingKind::IpSan
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub seq: u64,
+    pub class: String,
+    pub serial: Option<String>,
+    pub detail: String,
+}
+
+impl Finding {
+    pub fn is_failure(&self) -> bool {
+        self.kind.is_failure()
+    }
+}
+
+/// Entries checked and findings by kind, since the monitor started.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub checked: u64,
+    counts: BTreeMap<FindingKind, u64>,
+}
+
+impl Tally {
+    pub fn add(&mut self, finding: &Finding) {
+        *self.counts.entry(finding.kind).or_default() += 1;
+    }
+    pub fn count(&self, kind: FindingKind) -> u64 {
+        self.counts.get(&kind).copied().unwrap_or(0)
+    }
+    pub fn failures(&self) -> u64 {
+        self.counts
+            .iter()
+            .filter(|(kind, _)| kind.is_failure())
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Fingerprint → (class, DER) of every intermediate any class ever had.
+pub type KnownIntermediates = HashMap<String, (String, Vec<u8>)>;
+
+/// Every intermediate kept in the state directory, for the classes of
+/// `policies`.
+pub fn known_intermediates(state: &StateDir, policies: &PolicySet) -> KnownIntermediates {
+    let mut known = HashMap::new();
+    for class in policies.names() {
+        let Ok(entries) = std::fs::read_dir(state.intermediates_dir(class)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if let Ok(der) = read_pem_cert(&entry.path()) {
+                known.insert(fingerprint(&der), (class.to_string(), der));
+            }
+        }
+    }
+    known
+}
+
+/// The names a certificate carries in its subjectAltName extension.
+#[derive(Debug, Default)]
+struct CertNames {
+    dns: Vec<String>,
+    ips: Vec<IpAddr>,
+    uris: Vec<String>,
+    /// Names of kinds Trellis never issues (e-mail, directory name, …).
+    other: Vec<String>,
+}
+
+fn names_of(cert: &X509Certificate<'_>) -> Result<CertNames, String> {
+    let mut names = CertNames::default();
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("subjectAltName does not parse: {e}"))?;
+    for name in san.iter().flat_map(|san| &san.value.general_names) {
+        match name {
+            GeneralName::DNSName(dns) => names.dns.push(dns.to_string()),
+            GeneralName::URI(uri) => names.uris.push(uri.to_string()),
+            GeneralName::IPAddress(bytes) => {
+                let ip = match bytes.len() {
+                    4 => <[u8; 4]>::try_from(*bytes).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
+                    _ => None,
+                };
+                let ip = ip.ok_or_else(|| format!("IP address SAN of {} bytes", bytes.len()))?;
+                names.ips.push(ip);
+            }
+            other => names.other.push(other.to_string()),
+        }
+    }
+    Ok(names)
+}
+
+pub fn check(entry: &LogEntry, policies: &PolicySet, known: &KnownIntermediates) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    if entry.decision != LogDecision::Issued {
+        return findings;
+    }
+    let mut found = |kind, detail: String| {
+        findings.push(Finding {
+            kind,
+            seq: entry.seq,
+            class: entry.class.clone(),
+            serial: entry.serial.clone(),
+            detail,
+        })
+    };
+    let Some(der) = entry.certificate_der() else {
+        found(
+            FindingKind::BadEntry,
+            "issued entry without a certificate".into(),
+        );
+        return findings;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+        found(FindingKind::BadEntry, "certificate does not parse".into());
+        return findings;
+    };
+    let names = match names_of(&cert) {
+        Ok(names) => names,
+        Err(why) => {
+            found(FindingKind::BadEntry, format!("certificate: {why}"));
+            return findings;
+        }
+    };
+    for ip in &names.ips {
+        found(
+            FindingKind::IpSan,
+            format!("certificate names IP address {ip}"),
+        );
+    }
+    let common_name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    for detail in mismatches(entry, &cert, &names, common_name.as_deref()) {
+        found(FindingKind::EntryMismatch, detail);
+    }
+    match signer(entry, &cert, known) {
+        Signer::Claimed => {}
+        Signer::Other(fp) => found(
+            FindingKind::EntryMismatch,
+            format!(
+                "entry names issuer {}, but the certificate is signed by '{}' intermediate {fp}",
+                entry.issuer.as_deref().unwrap_or("-"),
+                entry.class
+            ),
+        ),
+        Signer::Unknown => found(
+            FindingKind::UnknownIssuer,
+            format!(
+                "not signed by a known '{}' intermediate (issuer {})",
+                entry.class,
+                cert.issuer()
+            ),
+        ),
+    }
+    let Some(policy) = policies.get(&entry.class) else {
+        found(
+            FindingKind::PolicyViolation,
+            "class no longer has a policy".into(),
+        );
+        return findings;
+    };
+    let facts = CsrFacts {
+        common_name,
+        dns_names: names.dns,
+        ip_addrs: names.ips,
+        uris: names.uris,
+        key: decode::key_algorithm(cert.public_key()),
+        // The CSR's signature algorithm is not kept; it was checked at issuance.
+        signature: SignatureAlgorithm::EcdsaSha256,
+        requests_ca: false,
+    };
+    let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    let ttl = (lifetime - crate::issue::build::BACKDATE.whole_seconds()).max(0) as u64;
+    let decision = policy.decide(&Request {
+        profile: Some(&entry.profile),
+        csr: &facts,
+        hosts: None,
+        ttl: Some(std::time::Duration::from_secs(ttl)),
+    });
+    if let Decision::Deny(reasons) = decision {
+        for r in reasons {
+            found(
+                FindingKind::PolicyViolation,
+                format!("{}: {}", r.code.as_str(), r.detail),
+            );
+        }
+    }
+    findings
+}
+
+/// Where the entry's claims and its certificate differ, one line each.
+fn mismatches(
+    entry: &LogEntry,
+    cert: &X509Certificate<'_>,
+    names: &CertNames,
+    common_name: Option<&str>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut compare = |what: &str, claimed: Vec<String>, carried: Vec<String>| {
+        let (mut claimed_sorted, mut carried_sorted) = (claimed.clone(), carried.clone());
+        claimed_sorted.sort();
+        carried_sorted.sort();
+        if claimed_sorted != carried_sorted {
+            out.push(format!(
+                "entry names {what} [{}], the certificate [{}]",
+                claimed.join(", "),
+                carried.join(", ")
+            ));
+        }
+    };
+    let lower = |names: &[String]| names.iter().map(|n| n.to_lowercase()).collect();
+    compare("DNS", lower(&entry.dns), lower(&names.dns));
+    // The entry's IPs in their canonical text form, when they parse.
+    let entry_ips = entry
+        .ips
+        .iter()
+        .map(|ip| ip.parse::<IpAddr>().map_or(ip.clone(), |ip| ip.to_string()))
+        .collect();
+    compare(
+        "IP",
+        entry_ips,
+        names.ips.iter().map(IpAddr::to_string).collect(),
+    );
+    compare("URI", entry.uris.clone(), names.uris.clone());
+    if !names.other.is_empty() {
+        out.push(format!(
+            "the certificate also names [{}], which no entry lists",
+            names.other.join(", ")
+        ));
+    }
+    let serial = hex::encode(cert.raw_serial());
+    if entry.serial.as_deref().map(str::to_lowercase) != Some(serial.clone()) {
+        out.push(format!(
+            "entry names serial {}, the certificate {serial}",
+            entry.serial.as_deref().unwrap_or("-")
+        ));
+    }
+    if entry.subject.as_deref() != common_name {
+        out.push(format!(
+            "entry names subject {}, the certificate {}",
+            entry.subject.as_deref().unwrap_or("-"),
+            common_name.unwrap_or("-")
+        ));
+    }
+    out
+}
+
+enum Signer {
+    /// The intermediate the entry names, of the entry's class.
+    Claimed,
+    /// Another known intermediate of the entry's class (its fingerprint).
+    Other(String),
+    Unknown,
+}
+
+/// Which known intermediate of the entry's class signed the certificate.
+fn signer(entry: &LogEntry, cert: &X509Certificate<'_>, known: &KnownIntermediates) -> Signer {
+    let signed_by = |int_der: &[u8]| {
+        x509_parser::parse_x509_certificate(int_der)
+            .is_ok_and(|(_, int)| cert.verify_signature(Some(int.public_key())).is_ok())
+    };
+    let claimed = entry.issuer.as_deref().and_then(|fp| known.get(fp));
+    if claimed.is_some_and(|(class, der)| class == &entry.class && signed_by(der)) {
+        return Signer::Claimed;
+    }
+    known
+        .iter()
+        .find(|(_, (class, der))| class == &entry.class && signed_by(der))
+        .map_or(Signer::Unknown, |(fp, _)| Signer::Other(fp.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, SerialNumber,
+    };
+
+    struct World {
+        policies: PolicySet,
+        known: KnownIntermediates,
+        int_fp: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    fn world() -> World {
+        let key = KeyPair::generate().expect("intermediate key");
+        let mut params = CertificateParams::new(Vec::new()).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "test db intermediate");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let der = params
+            .self_signed(&key)
+            .expect("intermediate")
+            .der()
+            .to_vec();
+        let int_fp = fingerprint(&der);
+        let known = HashMap::from([(int_fp.clone(), ("db".to_string(), der))]);
+        World {
+            policies: PolicySet::shipped().expect("shipped policies"),
+            known,
+            int_fp,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    const SERIAL: [u8; 16] = [0x42; 16];
+
+    /// A one-hour `db` leaf naming `sans` (CN: the first), signed by the
+    /// world's intermediate.
+    fn leaf(world: &World, sans: Vec<SanType>) -> Vec<u8> {
+        let key = KeyPair::generate().expect("leaf key");
+        let mut params = CertificateParams::default();
+        if let Some(SanType::DnsName(first)) = sans.first() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
+        params.subject_alt_names = sans;
+        params.serial_number = Some(SerialNumber::from_slice(&SERIAL));
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - crate::issue::build::BACKDATE;
+        params.not_after = now + time::Duration::hours(1);
+        params
+            .signed_by(&key, &world.issuer)
+            .expect("leaf")
+            .der()
+            .to_vec()
+    }
+
+    fn dns(name: &str) -> SanType {
+        SanType::DnsName(name.try_into().expect("DNS name"))
+    }
+
+    /// The entry an honest server would log for `der`, claiming `names`.
+    fn entry(world: &World, der: &[u8], names: &[&str]) -> LogEntry {
+        use base64::Engine;
+        LogEntry {
+            seq: 9,
+            time: "2026-01-01T00:00:00Z".into(),
+            log_id: "t".into(),
+            class: "db".into(),
+            profile: "server".into(),
+            key_id: "db".into(),
+            decision: LogDecision::Issued,
+            serial: Some(hex::encode(SERIAL)),
+            subject: names.first().map(|n| n.to_string()),
+            dns: names.iter().map(|n| n.to_string()).collect(),
+            ips: Vec::new(),
+            uris: Vec::new(),
+            not_before: None,
+            not_after: None,
+            spki_sha256: None,
+            issuer: Some(world.int_fp.clone()),
+            certificate: Some(base64::engine::general_purpose::STANDARD.encode(der)),
+            reasons: Vec::new(),
+        }
+    }
+
+    fn kinds(findings: &[Finding]) -> Vec<FindingKind> {
+        findings.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn an_honest_entry_has_no_findings() {
+        let world = world();
+        let der = leaf(&world, vec![dns("a.db.internal")]);
+        let findings = check(
+            &entry(&world, &der, &["a.db.internal"]),
+            &world.policies,
+            &world.known,
+        );
+        assert!(findings.is_empty(), "{findings:?}");
+    }
+
+    #[test]
+    fn an_entry_claiming_other_names_than_its_certificate_is_a_finding() {
+        let world = world();
+        // The certificate names a host outside the class; the entry claims
+        // an allowed one. Judged by the entry, this would pass.
+        let der = leaf(&world, vec![dns("evil.example.com")]);
+        let claimed = entry(&world, &der, &["a.db.internal"]);
+        let findings = check(&claimed, &world.policies, &world.known);
+        let found = kinds(&findings);
+        assert!(found.contains(&FindingKind::EntryMismatch), "{findings:?}");
+        assert!(
+            found.contains(&FindingKind::PolicyViolation),
+            "{findings:?}"
+        );
+        let mismatch = findings
+            .iter()
+            .find(|f| f.kind == FindingKind::EntryMismatch && f.detail.contains("DNS"))
+            .expect("a DNS mismatch");
+        assert!(
+            mismatch.detail.contains("a.db.internal")
+                && mismatch.detail.contains("evil.example.com"),
+            "{mismatch:?}"
+        );
+        assert!(findings.iter().all(Finding::is_failure));
+        let json = serde_json::to_string(mismatch).expect("json");
+        assert!(
+            json.starts_with(r#"{"kind":"entry_mismatch","seq":9,"#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn ip_sans_come_from_the_certificate() {
+        let world = world();
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        let der = leaf(&world, vec![dns("a.db.internal"), SanType::IpAddress(ip)]);
+        // The entry leaves the IP out: reported from the DER all the same.
+        let findings = check(
+            &entry(&world, &der, &["a.db.internal"]),
+            &world.policies,
+            &world.known,
+        );
+        let found = kinds(&findings);
+        assert!(found.contains(&FindingKind::IpSan), "{findings:?}");
+        assert!(found.contains(&FindingKind::EntryMismatch), "{findings:?}");
+    }
+
+    #[test]
+    fn a_forged_serial_or_issuer_claim_is_a_finding() {
+        let world = world();
+        let der = leaf(&world, vec![dns("a.db.internal")]);
+        let mut claimed = entry(&world, &der, &["a.db.internal"]);
+        claimed.serial = Some("00".repeat(16));
+        let findings = check(&claimed, &world.policies, &world.known);
+        assert_eq!(
+            kinds(&findings),
+            [FindingKind::EntryMismatch],
+            "{findings:?}"
+        );
+
+        let mut claimed = entry(&world, &der, &["a.db.internal"]);
+        claimed.issuer = Some("ab".repeat(32));
+        let findings = check(&claimed, &world.policies, &world.known);
+        assert_eq!(
+            kinds(&findings),
+            [FindingKind::EntryMismatch],
+            "{findings:?}"
+        );
+
+        let stranger = self::world();
+        let findings = check(
+            &entry(&world, &der, &["a.db.internal"]),
+            &stranger.policies,
+            &stranger.known,
+        );
+        assert_eq!(
+            kinds(&findings),
+            [FindingKind::UnknownIssuer],
+            "{findings:?}"
+        );
+    }
+}

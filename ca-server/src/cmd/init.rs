@@ -1,0 +1,40 @@
+//! `ca-server init`: create every class hierarchy, the log key and the
+//! server's TLS certificate (idempotent), then print each class's root.
+
+use crate::admin;
+use crate::config::Config;
+use crate::state::StateDir;
+use anyhow::Result;
+
+pub fn run(config: &Config) -> Result<()> {
+    let module = admin::open_module(config)?;
+    let policies = admin::load_policies(config)?;
+    let created = admin::init_classes(config, &module, &policies)?;
+    for class in &created {
+        println!("created class '{class}': root and active intermediate");
+    }
+    if admin::ensure_log_key(config, &module)? {
+        println!(
+            "created the issuance log key for log '{}'",
+            config.log.log_id
+        );
+    }
+    let authority = admin::open_authority(config, &module, policies)?;
+    // Takes the log's exclusive lock: init refuses to touch a log that a
+    // running server writes.
+    let log = admin::open_log(config, &module)?;
+    if admin::ensure_server_tls(config, &authority, Some(&log))? {
+        println!("issued the server's TLS certificate from class 'ca'");
+    }
+    let state = StateDir::new(&config.state_dir);
+    for class in authority.classes() {
+        println!(
+            "class {:<6} root {}  bundle {}",
+            class.name,
+            &class.root_fingerprint[..16],
+            state.root_cert(&class.name).display()
+        );
+    }
+    authority.pool().shutdown();
+    Ok(())
+}
