@@ -178,15 +178,37 @@ pub enum ApiError {
         /// What is wrong.
         detail: String,
     },
-    /// The secret file could not be read or parsed.
+    /// The request could not be authenticated: the secret file could not
+    /// be read or parsed, or the signed request could not be made.
     #[error("credentials: {0}")]
-    Credentials(String),
+    Credentials(CredentialsError),
     /// No root in the `ca` bundle matches the pinned fingerprint.
     #[error("{url}: no root in the ca bundle matches ca_root_sha256")]
     PinMismatch {
         /// Server.
         url: String,
     },
+}
+
+/// Why a request could not be signed (the part of [`ApiError::Credentials`]
+/// after `credentials: `). Never holds the secret.
+#[derive(Debug, Clone, Error)]
+pub enum CredentialsError {
+    /// What [`crate::config::read_secret`] refused.
+    #[error("{0}")]
+    Secret(Arc<crate::config::SecretFileError>),
+    /// The `Authorization` value is not a valid header value.
+    #[error("header value is not ASCII")]
+    HeaderNotAscii,
+    /// The request body could not be serialized.
+    #[error("encoding request: {0}")]
+    Encoding(Arc<serde_json::Error>),
+    /// The operating system gave no randomness for the nonce.
+    #[error("no randomness: {0}")]
+    NoRandomness(getrandom::Error),
+    /// The bootstrap TLS configuration could not be made.
+    #[error("TLS: {0}")]
+    Tls(TlsConfigError),
 }
 
 fn status_line(
@@ -418,7 +440,7 @@ async fn exchange(
         }
         if let Some(auth) = authorization {
             let value = HeaderValue::from_str(&auth)
-                .map_err(|_| ApiError::Credentials("header value is not ASCII".into()))?;
+                .map_err(|_| ApiError::Credentials(CredentialsError::HeaderNotAscii))?;
             req = req.header(AUTHORIZATION, value);
         }
         let req = req
@@ -518,7 +540,7 @@ impl ApiClient {
 
     fn credentials(&self) -> Result<ca_proto::auth::Credentials, ApiError> {
         let secret = crate::config::read_secret(&self.secret_file, self.secret_mode)
-            .map_err(ApiError::Credentials)?;
+            .map_err(|e| ApiError::Credentials(CredentialsError::Secret(Arc::new(e))))?;
         Ok(ca_proto::auth::Credentials::new(
             self.key_id.clone(),
             secret,
@@ -551,14 +573,14 @@ impl ApiClient {
     /// `POST /v1/sign`.
     pub async fn sign(&self, request: &SignRequest) -> Result<SignResponse, ApiError> {
         let body = serde_json::to_vec(request)
-            .map_err(|e| ApiError::Credentials(format!("encoding request: {e}")))?;
+            .map_err(|e| ApiError::Credentials(CredentialsError::Encoding(Arc::new(e))))?;
         let creds = self.credentials()?;
         self.with_failover(|server| {
             let body = body.clone();
             let creds = creds.clone();
             async move {
                 let nonce = ca_proto::auth::try_new_nonce()
-                    .map_err(|e| ApiError::Credentials(format!("no randomness: {e}")))?;
+                    .map_err(|e| ApiError::Credentials(CredentialsError::NoRandomness(e)))?;
                 let auth = ca_proto::auth::sign_request(
                     &creds,
                     "POST",
@@ -706,7 +728,8 @@ pub async fn fetch_pinned_root(
     servers: &[ServerUrl],
     pin: &[u8; 32],
 ) -> Result<CertificateDer<'static>, ApiError> {
-    let tls = bootstrap_tls_config().map_err(|e| ApiError::Credentials(format!("TLS: {e}")))?;
+    let tls =
+        bootstrap_tls_config().map_err(|e| ApiError::Credentials(CredentialsError::Tls(e)))?;
     let mut last = None;
     for server in servers {
         match get_bundle(tls.clone(), server.clone(), "ca".into()).await {

@@ -53,7 +53,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ca_proto::secret::SecretFileMode;
+use ca_proto::secret::{ResolveError, SecretFileMode};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -374,22 +374,46 @@ impl Settings {
 /// this user or root, not accessible by group or others unless `mode`
 /// allows group read, small). The error is one line and never holds the
 /// secret.
-pub fn read_secret(path: &Path, mode: SecretFileMode) -> Result<Vec<u8>, String> {
+pub fn read_secret(path: &Path, mode: SecretFileMode) -> Result<Vec<u8>, SecretFileError> {
     let secret = ca_proto::secret::read_secret_file(path, mode, ca_proto::secret::MAX_SECRET_BYTES)
-        .map_err(|e| {
-            let mut msg = e.to_string();
-            if matches!(e, ca_proto::secret::ResolveError::Mode { .. }) {
-                msg.push_str(
-                    " — for ca-client: secret_file_mode = \"group-readable\" \
-                     (--secret-file-mode group-readable) allows 0640/0440",
-                );
-            }
-            msg
-        })?;
+        .map_err(SecretFileError::Read)?;
     let text = secret
         .as_text(&path.display().to_string())
-        .map_err(|e| e.to_string())?;
-    ca_proto::auth::parse_secret(text).map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(SecretFileError::NotText)?;
+    ca_proto::auth::parse_secret(text).map_err(|error| SecretFileError::Parse {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// Why [`read_secret`] refused the HMAC secret file. One line; never holds
+/// the secret.
+#[derive(Debug, Error)]
+pub enum SecretFileError {
+    /// Not a regular file of the right owner, mode and size; a mode that is
+    /// too open comes with the setting that allows group read.
+    #[error("{0}{hint}", hint = mode_hint(.0))]
+    Read(ResolveError),
+    /// The file is not UTF-8 text.
+    #[error("{0}")]
+    NotText(ResolveError),
+    /// The text is not a hex secret of at least
+    /// [`ca_proto::auth::MIN_SECRET_LEN`] bytes.
+    #[error("{}: {error}", .path.display())]
+    Parse {
+        path: PathBuf,
+        error: ca_proto::auth::SecretError,
+    },
+}
+
+/// For a mode refusal: how ca-client allows `0640`/`0440`.
+fn mode_hint(e: &ResolveError) -> &'static str {
+    if matches!(e, ResolveError::Mode { .. }) {
+        " — for ca-client: secret_file_mode = \"group-readable\" \
+         (--secret-file-mode group-readable) allows 0640/0440"
+    } else {
+        ""
+    }
 }
 
 /// Class names as the server spells them: `[a-z0-9][a-z0-9_-]{0,62}`.
@@ -498,7 +522,7 @@ impl Settings {
             }
         };
         read_secret(&key_secret_file, secret_file_mode)
-            .map_err(|e| invalid("key_secret_file", e))?;
+            .map_err(|e| invalid("key_secret_file", e.to_string()))?;
 
         let mut names = Names {
             dns: raw.dns.unwrap_or_default(),

@@ -66,13 +66,13 @@ pub fn verify_entry(
         .map_err(|e| InclusionError::Invalid(e.to_string()))?;
     let entry = LogEntry::from_bytes(&entry_bytes)
         .map_err(|e| InclusionError::Malformed(format!("entry: {e}")))?;
-    if entry.decision != LogDecision::Issued {
+    if entry.decision() != LogDecision::Issued {
         return Err(InclusionError::WrongEntry("the entry is a denial"));
     }
     if entry.certificate_der().as_deref() != Some(leaf_der) {
         return Err(InclusionError::WrongEntry("certificate differs"));
     }
-    if entry.serial.as_deref() != Some(serial_hex) {
+    if entry.serial() != Some(serial_hex) {
         return Err(InclusionError::WrongEntry("serial differs"));
     }
     Ok((evidence.index, entry))
@@ -102,10 +102,13 @@ pub fn check_entry(
             checked.profiles.join(", ")
         ));
     }
+    let Some(issued) = entry.issued() else {
+        return bad("it is a denial".into());
+    };
     let mut logged = NameSet::default();
-    logged.dns.extend(entry.dns.iter().cloned());
-    logged.uris.extend(entry.uris.iter().cloned());
-    for ip in &entry.ips {
+    logged.dns.extend(issued.dns.iter().cloned());
+    logged.uris.extend(issued.uris.iter().cloned());
+    for ip in &issued.ips {
         match ip.parse() {
             Ok(ip) => {
                 logged.ips.insert(ip);
@@ -130,22 +133,21 @@ pub fn check_entry(
         ));
     }
     for (what, logged, cert) in [
-        ("not_before", &entry.not_before, checked.facts.not_before),
-        ("not_after", &entry.not_after, checked.facts.not_after),
+        ("not_before", &issued.not_before, checked.facts.not_before),
+        ("not_after", &issued.not_after, checked.facts.not_after),
     ] {
-        let at = logged.as_deref().and_then(parse_rfc3339);
-        if at != Some(cert) {
+        if parse_rfc3339(logged) != Some(cert) {
             return bad(format!(
-                "its {what} is {}, the certificate's {}",
-                logged.as_deref().unwrap_or("missing"),
+                "its {what} is {logged}, the certificate's {}",
                 rfc3339(cert)
             ));
         }
     }
-    if let Some(spki) = &entry.spki_sha256 {
-        if !spki.eq_ignore_ascii_case(&checked.spki_sha256) {
-            return bad("it logs another public key".into());
-        }
+    if !issued
+        .spki_sha256
+        .eq_ignore_ascii_case(&checked.spki_sha256)
+    {
+        return bad("it logs another public key".into());
     }
     Ok(())
 }
@@ -163,6 +165,7 @@ pub fn missing(required: bool) -> Result<(), InclusionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ca_proto::logentry::{DeniedEntry, IssuedEntry, LogReason, Outcome};
     use ca_proto::merkle::{inclusion_proof, leaf_hash, CompactRange, MemoryNodeStore};
     use ca_proto::sth::SignedTreeHead;
     use ring::rand::SystemRandom;
@@ -170,6 +173,30 @@ mod tests {
 
     fn entry(serial: &str, cert: &[u8], decision: LogDecision) -> LogEntry {
         use base64::Engine;
+        let outcome = match decision {
+            LogDecision::Issued => Outcome::Issued(IssuedEntry {
+                serial: serial.into(),
+                subject: None,
+                dns: vec![],
+                ips: vec![],
+                uris: vec![],
+                not_before: String::new(),
+                not_after: String::new(),
+                spki_sha256: String::new(),
+                issuer: String::new(),
+                certificate: base64::engine::general_purpose::STANDARD.encode(cert),
+            }),
+            LogDecision::Denied => Outcome::Denied(DeniedEntry {
+                subject: None,
+                dns: vec![],
+                ips: vec![],
+                uris: vec![],
+                reasons: vec![LogReason {
+                    code: "denied".into(),
+                    detail: serial.into(),
+                }],
+            }),
+        };
         LogEntry {
             seq: 0,
             time: "2026-11-28T00:00:00Z".into(),
@@ -177,18 +204,14 @@ mod tests {
             class: "db".into(),
             profile: "server".into(),
             key_id: "db".into(),
-            decision,
-            serial: Some(serial.into()),
-            subject: None,
-            dns: vec![],
-            ips: vec![],
-            uris: vec![],
-            not_before: None,
-            not_after: None,
-            spki_sha256: None,
-            issuer: None,
-            certificate: Some(base64::engine::general_purpose::STANDARD.encode(cert)),
-            reasons: vec![],
+            outcome,
+        }
+    }
+
+    fn issued_mut(entry: &mut LogEntry) -> &mut IssuedEntry {
+        match &mut entry.outcome {
+            Outcome::Issued(issued) => issued,
+            Outcome::Denied(_) => panic!("the test entry is an issued one"),
         }
     }
 
@@ -235,11 +258,12 @@ mod tests {
             spki_sha256: "ab".repeat(32),
         };
         let mut good = entry("01", b"c", LogDecision::Issued);
-        good.dns = vec!["a.db.internal".into()];
-        good.ips = vec!["10.0.0.1".into()];
-        good.not_before = Some(rfc3339(1_700_000_000));
-        good.not_after = Some(rfc3339(1_700_086_400));
-        good.spki_sha256 = Some("AB".repeat(32));
+        let g = issued_mut(&mut good);
+        g.dns = vec!["a.db.internal".into()];
+        g.ips = vec!["10.0.0.1".into()];
+        g.not_before = rfc3339(1_700_000_000);
+        g.not_after = rfc3339(1_700_086_400);
+        g.spki_sha256 = "AB".repeat(32);
         check_entry(&good, "db", Some("server"), &checked).expect("consistent");
         check_entry(&good, "db", None, &checked).expect("profile from the certificate");
         type Tamper = Box<dyn Fn(&mut LogEntry)>;
@@ -250,22 +274,28 @@ mod tests {
                 "profile 'client'",
             ),
             (
-                Box::new(|e| e.dns = vec!["evil.example".into()]),
+                Box::new(|e| issued_mut(e).dns = vec!["evil.example".into()]),
                 "evil.example",
             ),
             (
-                Box::new(|e| e.dns.push("b.db.internal".into())),
+                Box::new(|e| issued_mut(e).dns.push("b.db.internal".into())),
                 "b.db.internal",
             ),
-            (Box::new(|e| e.ips = vec![]), "it names"),
-            (Box::new(|e| e.ips = vec!["nope".into()]), "'nope'"),
-            (Box::new(|e| e.not_after = None), "not_after is missing"),
+            (Box::new(|e| issued_mut(e).ips = vec![]), "it names"),
             (
-                Box::new(|e| e.not_before = Some(rfc3339(1_600_000_000))),
+                Box::new(|e| issued_mut(e).ips = vec!["nope".into()]),
+                "'nope'",
+            ),
+            (
+                Box::new(|e| issued_mut(e).not_after = "yesterday".into()),
+                "not_after is yesterday",
+            ),
+            (
+                Box::new(|e| issued_mut(e).not_before = rfc3339(1_600_000_000)),
                 "not_before",
             ),
             (
-                Box::new(|e| e.spki_sha256 = Some("00".into())),
+                Box::new(|e| issued_mut(e).spki_sha256 = "00".into()),
                 "public key",
             ),
         ];

@@ -620,32 +620,42 @@ mod tests {
         Arc::new(cfg)
     }
 
+    /// Why [`dial`] did not get the server's leaf.
+    #[derive(Debug, thiserror::Error)]
+    enum DialError {
+        /// TCP connect, the TLS handshake (a refused certificate) or the
+        /// echo's read/write.
+        #[error("{0}")]
+        Io(#[from] std::io::Error),
+        #[error("{0}")]
+        ServerName(#[from] rustls_pki_types::InvalidDnsNameError),
+        #[error("bad echo")]
+        BadEcho,
+        #[error("no server certificate")]
+        NoCertificate,
+    }
+
     /// One handshake + echo; returns the server's leaf.
     async fn dial(
         config: &Arc<ClientConfig>,
         port: u16,
         name: &str,
-    ) -> Result<CertificateDer<'static>, String> {
-        let tcp = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<CertificateDer<'static>, DialError> {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
         let connector = tokio_rustls::TlsConnector::from(config.clone());
-        let sn = ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
-        let mut tls = connector
-            .connect(sn, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
-        tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
+        let sn = ServerName::try_from(name.to_owned())?;
+        let mut tls = connector.connect(sn, tcp).await?;
+        tls.write_all(b"ping").await?;
         let mut buf = [0u8; 4];
-        tls.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        tls.read_exact(&mut buf).await?;
         if &buf != b"ping" {
-            return Err("bad echo".into());
+            return Err(DialError::BadEcho);
         }
         let (_, conn) = tls.get_ref();
         conn.peer_certificates()
             .and_then(|c| c.first().cloned())
             .map(|c| c.into_owned())
-            .ok_or_else(|| "no server certificate".into())
+            .ok_or(DialError::NoCertificate)
     }
 
     #[tokio::test]

@@ -1,6 +1,13 @@
 //! One issuance-log entry: what was decided, for whom, and (when issued) the
 //! certificate itself. The entry's exact JSON bytes are the Merkle leaf, so
 //! the server and every verifier share this one definition.
+//!
+//! The type is shaped so that impossible entries cannot be built: an issued
+//! entry always carries its certificate facts and no reasons, a denial
+//! carries reasons and no certificate facts ([`Outcome`]). On the wire the
+//! entry is the flat object it has always been (a private `Wire` struct with
+//! the historical field order and skip rules), so stored bytes do not
+//! change; a stored entry that breaks the invariants fails to parse.
 
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +30,9 @@ pub struct LogReason {
     pub detail: String,
 }
 
-/// An issuance-log entry. Field order is the serialisation order.
+/// An issuance-log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Wire", into = "Wire")]
 pub struct LogEntry {
     /// Position in the log, from 0.
     pub seq: u64,
@@ -38,41 +46,214 @@ pub struct LogEntry {
     pub profile: String,
     /// Auth key that made the request.
     pub key_id: String,
-    /// Issued or denied.
-    pub decision: LogDecision,
-    /// Serial number, lowercase hex (issued only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serial: Option<String>,
-    /// Subject common name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What was decided, with the facts that belong to that decision.
+    pub outcome: Outcome,
+}
+
+/// What was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A certificate was signed.
+    Issued(IssuedEntry),
+    /// Nothing was signed.
+    Denied(DeniedEntry),
+}
+
+/// The facts of a signed certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedEntry {
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// Subject common name, when the certificate has one.
     pub subject: Option<String>,
-    /// DNS SANs (granted, or requested when denied).
-    #[serde(default)]
+    /// Granted DNS SANs.
     pub dns: Vec<String>,
-    /// IP SANs.
-    #[serde(default)]
+    /// Granted IP SANs.
     pub ips: Vec<String>,
-    /// URI SANs.
-    #[serde(default)]
+    /// Granted URI SANs.
     pub uris: Vec<String>,
-    /// Validity start, RFC 3339 (issued only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before: Option<String>,
-    /// Validity end, RFC 3339 (issued only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_after: Option<String>,
+    /// Validity start, RFC 3339.
+    pub not_before: String,
+    /// Validity end, RFC 3339.
+    pub not_after: String,
     /// SHA-256 of the subject public key info, hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub spki_sha256: Option<String>,
+    pub spki_sha256: String,
     /// SHA-256 fingerprint of the issuing intermediate, hex.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-    /// The certificate, base64 DER (issued only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<String>,
-    /// Why it was denied.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub issuer: String,
+    /// The certificate, base64 DER.
+    pub certificate: String,
+}
+
+/// A refusal: what was asked for and why it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedEntry {
+    /// Requested subject common name, when known.
+    pub subject: Option<String>,
+    /// Requested DNS SANs.
+    pub dns: Vec<String>,
+    /// Requested IP SANs.
+    pub ips: Vec<String>,
+    /// Requested URI SANs.
+    pub uris: Vec<String>,
+    /// Why it was denied. The server always gives at least one reason; an
+    /// empty list still parses, so that every value of this type reads back
+    /// (a log whose entry could not be read back would not recover).
     pub reasons: Vec<LogReason>,
+}
+
+/// A stored entry that is well-formed JSON but not a possible entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryShapeError {
+    /// An issued entry lacks a certificate fact.
+    #[error("issued entry without `{0}`")]
+    IssuedMissing(&'static str),
+    /// An issued entry carries denial reasons.
+    #[error("issued entry with `reasons`")]
+    IssuedWithReasons,
+    /// A denial carries a certificate fact.
+    #[error("denied entry with `{0}`")]
+    DeniedWith(&'static str),
+}
+
+/// The flat wire form. Field order is the serialisation order; these
+/// attributes define the leaf bytes of every existing log.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    seq: u64,
+    time: String,
+    log_id: String,
+    class: String,
+    profile: String,
+    key_id: String,
+    decision: LogDecision,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(default)]
+    dns: Vec<String>,
+    #[serde(default)]
+    ips: Vec<String>,
+    #[serde(default)]
+    uris: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    not_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    spki_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    reasons: Vec<LogReason>,
+}
+
+impl TryFrom<Wire> for LogEntry {
+    type Error = EntryShapeError;
+
+    fn try_from(w: Wire) -> Result<LogEntry, EntryShapeError> {
+        let outcome = match w.decision {
+            LogDecision::Issued => {
+                fn need(v: Option<String>, name: &'static str) -> Result<String, EntryShapeError> {
+                    v.ok_or(EntryShapeError::IssuedMissing(name))
+                }
+                if !w.reasons.is_empty() {
+                    return Err(EntryShapeError::IssuedWithReasons);
+                }
+                Outcome::Issued(IssuedEntry {
+                    serial: need(w.serial, "serial")?,
+                    subject: w.subject,
+                    dns: w.dns,
+                    ips: w.ips,
+                    uris: w.uris,
+                    not_before: need(w.not_before, "not_before")?,
+                    not_after: need(w.not_after, "not_after")?,
+                    spki_sha256: need(w.spki_sha256, "spki_sha256")?,
+                    issuer: need(w.issuer, "issuer")?,
+                    certificate: need(w.certificate, "certificate")?,
+                })
+            }
+            LogDecision::Denied => {
+                let facts = [
+                    ("serial", &w.serial),
+                    ("not_before", &w.not_before),
+                    ("not_after", &w.not_after),
+                    ("spki_sha256", &w.spki_sha256),
+                    ("issuer", &w.issuer),
+                    ("certificate", &w.certificate),
+                ];
+                if let Some((name, _)) = facts.iter().find(|(_, v)| v.is_some()) {
+                    return Err(EntryShapeError::DeniedWith(name));
+                }
+                Outcome::Denied(DeniedEntry {
+                    subject: w.subject,
+                    dns: w.dns,
+                    ips: w.ips,
+                    uris: w.uris,
+                    reasons: w.reasons,
+                })
+            }
+        };
+        Ok(LogEntry {
+            seq: w.seq,
+            time: w.time,
+            log_id: w.log_id,
+            class: w.class,
+            profile: w.profile,
+            key_id: w.key_id,
+            outcome,
+        })
+    }
+}
+
+impl From<LogEntry> for Wire {
+    fn from(e: LogEntry) -> Wire {
+        let mut w = Wire {
+            seq: e.seq,
+            time: e.time,
+            log_id: e.log_id,
+            class: e.class,
+            profile: e.profile,
+            key_id: e.key_id,
+            decision: LogDecision::Issued,
+            serial: None,
+            subject: None,
+            dns: Vec::new(),
+            ips: Vec::new(),
+            uris: Vec::new(),
+            not_before: None,
+            not_after: None,
+            spki_sha256: None,
+            issuer: None,
+            certificate: None,
+            reasons: Vec::new(),
+        };
+        match e.outcome {
+            Outcome::Issued(i) => {
+                w.serial = Some(i.serial);
+                w.subject = i.subject;
+                w.dns = i.dns;
+                w.ips = i.ips;
+                w.uris = i.uris;
+                w.not_before = Some(i.not_before);
+                w.not_after = Some(i.not_after);
+                w.spki_sha256 = Some(i.spki_sha256);
+                w.issuer = Some(i.issuer);
+                w.certificate = Some(i.certificate);
+            }
+            Outcome::Denied(d) => {
+                w.decision = LogDecision::Denied;
+                w.subject = d.subject;
+                w.dns = d.dns;
+                w.ips = d.ips;
+                w.uris = d.uris;
+                w.reasons = d.reasons;
+            }
+        }
+        w
+    }
 }
 
 impl LogEntry {
@@ -89,8 +270,79 @@ impl LogEntry {
     /// The certificate DER, when the entry carries one.
     pub fn certificate_der(&self) -> Option<Vec<u8>> {
         use base64::Engine;
-        let b64 = self.certificate.as_deref()?;
+        let b64 = self.certificate()?;
         base64::engine::general_purpose::STANDARD.decode(b64).ok()
+    }
+
+    /// Issued or denied.
+    pub fn decision(&self) -> LogDecision {
+        match self.outcome {
+            Outcome::Issued(_) => LogDecision::Issued,
+            Outcome::Denied(_) => LogDecision::Denied,
+        }
+    }
+
+    /// The certificate facts, when issued.
+    pub fn issued(&self) -> Option<&IssuedEntry> {
+        match &self.outcome {
+            Outcome::Issued(i) => Some(i),
+            Outcome::Denied(_) => None,
+        }
+    }
+
+    /// The refusal, when denied.
+    pub fn denied(&self) -> Option<&DeniedEntry> {
+        match &self.outcome {
+            Outcome::Issued(_) => None,
+            Outcome::Denied(d) => Some(d),
+        }
+    }
+
+    /// Serial number, lowercase hex (issued only).
+    pub fn serial(&self) -> Option<&str> {
+        self.issued().map(|i| i.serial.as_str())
+    }
+
+    /// The certificate, base64 DER (issued only).
+    pub fn certificate(&self) -> Option<&str> {
+        self.issued().map(|i| i.certificate.as_str())
+    }
+
+    /// Why it was denied (empty when issued).
+    pub fn reasons(&self) -> &[LogReason] {
+        self.denied().map_or(&[], |d| d.reasons.as_slice())
+    }
+
+    /// Subject common name (granted, or requested when denied).
+    pub fn subject(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Issued(i) => i.subject.as_deref(),
+            Outcome::Denied(d) => d.subject.as_deref(),
+        }
+    }
+
+    /// DNS SANs (granted, or requested when denied).
+    pub fn dns(&self) -> &[String] {
+        match &self.outcome {
+            Outcome::Issued(i) => &i.dns,
+            Outcome::Denied(d) => &d.dns,
+        }
+    }
+
+    /// IP SANs (granted, or requested when denied).
+    pub fn ips(&self) -> &[String] {
+        match &self.outcome {
+            Outcome::Issued(i) => &i.ips,
+            Outcome::Denied(d) => &d.ips,
+        }
+    }
+
+    /// URI SANs (granted, or requested when denied).
+    pub fn uris(&self) -> &[String] {
+        match &self.outcome {
+            Outcome::Issued(i) => &i.uris,
+            Outcome::Denied(d) => &d.uris,
+        }
     }
 }
 
@@ -107,27 +359,79 @@ mod tests {
             class: "db".into(),
             profile: "server".into(),
             key_id: "db".into(),
-            decision: LogDecision::Denied,
-            serial: None,
-            subject: Some("x.db.internal".into()),
-            dns: vec!["x.db.internal".into()],
-            ips: vec!["1.1.1.1".into()],
-            uris: vec![],
-            not_before: None,
-            not_after: None,
-            spki_sha256: None,
-            issuer: None,
-            certificate: None,
-            reasons: vec![LogReason {
-                code: "ip_not_allowed".into(),
-                detail: "1.1.1.1".into(),
-            }],
+            outcome: Outcome::Denied(DeniedEntry {
+                subject: Some("x.db.internal".into()),
+                dns: vec!["x.db.internal".into()],
+                ips: vec!["1.1.1.1".into()],
+                uris: vec![],
+                reasons: vec![LogReason {
+                    code: "ip_not_allowed".into(),
+                    detail: "1.1.1.1".into(),
+                }],
+            }),
         };
         let bytes = entry.to_bytes();
         assert_eq!(LogEntry::from_bytes(&bytes).unwrap(), entry);
         assert_eq!(LogEntry::from_bytes(&bytes).unwrap().to_bytes(), bytes);
-        assert!(String::from_utf8(bytes)
-            .unwrap()
-            .starts_with(r#"{"seq":7,"time":"#));
+        assert_eq!(String::from_utf8(bytes).unwrap(), DENIED);
+    }
+
+    // Serialised by the flat struct this type replaced, before the change:
+    // the leaves of existing logs.
+    const ISSUED: &str = r#"{"seq":1,"time":"2026-11-28T10:00:00Z","log_id":"dev-1","class":"db","profile":"server","key_id":"db","decision":"issued","serial":"0a1b","subject":"x.db.internal","dns":["x.db.internal"],"ips":["10.0.0.1"],"uris":[],"not_before":"2026-11-28T09:55:00Z","not_after":"2026-11-29T10:00:00Z","spki_sha256":"ab12","issuer":"cd34","certificate":"AAEC"}"#;
+    const DENIED: &str = r#"{"seq":7,"time":"2026-11-28T10:00:00Z","log_id":"dev-1","class":"db","profile":"server","key_id":"db","decision":"denied","subject":"x.db.internal","dns":["x.db.internal"],"ips":["1.1.1.1"],"uris":[],"reasons":[{"code":"ip_not_allowed","detail":"1.1.1.1"}]}"#;
+    const DENIED_BARE: &str = r#"{"seq":8,"time":"2026-11-28T10:00:00Z","log_id":"dev-1","class":"db","profile":"server","key_id":"db","decision":"denied","dns":[],"ips":[],"uris":[],"reasons":[{"code":"bad_csr","detail":"x"}]}"#;
+
+    #[test]
+    fn fixed_bytes_round_trip() {
+        for text in [ISSUED, DENIED, DENIED_BARE] {
+            let entry = LogEntry::from_bytes(text.as_bytes()).unwrap();
+            assert_eq!(String::from_utf8(entry.to_bytes()).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn accessors_follow_the_outcome() {
+        let issued = LogEntry::from_bytes(ISSUED.as_bytes()).unwrap();
+        assert_eq!(issued.decision(), LogDecision::Issued);
+        assert_eq!(issued.serial(), Some("0a1b"));
+        assert_eq!(issued.certificate_der(), Some(vec![0, 1, 2]));
+        assert!(issued.reasons().is_empty());
+        assert_eq!(issued.ips(), ["10.0.0.1"]);
+        let denied = LogEntry::from_bytes(DENIED.as_bytes()).unwrap();
+        assert_eq!(denied.decision(), LogDecision::Denied);
+        assert_eq!(denied.serial(), None);
+        assert_eq!(denied.certificate_der(), None);
+        assert_eq!(denied.reasons()[0].code, "ip_not_allowed");
+        assert_eq!(denied.subject(), Some("x.db.internal"));
+    }
+
+    fn refusal(text: &str) -> String {
+        LogEntry::from_bytes(text.as_bytes())
+            .expect_err("an impossible entry parsed")
+            .to_string()
+    }
+
+    #[test]
+    fn every_value_reads_back() {
+        let bare = LogEntry::from_bytes(DENIED_BARE.as_bytes()).unwrap();
+        let mut empty = bare.clone();
+        if let Outcome::Denied(d) = &mut empty.outcome {
+            d.reasons.clear();
+        }
+        assert_eq!(LogEntry::from_bytes(&empty.to_bytes()).unwrap(), empty);
+    }
+
+    #[test]
+    fn refuses_impossible_entries() {
+        let no_cert = ISSUED.replace(r#","certificate":"AAEC""#, "");
+        assert!(refusal(&no_cert).contains("issued entry without `certificate`"));
+        let with_reasons = ISSUED.replace(
+            r#""certificate":"AAEC""#,
+            r#""certificate":"AAEC","reasons":[{"code":"x","detail":"y"}]"#,
+        );
+        assert!(refusal(&with_reasons).contains("issued entry with `reasons`"));
+        let with_serial = DENIED.replace(r#""subject""#, r#""serial":"0a1b","subject""#);
+        assert!(refusal(&with_serial).contains("denied entry with `serial`"));
     }
 }

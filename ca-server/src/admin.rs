@@ -50,7 +50,7 @@ pub fn load_policies(config: &Config) -> Result<PolicySet> {
 /// How new CA certificates are shaped, from the configuration.
 pub fn ca_shape(config: &Config) -> Result<CaShape> {
     Ok(CaShape {
-        algorithm: config.ca_key_algorithm().map_err(anyhow::Error::msg)?,
+        algorithm: config.ca_key_algorithm()?,
         organization: config.ca.organization.clone(),
         root_days: config.ca.root_validity_days,
         intermediate_days: config.ca.intermediate_validity_days,
@@ -85,7 +85,7 @@ pub fn ensure_log_key(config: &Config, module: &Module) -> Result<bool> {
     let (key, created) = match token.public_key(&label) {
         Ok(key) => (key, false),
         Err(hsm::HsmError::KeyNotFound { .. }) => {
-            let algorithm = config.log_key_algorithm().map_err(anyhow::Error::msg)?;
+            let algorithm = config.log_key_algorithm()?;
             (token.generate_key(&label, algorithm)?, true)
         }
         Err(e) => return Err(e.into()),

@@ -19,8 +19,51 @@ pub enum ConfigError {
     /// (never the offending text).
     #[error("{0}")]
     Parse(String),
-    #[error("{path}: {message}")]
-    Invalid { path: String, message: String },
+    /// A setting is out of range or names an unknown algorithm.
+    #[error("{path}: {error}")]
+    Invalid { path: String, error: SettingError },
+}
+
+/// What is wrong with one setting of a parsed config file. The text names
+/// the TOML key and what it allows; never the value of a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingError {
+    /// A number outside what `key` allows (`allowed` reads "between 1 and
+    /// 600", "at least 1", …).
+    #[error("{key} must be {allowed}")]
+    OutOfRange {
+        key: &'static str,
+        allowed: &'static str,
+    },
+    /// The response budgets are not ordered `64 KiB <= per connection <=
+    /// queued`.
+    #[error(
+        "server: 64 KiB <= max_connection_response_bytes <= max_queued_response_bytes is required"
+    )]
+    ResponseBudgets,
+    /// The root would not outlive the intermediates it signs.
+    #[error("ca.root_validity_days must exceed ca.intermediate_validity_days (> 0)")]
+    Validity,
+    /// `log.log_id` is not a valid key id.
+    #[error("log.log_id must be 1-64 characters of [A-Za-z0-9._-]")]
+    LogId,
+    /// `ca.key_algorithm` names no algorithm the HSM layer knows.
+    #[error("{0}")]
+    CaKeyAlgorithm(hsm::UnknownAlgorithm),
+    /// `log.key_algorithm` names no algorithm the HSM layer knows.
+    #[error("log.key_algorithm: {0}")]
+    LogKeyAlgorithm(hsm::UnknownAlgorithm),
+    /// A PIN setting is not a `file:`/`env:` reference.
+    #[error("{key}: {error}")]
+    PinReference {
+        key: &'static str,
+        error: ResolveError,
+    },
+}
+
+/// `key` must be `allowed`.
+fn out_of_range(key: &'static str, allowed: &'static str) -> SettingError {
+    SettingError::OutOfRange { key, allowed }
 }
 
 impl From<ResolveError> for ConfigError {
@@ -231,32 +274,35 @@ fn default_connection_response_bytes() -> usize {
 
 impl ServerConfig {
     /// The connection limits, deadlines and budgets are in range.
-    pub fn check_limits(&self) -> Result<(), String> {
+    pub fn check_limits(&self) -> Result<(), SettingError> {
         let secs = [
-            ("handshake_timeout_secs", self.handshake_timeout_secs),
+            ("server.handshake_timeout_secs", self.handshake_timeout_secs),
             (
-                "first_request_timeout_secs",
+                "server.first_request_timeout_secs",
                 self.first_request_timeout_secs,
             ),
-            ("idle_timeout_secs", self.idle_timeout_secs),
-            ("body_timeout_secs", self.body_timeout_secs),
-            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("server.idle_timeout_secs", self.idle_timeout_secs),
+            ("server.body_timeout_secs", self.body_timeout_secs),
+            (
+                "server.header_read_timeout_secs",
+                self.header_read_timeout_secs,
+            ),
         ];
-        for (name, v) in secs {
+        for (key, v) in secs {
             if !(1..=3600).contains(&v) {
-                return Err(format!("server.{name} must be between 1 and 3600"));
+                return Err(out_of_range(key, "between 1 and 3600"));
             }
         }
         if self.max_connections == 0 {
-            return Err("server.max_connections must be at least 1".into());
+            return Err(out_of_range("server.max_connections", "at least 1"));
         }
         if self.body_min_bytes_per_sec == 0 {
-            return Err("server.body_min_bytes_per_sec must be at least 1".into());
+            return Err(out_of_range("server.body_min_bytes_per_sec", "at least 1"));
         }
         if self.max_connection_response_bytes < 64 * 1024
             || self.max_queued_response_bytes < self.max_connection_response_bytes
         {
-            return Err("server: 64 KiB <= max_connection_response_bytes <= max_queued_response_bytes is required".into());
+            return Err(SettingError::ResponseBudgets);
         }
         Ok(())
     }
@@ -389,18 +435,18 @@ impl Default for LogConfig {
 
 impl LogConfig {
     /// The read limits are in range.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SettingError> {
         if !(1..=64).contains(&self.read_threads) {
-            return Err("log.read_threads must be between 1 and 64".into());
+            return Err(out_of_range("log.read_threads", "between 1 and 64"));
         }
         if self.read_queue > 65536 {
-            return Err("log.read_queue must be at most 65536".into());
+            return Err(out_of_range("log.read_queue", "at most 65536"));
         }
         if !(4096..=16 * 1024 * 1024).contains(&self.page_bytes) {
-            return Err("log.page_bytes must be between 4 KiB and 16 MiB".into());
+            return Err(out_of_range("log.page_bytes", "between 4 KiB and 16 MiB"));
         }
         if !(1..=6400).contains(&self.read_cpu_percent) {
-            return Err("log.read_cpu_percent must be between 1 and 6400".into());
+            return Err(out_of_range("log.read_cpu_percent", "between 1 and 6400"));
         }
         Ok(())
     }
@@ -474,13 +520,13 @@ impl Config {
         config.hsm.module = base.join(&config.hsm.module);
         config.server.auth_keys = clean(base.join(&config.server.auth_keys));
         config.hsm.softhsm2_conf = config.hsm.softhsm2_conf.map(|p| base.join(p));
-        for (field, pin) in [
+        for (key, pin) in [
             ("hsm.online_pin", &mut config.hsm.online_pin),
             ("hsm.root_pin", &mut config.hsm.root_pin),
         ] {
-            *pin = pin_reference(&base, pin).map_err(|e| ConfigError::Invalid {
+            *pin = pin_reference(&base, pin).map_err(|error| ConfigError::Invalid {
                 path: shown.clone(),
-                message: format!("{field}: {e}"),
+                error: SettingError::PinReference { key, error },
             })?;
         }
         config.validate()?;
@@ -488,50 +534,49 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |message: String| ConfigError::Invalid {
+        self.check_settings().map_err(|error| ConfigError::Invalid {
             path: self.path.display().to_string(),
-            message,
-        };
-        self.ca_key_algorithm().map_err(invalid)?;
-        self.log_key_algorithm().map_err(invalid)?;
+            error,
+        })
+    }
+
+    /// Every setting is in range, in the order the errors are reported.
+    fn check_settings(&self) -> Result<(), SettingError> {
+        self.ca_key_algorithm()?;
+        self.log_key_algorithm()?;
         if !ca_proto::auth::valid_key_id(&self.log.log_id) {
-            return Err(invalid(
-                "log.log_id must be 1-64 characters of [A-Za-z0-9._-]".into(),
-            ));
+            return Err(SettingError::LogId);
         }
-        self.log.check().map_err(invalid)?;
-        self.server.check_limits().map_err(invalid)?;
+        self.log.check()?;
+        self.server.check_limits()?;
         if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
-            return Err(invalid(
-                "server.max_body_bytes must be between 1 KiB and 16 MiB".into(),
+            return Err(out_of_range(
+                "server.max_body_bytes",
+                "between 1 KiB and 16 MiB",
             ));
         }
         if !(1..=600).contains(&self.server.max_skew_secs) {
-            return Err(invalid(
-                "server.max_skew_secs must be between 1 and 600".into(),
-            ));
+            return Err(out_of_range("server.max_skew_secs", "between 1 and 600"));
         }
         if self.ca.intermediate_validity_days == 0
             || self.ca.root_validity_days <= self.ca.intermediate_validity_days
         {
-            return Err(invalid(
-                "ca.root_validity_days must exceed ca.intermediate_validity_days (> 0)".into(),
-            ));
+            return Err(SettingError::Validity);
         }
         Ok(())
     }
 
-    pub fn ca_key_algorithm(&self) -> Result<hsm::KeyAlgorithm, String> {
+    pub fn ca_key_algorithm(&self) -> Result<hsm::KeyAlgorithm, SettingError> {
         self.ca
             .key_algorithm
             .parse::<hsm::KeyAlgorithm>()
-            .map_err(|e| e.to_string())
+            .map_err(SettingError::CaKeyAlgorithm)
     }
 
     /// The log key's algorithm: `[log] key_algorithm`, else the CA keys'.
-    pub fn log_key_algorithm(&self) -> Result<hsm::KeyAlgorithm, String> {
+    pub fn log_key_algorithm(&self) -> Result<hsm::KeyAlgorithm, SettingError> {
         match &self.log.key_algorithm {
-            Some(a) => a.parse().map_err(|e| format!("log.key_algorithm: {e}")),
+            Some(a) => a.parse().map_err(SettingError::LogKeyAlgorithm),
             None => self.ca_key_algorithm(),
         }
     }

@@ -283,7 +283,7 @@ fn two_thousand_issued_serials_are_distinct_16_byte_and_random() {
 
 #[test]
 fn log_entries_are_read_back_through_the_sparse_index_before_and_after_recovery() {
-    use ca_proto::logentry::{LogDecision, LogEntry};
+    use ca_proto::logentry::{DeniedEntry, LogEntry, LogReason, Outcome};
     let f = fixture();
     let config = Config::load(&f.dir.join("config.toml")).unwrap();
     let module = admin::open_module(&config).unwrap();
@@ -296,18 +296,16 @@ fn log_entries_are_read_back_through_the_sparse_index_before_and_after_recovery(
         class: "db".into(),
         profile: "server".into(),
         key_id: format!("k{i}"),
-        decision: LogDecision::Denied,
-        serial: None,
-        subject: None,
-        dns: vec![],
-        ips: vec![],
-        uris: vec![],
-        not_before: None,
-        not_after: None,
-        spki_sha256: None,
-        issuer: None,
-        certificate: None,
-        reasons: vec![],
+        outcome: Outcome::Denied(DeniedEntry {
+            subject: None,
+            dns: vec![],
+            ips: vec![],
+            uris: vec![],
+            reasons: vec![LogReason {
+                code: "test".into(),
+                detail: format!("entry {i}"),
+            }],
+        }),
     };
     let total = 2 * 1024 + 77;
     {
@@ -361,7 +359,7 @@ fn every_certificate_comes_back_recorded_and_every_refusal_is_recorded() {
         .clone()
         .expect("recorded issuance has evidence");
     let entry = LogEntry::from_bytes(&evidence.verify(f.log.public_key()).unwrap()).unwrap();
-    assert_eq!(entry.decision, LogDecision::Issued);
+    assert_eq!(entry.decision(), LogDecision::Issued);
     assert_eq!(entry.certificate_der().unwrap(), issued.der);
     assert_eq!(entry.key_id, "test-operator");
     let stored = f.log.entries(evidence.index, evidence.index + 1).unwrap();
@@ -387,9 +385,9 @@ fn every_certificate_comes_back_recorded_and_every_refusal_is_recorded() {
         .map(|(_, b)| LogEntry::from_bytes(b).unwrap())
         .find(|e| e.key_id == "api-only")
         .expect("the scope refusal is recorded");
-    assert_eq!(denial.decision, LogDecision::Denied);
-    assert_eq!(denial.reasons[0].code, "forbidden_scope");
-    assert!(denial.certificate.is_none() && denial.serial.is_none());
+    assert_eq!(denial.decision(), LogDecision::Denied);
+    assert_eq!(denial.reasons()[0].code, "forbidden_scope");
+    assert!(denial.certificate().is_none() && denial.serial().is_none());
 
     // A policy denial is recorded with its domain reasons.
     let (outside, _) = csr(&["host.not-db.example"], |_| {});
@@ -403,10 +401,10 @@ fn every_certificate_comes_back_recorded_and_every_refusal_is_recorded() {
     let denial = entries
         .iter()
         .map(|(_, b)| LogEntry::from_bytes(b).unwrap())
-        .find(|e| e.dns == ["host.not-db.example"])
+        .find(|e| e.dns() == ["host.not-db.example"])
         .expect("the policy denial is recorded with the requested name");
     assert!(denial
-        .reasons
+        .reasons()
         .iter()
         .all(|r| !r.code.is_empty() && !r.detail.is_empty()));
 }

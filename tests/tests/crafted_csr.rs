@@ -300,7 +300,7 @@ fn log_entries(server: &TestServer) -> Vec<LogEntry> {
 fn issued_in_log(entries: &[LogEntry]) -> usize {
     entries
         .iter()
-        .filter(|e| e.decision == LogDecision::Issued)
+        .filter(|e| e.decision() == LogDecision::Issued)
         .count()
 }
 
@@ -522,8 +522,8 @@ fn crafted_csrs_are_refused_and_nothing_is_issued() {
     );
     let malformed_denials = entries
         .iter()
-        .filter(|e| e.decision == LogDecision::Denied)
-        .filter(|e| e.reasons.iter().any(|r| r.code == "malformed_csr"))
+        .filter(|e| e.decision() == LogDecision::Denied)
+        .filter(|e| e.reasons().iter().any(|r| r.code == "malformed_csr"))
         .count();
     assert_eq!(
         entries.len() - issued_in_log(&entries) - denied_before,

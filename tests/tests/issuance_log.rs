@@ -51,7 +51,7 @@ fn every_issued_certificate_comes_with_a_verifiable_inclusion_proof() {
         serde_json::from_value(body["log"].clone()).expect("log evidence in the response");
     let entry_bytes = evidence.verify(&key).expect("evidence verifies");
     let entry = LogEntry::from_bytes(&entry_bytes).unwrap();
-    assert_eq!(entry.serial.as_deref(), body["serial"].as_str());
+    assert_eq!(entry.serial(), body["serial"].as_str());
     let cert_pem = body["certificate"].as_str().unwrap();
     let der = pem_der(cert_pem);
     assert_eq!(

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ca_proto::logentry::{LogDecision, LogEntry};
+use ca_proto::logentry::{IssuedEntry, LogEntry, Outcome};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SerialNumber,
@@ -377,18 +377,18 @@ fn sign(log: &FakeLog, plan: &Plan, req: &Request) -> Result<Reply, String> {
         class: plan.entry_class.clone().unwrap_or(request.class.clone()),
         profile: request.profile.clone().unwrap_or_else(|| "server".into()),
         key_id: "db".into(),
-        decision: LogDecision::Issued,
-        serial: Some(hex::encode(serial)),
-        subject: hosts.first().cloned(),
-        dns: plan.entry_dns.clone().unwrap_or(names),
-        ips: vec![],
-        uris: vec![],
-        not_before: Some(rfc3339(nb)),
-        not_after: Some(rfc3339(na)),
-        spki_sha256: Some(spki),
-        issuer: Some(hex::encode(Sha256::digest(&plan.issuer.der))),
-        certificate: Some(base64::engine::general_purpose::STANDARD.encode(&der)),
-        reasons: vec![],
+        outcome: Outcome::Issued(IssuedEntry {
+            serial: hex::encode(serial),
+            subject: hosts.first().cloned(),
+            dns: plan.entry_dns.clone().unwrap_or(names),
+            ips: vec![],
+            uris: vec![],
+            not_before: rfc3339(nb),
+            not_after: rfc3339(na),
+            spki_sha256: spki,
+            issuer: hex::encode(Sha256::digest(&plan.issuer.der)),
+            certificate: base64::engine::general_purpose::STANDARD.encode(&der),
+        }),
     };
     let evidence = log.append(entry);
     Ok(Reply::json(&serde_json::json!({

@@ -222,7 +222,7 @@ mod tests {
         let mut seen = Vec::new();
         let polled = follower
             .poll(until, |e| {
-                seen.push(e.dns.join(","));
+                seen.push(e.dns().join(","));
                 Ok::<_, AuditError>(())
             })
             .expect("poll");

@@ -130,11 +130,19 @@ struct CertNames {
     other: Vec<String>,
 }
 
-fn names_of(cert: &X509Certificate<'_>) -> Result<CertNames, String> {
+/// Why a certificate's names cannot be read.
+#[derive(Debug, thiserror::Error)]
+enum NamesError {
+    #[error("subjectAltName does not parse: {0}")]
+    San(x509_parser::error::X509Error),
+    /// An iPAddress SAN of neither 4 nor 16 bytes.
+    #[error("IP address SAN of {0} bytes")]
+    IpLength(usize),
+}
+
+fn names_of(cert: &X509Certificate<'_>) -> Result<CertNames, NamesError> {
     let mut names = CertNames::default();
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| format!("subjectAltName does not parse: {e}"))?;
+    let san = cert.subject_alternative_name().map_err(NamesError::San)?;
     for name in san.iter().flat_map(|san| &san.value.general_names) {
         match name {
             GeneralName::DNSName(dns) => names.dns.push(dns.to_string()),
@@ -145,7 +153,7 @@ fn names_of(cert: &X509Certificate<'_>) -> Result<CertNames, String> {
                     16 => <[u8; 16]>::try_from(*bytes).ok().map(IpAddr::from),
                     _ => None,
                 };
-                let ip = ip.ok_or_else(|| format!("IP address SAN of {} bytes", bytes.len()))?;
+                let ip = ip.ok_or(NamesError::IpLength(bytes.len()))?;
                 names.ips.push(ip);
             }
             other => names.other.push(other.to_string()),
@@ -156,7 +164,7 @@ fn names_of(cert: &X509Certificate<'_>) -> Result<CertNames, String> {
 
 pub fn check(entry: &LogEntry, policies: &PolicySet, known: &KnownIntermediates) -> Vec<Finding> {
     let mut findings = Vec::new();
-    if entry.decision != LogDecision::Issued {
+    if entry.decision() != LogDecision::Issued {
         return findings;
     }
     let mut found = |kind, detail: String| {
@@ -164,14 +172,14 @@ pub fn check(entry: &LogEntry, policies: &PolicySet, known: &KnownIntermediates)
             kind,
             seq: entry.seq,
             class: entry.class.clone(),
-            serial: entry.serial.clone(),
+            serial: entry.serial().map(str::to_string),
             detail,
         })
     };
     let Some(der) = entry.certificate_der() else {
         found(
             FindingKind::BadEntry,
-            "issued entry without a certificate".into(),
+            "issued entry whose certificate is not base64".into(),
         );
         return findings;
     };
@@ -207,7 +215,7 @@ pub fn check(entry: &LogEntry, policies: &PolicySet, known: &KnownIntermediates)
             FindingKind::EntryMismatch,
             format!(
                 "entry names issuer {}, but the certificate is signed by '{}' intermediate {fp}",
-                entry.issuer.as_deref().unwrap_or("-"),
+                entry.issued().map_or("-", |i| i.issuer.as_str()),
                 entry.class
             ),
         ),
@@ -277,10 +285,10 @@ fn mismatches(
         }
     };
     let lower = |names: &[String]| names.iter().map(|n| n.to_lowercase()).collect();
-    compare("DNS", lower(&entry.dns), lower(&names.dns));
+    compare("DNS", lower(entry.dns()), lower(&names.dns));
     // The entry's IPs in their canonical text form, when they parse.
     let entry_ips = entry
-        .ips
+        .ips()
         .iter()
         .map(|ip| ip.parse::<IpAddr>().map_or(ip.clone(), |ip| ip.to_string()))
         .collect();
@@ -289,7 +297,7 @@ fn mismatches(
         entry_ips,
         names.ips.iter().map(IpAddr::to_string).collect(),
     );
-    compare("URI", entry.uris.clone(), names.uris.clone());
+    compare("URI", entry.uris().to_vec(), names.uris.clone());
     if !names.other.is_empty() {
         out.push(format!(
             "the certificate also names [{}], which no entry lists",
@@ -297,16 +305,16 @@ fn mismatches(
         ));
     }
     let serial = hex::encode(cert.raw_serial());
-    if entry.serial.as_deref().map(str::to_lowercase) != Some(serial.clone()) {
+    if entry.serial().map(str::to_lowercase) != Some(serial.clone()) {
         out.push(format!(
             "entry names serial {}, the certificate {serial}",
-            entry.serial.as_deref().unwrap_or("-")
+            entry.serial().unwrap_or("-")
         ));
     }
-    if entry.subject.as_deref() != common_name {
+    if entry.subject() != common_name {
         out.push(format!(
             "entry names subject {}, the certificate {}",
-            entry.subject.as_deref().unwrap_or("-"),
+            entry.subject().unwrap_or("-"),
             common_name.unwrap_or("-")
         ));
     }
@@ -327,7 +335,7 @@ fn signer(entry: &LogEntry, cert: &X509Certificate<'_>, known: &KnownIntermediat
         x509_parser::parse_x509_certificate(int_der)
             .is_ok_and(|(_, int)| cert.verify_signature(Some(int.public_key())).is_ok())
     };
-    let claimed = entry.issuer.as_deref().and_then(|fp| known.get(fp));
+    let claimed = entry.issued().and_then(|i| known.get(i.issuer.as_str()));
     if claimed.is_some_and(|(class, der)| class == &entry.class && signed_by(der)) {
         return Signer::Claimed;
     }
@@ -340,6 +348,7 @@ fn signer(entry: &LogEntry, cert: &X509Certificate<'_>, known: &KnownIntermediat
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ca_proto::logentry::{IssuedEntry, Outcome};
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, SerialNumber,
     };
@@ -411,18 +420,25 @@ mod tests {
             class: "db".into(),
             profile: "server".into(),
             key_id: "db".into(),
-            decision: LogDecision::Issued,
-            serial: Some(hex::encode(SERIAL)),
-            subject: names.first().map(|n| n.to_string()),
-            dns: names.iter().map(|n| n.to_string()).collect(),
-            ips: Vec::new(),
-            uris: Vec::new(),
-            not_before: None,
-            not_after: None,
-            spki_sha256: None,
-            issuer: Some(world.int_fp.clone()),
-            certificate: Some(base64::engine::general_purpose::STANDARD.encode(der)),
-            reasons: Vec::new(),
+            outcome: Outcome::Issued(IssuedEntry {
+                serial: hex::encode(SERIAL),
+                subject: names.first().map(|n| n.to_string()),
+                dns: names.iter().map(|n| n.to_string()).collect(),
+                ips: Vec::new(),
+                uris: Vec::new(),
+                not_before: String::new(),
+                not_after: String::new(),
+                spki_sha256: String::new(),
+                issuer: world.int_fp.clone(),
+                certificate: base64::engine::general_purpose::STANDARD.encode(der),
+            }),
+        }
+    }
+
+    fn issued_mut(entry: &mut LogEntry) -> &mut IssuedEntry {
+        match &mut entry.outcome {
+            Outcome::Issued(issued) => issued,
+            Outcome::Denied(_) => panic!("the test entry is an issued one"),
         }
     }
 
@@ -494,7 +510,7 @@ mod tests {
         let world = world();
         let der = leaf(&world, vec![dns("a.db.internal")]);
         let mut claimed = entry(&world, &der, &["a.db.internal"]);
-        claimed.serial = Some("00".repeat(16));
+        issued_mut(&mut claimed).serial = "00".repeat(16);
         let findings = check(&claimed, &world.policies, &world.known);
         assert_eq!(
             kinds(&findings),
@@ -503,7 +519,7 @@ mod tests {
         );
 
         let mut claimed = entry(&world, &der, &["a.db.internal"]);
-        claimed.issuer = Some("ab".repeat(32));
+        issued_mut(&mut claimed).issuer = "ab".repeat(32);
         let findings = check(&claimed, &world.policies, &world.known);
         assert_eq!(
             kinds(&findings),

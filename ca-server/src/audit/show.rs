@@ -5,7 +5,7 @@
 use super::follow::for_each_entry;
 use super::{log_paths, AuditError};
 use crate::state::StateDir;
-use ca_proto::logentry::{LogDecision, LogEntry};
+use ca_proto::logentry::{LogDecision, LogEntry, Outcome};
 use std::path::Path;
 
 #[derive(Debug, Default, Clone)]
@@ -22,14 +22,14 @@ impl Filter {
             && self
                 .serial
                 .as_ref()
-                .is_none_or(|s| e.serial.as_deref() == Some(&s.to_lowercase()))
-            && (!self.denied_only || e.decision == LogDecision::Denied)
+                .is_none_or(|s| e.serial() == Some(&s.to_lowercase()))
+            && (!self.denied_only || e.decision() == LogDecision::Denied)
             && self.san.as_ref().is_none_or(|n| {
                 let n = n.to_lowercase();
-                e.dns
+                e.dns()
                     .iter()
-                    .chain(&e.ips)
-                    .chain(&e.uris)
+                    .chain(e.ips())
+                    .chain(e.uris())
                     .any(|s| s.to_lowercase() == n)
             })
     }
@@ -57,25 +57,25 @@ pub fn for_each_match<E: From<AuditError>>(
 
 pub fn line(e: &LogEntry) -> String {
     let names: Vec<&str> = e
-        .dns
+        .dns()
         .iter()
-        .chain(&e.ips)
-        .chain(&e.uris)
+        .chain(e.ips())
+        .chain(e.uris())
         .map(String::as_str)
         .collect();
-    match e.decision {
-        LogDecision::Issued => format!(
+    match &e.outcome {
+        Outcome::Issued(i) => format!(
             "#{} {} issued class={} profile={} key={} serial={} names={} not_after={}",
             e.seq,
             e.time,
             e.class,
             e.profile,
             e.key_id,
-            e.serial.as_deref().unwrap_or("-"),
+            i.serial,
             names.join(","),
-            e.not_after.as_deref().unwrap_or("-")
+            i.not_after
         ),
-        LogDecision::Denied => format!(
+        Outcome::Denied(d) => format!(
             "#{} {} denied class={} profile={} key={} names={} reasons={}",
             e.seq,
             e.time,
@@ -83,7 +83,7 @@ pub fn line(e: &LogEntry) -> String {
             e.profile,
             e.key_id,
             names.join(","),
-            e.reasons
+            d.reasons
                 .iter()
                 .map(|r| r.code.as_str())
                 .collect::<Vec<_>>()

@@ -95,7 +95,7 @@ pub fn verify_records<R: std::io::Read>(
                             range.size()
                         ));
                     }
-                    match entry.decision {
+                    match entry.decision() {
                         LogDecision::Issued => report.issued += 1,
                         LogDecision::Denied => report.denied += 1,
                     }

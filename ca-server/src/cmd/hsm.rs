@@ -49,7 +49,7 @@ pub fn run(config: &Config, as_json: bool) -> Result<bool> {
         Role {
             name: "online",
             selector: config.hsm.online_selector(),
-            pin: config.read_online_pin().map_err(|e| e.to_string()),
+            pin: config.read_online_pin(),
             keys: &online_keys,
         },
         &known,
@@ -61,7 +61,7 @@ pub fn run(config: &Config, as_json: bool) -> Result<bool> {
         Role {
             name: "root",
             selector: config.hsm.root_selector(),
-            pin: config.read_root_pin().map_err(|e| e.to_string()),
+            pin: config.read_root_pin(),
             keys: &root_keys,
         },
         &known,
@@ -125,7 +125,7 @@ fn root_key_labels(config: &Config) -> Result<Vec<String>> {
 struct Role<'a> {
     name: &'a str,
     selector: TokenSelector,
-    pin: Result<hsm::Pin, String>,
+    pin: hsm::HsmResult<hsm::Pin>,
     keys: &'a [String],
 }
 

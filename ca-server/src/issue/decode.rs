@@ -37,7 +37,7 @@ pub enum DecodeError {
     #[error("CSR has trailing bytes after the request")]
     TrailingBytes,
     #[error("CSR extension request is malformed: {0}")]
-    Extensions(String),
+    Extensions(ExtensionsError),
     #[error("CSR SAN carries a malformed IP address")]
     BadIpAddress,
     #[error("CSR public key: {0}")]
@@ -46,6 +46,20 @@ pub enum DecodeError {
     SignatureAlgorithm(#[from] spki::SignatureMismatch),
     #[error(transparent)]
     Attributes(#[from] attributes::AttributeError),
+}
+
+/// Why the CSR's extensionRequest cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ExtensionsError {
+    /// The extensionRequest value is not a DER sequence of extensions.
+    #[error("{0}")]
+    Der(x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// Bytes follow the sequence of extensions.
+    #[error("trailing bytes")]
+    TrailingBytes,
+    /// One extension Trellis reads (e.g. subjectAltName) does not parse.
+    #[error("{0}")]
+    Extension(x509_parser::nom::Err<x509_parser::der_parser::error::BerError>),
 }
 
 /// Accept PEM (text around the block is ignored; the first `CERTIFICATE
@@ -112,7 +126,9 @@ pub fn facts(csr: &X509CertificationRequest<'_>) -> Result<CsrFacts, DecodeError
             ParsedExtension::BasicConstraints(bc) => facts.requests_ca |= bc.ca,
             ParsedExtension::UnsupportedExtension { .. } => {}
             ParsedExtension::ParseError { error } => {
-                return Err(DecodeError::Extensions(error.to_string()))
+                return Err(DecodeError::Extensions(ExtensionsError::Extension(
+                    error.clone(),
+                )))
             }
             _ => {}
         }
@@ -157,10 +173,10 @@ pub fn requested_extensions<'a>(
     let Some(der) = attributes::extension_request(csr.certification_request_info.raw)? else {
         return Ok(Vec::new());
     };
-    let (rest, request) =
-        ExtensionRequest::from_der(der).map_err(|e| DecodeError::Extensions(e.to_string()))?;
+    let (rest, request) = ExtensionRequest::from_der(der)
+        .map_err(|e| DecodeError::Extensions(ExtensionsError::Der(e)))?;
     if !rest.is_empty() {
-        return Err(DecodeError::Extensions("trailing bytes".into()));
+        return Err(DecodeError::Extensions(ExtensionsError::TrailingBytes));
     }
     Ok(request.extensions)
 }

@@ -9,43 +9,169 @@ use policies::{ExtKeyUsage, Grant, KeyUsage};
 use rcgen::{IsCa, KeyUsagePurpose};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
+use std::fmt;
 use std::net::IpAddr;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::der_parser::asn1_rs::Tag;
+use x509_parser::error::X509Error;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{
-    OID_PKCS1_SHA256WITHRSA, OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384,
+    Oid, OID_PKCS1_SHA256WITHRSA, OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384,
     OID_X509_COMMON_NAME,
 };
 use x509_parser::x509::X509Version;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("lint: {0}")]
-pub struct LintError(pub String);
+/// What the lint found wrong, named by the check that failed. The first
+/// group is found on the parameters before signing, the rest on the DER
+/// the HSM produced. Not `Eq`: x509-parser's errors are only `PartialEq`.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LintError {
+    // before signing, on the parameters
+    #[error("lint: leaf is not explicitly CA:FALSE")]
+    NotExplicitlyNonCa,
+    #[error("lint: leaf asks for keyCertSign/cRLSign")]
+    CaKeyUsage,
+    #[error("lint: serial is not 16 bytes")]
+    SerialLength,
+    #[error("lint: validity is empty or outlives the issuer")]
+    ValidityEmptyOrOutlivesIssuer,
+    #[error("lint: certificate names nobody")]
+    NamesNobody,
+    /// Custom extensions or name constraints in the parameters.
+    #[error("lint: leaf carries extensions outside the profile")]
+    ParamsOutsideProfile,
+
+    // after signing: the certificate as a whole
+    #[error("lint: unparseable: {0}")]
+    Unparseable(x509_parser::nom::Err<X509Error>),
+    #[error("lint: trailing bytes after the certificate")]
+    TrailingBytes,
+    #[error("lint: issuer certificate unparseable: {0}")]
+    IssuerUnparseable(x509_parser::nom::Err<X509Error>),
+    #[error("lint: version is {0:?}, not v3")]
+    Version(X509Version),
+    #[error("lint: serial differs from the one chosen")]
+    SerialDiffers,
+    #[error("lint: signature algorithm inside and outside the TBS differ")]
+    SignatureAlgorithmInnerOuter,
+    /// The certificate's signature algorithm is not the one the
+    /// intermediate's key makes (or its parameters are not as RFC 5758 /
+    /// RFC 4055 require).
+    #[error("lint: signature algorithm {oid} is not the one of the intermediate's {key} key")]
+    SignatureAlgorithm {
+        oid: Oid<'static>,
+        key: hsm::KeyAlgorithm,
+    },
+    #[error("lint: issuer differs from the intermediate's subject")]
+    IssuerDiffers,
+    #[error("lint: validity differs from the one built")]
+    ValidityDiffers,
+    #[error("lint: validity is empty")]
+    ValidityEmpty,
+    #[error("lint: validity outlives the intermediate")]
+    ValidityOutlivesIssuer,
+    #[error("lint: lifetime is longer than the grant's")]
+    LifetimeLongerThanGrant,
+    #[error("lint: subject differs from the grant's common name")]
+    SubjectDiffers,
+    #[error("lint: public key differs from the CSR's")]
+    PublicKeyDiffers,
+    #[error("lint: certificate carries unique identifiers")]
+    UniqueIdentifiers,
+
+    // after signing: the extensions
+    #[error("lint: extension {0} appears twice")]
+    DuplicateExtension(Oid<'static>),
+    #[error("lint: extension {0} is outside the profile")]
+    ExtensionOutsideProfile(Oid<'static>),
+    #[error("lint: {extension} criticality is not {want}")]
+    Criticality {
+        extension: ProfileExtension,
+        want: bool,
+    },
+    #[error("lint: {0} is missing but the grant asks for it")]
+    MissingExtension(ProfileExtension),
+    #[error("lint: {0} is present but the grant does not ask for it")]
+    UnwantedExtension(ProfileExtension),
+    #[error("lint: leaf is CA:TRUE")]
+    CaTrue,
+    #[error("lint: leaf has a path length constraint")]
+    PathLength,
+    #[error("lint: authorityKeyIdentifier is not the intermediate's key id")]
+    AuthorityKeyId,
+    #[error("lint: subjectKeyIdentifier is not derived from the key")]
+    SubjectKeyId,
+    /// A SAN entry of a kind a grant cannot hold; holds its `Debug` text
+    /// (the parsed name borrows from the certificate).
+    #[error("lint: SAN carries a name the grant has not: {0}")]
+    SanNameKind(String),
+    #[error("lint: SAN carries a malformed IP address")]
+    MalformedSanIp,
+    #[error("lint: DNS names differ from the grant")]
+    DnsNamesDiffer,
+    #[error("lint: IP addresses differ from the grant")]
+    IpAddressesDiffer,
+    #[error("lint: URIs differ from the grant")]
+    UrisDiffer,
+    #[error("lint: key usages {0} differ from the grant")]
+    KeyUsagesDiffer(x509_parser::extensions::KeyUsage),
+    #[error("lint: extended key usages differ from the grant")]
+    ExtKeyUsagesDiffer,
+}
+
+/// The extensions a leaf of our profile carries; `Display` is the RFC 5280
+/// name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileExtension {
+    SubjectAltName,
+    KeyUsage,
+    ExtKeyUsage,
+    BasicConstraints,
+    AuthorityKeyIdentifier,
+    SubjectKeyIdentifier,
+}
+
+impl ProfileExtension {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SubjectAltName => "subjectAltName",
+            Self::KeyUsage => "keyUsage",
+            Self::ExtKeyUsage => "extKeyUsage",
+            Self::BasicConstraints => "basicConstraints",
+            Self::AuthorityKeyIdentifier => "authorityKeyIdentifier",
+            Self::SubjectKeyIdentifier => "subjectKeyIdentifier",
+        }
+    }
+}
+
+impl fmt::Display for ProfileExtension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 pub(super) fn before_signing(built: &Built, issuer: &IssuingCa) -> Result<(), LintError> {
     let p = &built.params;
-    let fail = |m: &str| Err(LintError(m.into()));
     if !matches!(p.is_ca, IsCa::ExplicitNoCa) {
-        return fail("leaf is not explicitly CA:FALSE");
+        return Err(LintError::NotExplicitlyNonCa);
     }
     if p.key_usages
         .iter()
         .any(|u| matches!(u, KeyUsagePurpose::KeyCertSign | KeyUsagePurpose::CrlSign))
     {
-        return fail("leaf asks for keyCertSign/cRLSign");
+        return Err(LintError::CaKeyUsage);
     }
     if p.serial_number.as_ref().map(|s| s.as_ref().len()) != Some(SERIAL_LEN) {
-        return fail("serial is not 16 bytes");
+        return Err(LintError::SerialLength);
     }
     if p.not_after <= p.not_before || p.not_after > issuer.not_after {
-        return fail("validity is empty or outlives the issuer");
+        return Err(LintError::ValidityEmptyOrOutlivesIssuer);
     }
     if p.subject_alt_names.is_empty() && p.distinguished_name.iter().next().is_none() {
-        return fail("certificate names nobody");
+        return Err(LintError::NamesNobody);
     }
     if !p.custom_extensions.is_empty() || p.name_constraints.is_some() {
-        return fail("leaf carries extensions outside the profile");
+        return Err(LintError::ParamsOutsideProfile);
     }
     Ok(())
 }
@@ -63,33 +189,31 @@ pub(super) fn after_signing(
     grant: &Grant,
     spki_der: &[u8],
 ) -> Result<(), LintError> {
-    let fail = |m: String| Err(LintError(m));
-    let (rest, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| LintError(format!("unparseable: {e}")))?;
+    let (rest, cert) = x509_parser::parse_x509_certificate(der).map_err(LintError::Unparseable)?;
     if !rest.is_empty() {
-        return fail("trailing bytes after the certificate".into());
+        return Err(LintError::TrailingBytes);
     }
     let (_, issuer) = x509_parser::parse_x509_certificate(&built.issuer.cert_der)
-        .map_err(|e| LintError(format!("issuer certificate unparseable: {e}")))?;
+        .map_err(LintError::IssuerUnparseable)?;
     let tbs = &cert.tbs_certificate;
 
     if tbs.version != X509Version::V3 {
-        return fail(format!("version is {:?}, not v3", tbs.version));
+        return Err(LintError::Version(tbs.version));
     }
     if cert.raw_serial() != built.serial.as_slice() {
-        return fail("serial differs from the one chosen".into());
+        return Err(LintError::SerialDiffers);
     }
     check_signature_algorithm(&cert, built.issuer.key)?;
     if tbs.issuer.as_raw() != issuer.subject().as_raw() {
-        return fail("issuer differs from the intermediate's subject".into());
+        return Err(LintError::IssuerDiffers);
     }
     check_validity(&cert, built, grant, &issuer)?;
     check_subject(&cert, grant)?;
     if cert.public_key().raw != spki_der {
-        return fail("public key differs from the CSR's".into());
+        return Err(LintError::PublicKeyDiffers);
     }
     if tbs.issuer_uid.is_some() || tbs.subject_uid.is_some() {
-        return fail("certificate carries unique identifiers".into());
+        return Err(LintError::UniqueIdentifiers);
     }
     check_extensions(&cert, grant, spki_der, &issuer)
 }
@@ -101,9 +225,7 @@ fn check_signature_algorithm(
     let inner = &cert.tbs_certificate.signature;
     let outer = &cert.signature_algorithm;
     if inner != outer {
-        return Err(LintError(
-            "signature algorithm inside and outside the TBS differ".into(),
-        ));
+        return Err(LintError::SignatureAlgorithmInnerOuter);
     }
     let (oid, null_params) = match key {
         hsm::KeyAlgorithm::EcP256 => (OID_SIG_ECDSA_WITH_SHA256, false),
@@ -117,11 +239,10 @@ fn check_signature_algorithm(
         Some(p) => null_params && p.header.tag() == Tag::Null && p.data.is_empty(),
     };
     if outer.algorithm != oid || !params_ok {
-        return Err(LintError(format!(
-            "signature algorithm {} is not the one of the intermediate's {} key",
-            outer.algorithm,
-            key.as_str()
-        )));
+        return Err(LintError::SignatureAlgorithm {
+            oid: outer.algorithm.to_owned(),
+            key,
+        });
     }
     Ok(())
 }
@@ -132,19 +253,18 @@ fn check_validity(
     grant: &Grant,
     issuer: &X509Certificate<'_>,
 ) -> Result<(), LintError> {
-    let fail = |m: &str| Err(LintError(m.into()));
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
     if not_before != built.params.not_before.unix_timestamp()
         || not_after != built.params.not_after.unix_timestamp()
     {
-        return fail("validity differs from the one built");
+        return Err(LintError::ValidityDiffers);
     }
     if not_after <= not_before {
-        return fail("validity is empty");
+        return Err(LintError::ValidityEmpty);
     }
     if not_after > issuer.validity().not_after.timestamp() {
-        return fail("validity outlives the intermediate");
+        return Err(LintError::ValidityOutlivesIssuer);
     }
     // notBefore is backdated; both ends are truncated to whole seconds.
     let allowed = i64::try_from(grant.ttl().as_secs())
@@ -152,7 +272,7 @@ fn check_validity(
         .saturating_add(BACKDATE.whole_seconds())
         .saturating_add(1);
     if not_after - not_before > allowed {
-        return fail("lifetime is longer than the grant's");
+        return Err(LintError::LifetimeLongerThanGrant);
     }
     Ok(())
 }
@@ -172,9 +292,7 @@ fn check_subject(cert: &X509Certificate<'_>, grant: &Grant) -> Result<(), LintEr
     if ok {
         Ok(())
     } else {
-        Err(LintError(
-            "subject differs from the grant's common name".into(),
-        ))
+        Err(LintError::SubjectDiffers)
     }
 }
 
@@ -184,90 +302,94 @@ fn check_extensions(
     spki_der: &[u8],
     issuer: &X509Certificate<'_>,
 ) -> Result<(), LintError> {
-    let fail = |m: String| Err(LintError(m));
     let mut seen = BTreeSet::new();
     let (mut san, mut ku, mut eku, mut bc, mut aki, mut ski) =
         (false, false, false, false, false, false);
     for ext in cert.extensions() {
         if !seen.insert(ext.oid.as_bytes()) {
-            return fail(format!("extension {} appears twice", ext.oid));
+            return Err(LintError::DuplicateExtension(ext.oid.to_owned()));
         }
-        let criticality = |want: bool, name: &str| {
+        let criticality = |want: bool, extension: ProfileExtension| {
             if ext.critical == want {
                 Ok(())
             } else {
-                Err(LintError(format!("{name} criticality is not {want}")))
+                Err(LintError::Criticality { extension, want })
             }
         };
         match ext.parsed_extension() {
             ParsedExtension::SubjectAlternativeName(names) => {
                 san = true;
                 // RFC 5280 4.2.1.6: critical exactly when the subject is empty.
-                criticality(grant.common_name().is_none(), "subjectAltName")?;
+                criticality(
+                    grant.common_name().is_none(),
+                    ProfileExtension::SubjectAltName,
+                )?;
                 check_names(&names.general_names, grant)?;
             }
             ParsedExtension::KeyUsage(usage) => {
                 ku = true;
-                criticality(true, "keyUsage")?;
+                criticality(true, ProfileExtension::KeyUsage)?;
                 check_key_usage(usage, grant)?;
             }
             ParsedExtension::ExtendedKeyUsage(usage) => {
                 eku = true;
-                criticality(false, "extKeyUsage")?;
+                criticality(false, ProfileExtension::ExtKeyUsage)?;
                 check_ext_key_usage(usage, grant)?;
             }
             ParsedExtension::BasicConstraints(constraints) => {
                 bc = true;
-                criticality(true, "basicConstraints")?;
+                criticality(true, ProfileExtension::BasicConstraints)?;
                 if constraints.ca {
-                    return fail("leaf is CA:TRUE".into());
+                    return Err(LintError::CaTrue);
                 }
                 if constraints.path_len_constraint.is_some() {
-                    return fail("leaf has a path length constraint".into());
+                    return Err(LintError::PathLength);
                 }
             }
             ParsedExtension::AuthorityKeyIdentifier(id) => {
                 aki = true;
-                criticality(false, "authorityKeyIdentifier")?;
+                criticality(false, ProfileExtension::AuthorityKeyIdentifier)?;
                 let expected = issuer_key_id(issuer);
                 if id.key_identifier.as_ref().map(|k| k.0) != Some(expected.as_slice())
                     || id.authority_cert_issuer.is_some()
                     || id.authority_cert_serial.is_some()
                 {
-                    return fail("authorityKeyIdentifier is not the intermediate's key id".into());
+                    return Err(LintError::AuthorityKeyId);
                 }
             }
             ParsedExtension::SubjectKeyIdentifier(id) => {
                 ski = true;
-                criticality(false, "subjectKeyIdentifier")?;
+                criticality(false, ProfileExtension::SubjectKeyIdentifier)?;
                 if id.0 != &Sha256::digest(spki_der)[..20] {
-                    return fail("subjectKeyIdentifier is not derived from the key".into());
+                    return Err(LintError::SubjectKeyId);
                 }
             }
-            _ => return fail(format!("extension {} is outside the profile", ext.oid)),
+            _ => return Err(LintError::ExtensionOutsideProfile(ext.oid.to_owned())),
         }
     }
     let names =
         !(grant.dns_names().is_empty() && grant.ip_addrs().is_empty() && grant.uris().is_empty());
     let expected = [
-        ("subjectAltName", san, names),
-        ("keyUsage", ku, !grant.key_usages().is_empty()),
-        ("extKeyUsage", eku, !grant.ext_key_usages().is_empty()),
-        ("basicConstraints", bc, true),
-        ("authorityKeyIdentifier", aki, true),
-        ("subjectKeyIdentifier", ski, true),
+        (ProfileExtension::SubjectAltName, san, names),
+        (
+            ProfileExtension::KeyUsage,
+            ku,
+            !grant.key_usages().is_empty(),
+        ),
+        (
+            ProfileExtension::ExtKeyUsage,
+            eku,
+            !grant.ext_key_usages().is_empty(),
+        ),
+        (ProfileExtension::BasicConstraints, bc, true),
+        (ProfileExtension::AuthorityKeyIdentifier, aki, true),
+        (ProfileExtension::SubjectKeyIdentifier, ski, true),
     ];
-    for (name, present, wanted) in expected {
-        if present != wanted {
-            return fail(format!(
-                "{name} is {} but the grant {} it",
-                if present { "present" } else { "missing" },
-                if wanted {
-                    "asks for"
-                } else {
-                    "does not ask for"
-                }
-            ));
+    for (extension, present, wanted) in expected {
+        match (present, wanted) {
+            (false, true) => return Err(LintError::MissingExtension(extension)),
+            (true, false) => return Err(LintError::UnwantedExtension(extension)),
+            _ => {}
         }
     }
     Ok(())
@@ -293,31 +415,27 @@ fn check_names(names: &[GeneralName<'_>], grant: &Grant) -> Result<(), LintError
             GeneralName::DNSName(n) => dns.push(n.to_string()),
             GeneralName::URI(u) => uris.push(u.to_string()),
             GeneralName::IPAddress(bytes) => ips.push(match bytes.len() {
-                4 => IpAddr::from(<[u8; 4]>::try_from(*bytes).map_err(|_| bad_ip())?),
-                16 => IpAddr::from(<[u8; 16]>::try_from(*bytes).map_err(|_| bad_ip())?),
-                _ => return Err(bad_ip()),
+                4 => IpAddr::from(
+                    <[u8; 4]>::try_from(*bytes).map_err(|_| LintError::MalformedSanIp)?,
+                ),
+                16 => IpAddr::from(
+                    <[u8; 16]>::try_from(*bytes).map_err(|_| LintError::MalformedSanIp)?,
+                ),
+                _ => return Err(LintError::MalformedSanIp),
             }),
-            other => {
-                return Err(LintError(format!(
-                    "SAN carries a name the grant has not: {other:?}"
-                )))
-            }
+            other => return Err(LintError::SanNameKind(format!("{other:?}"))),
         }
     }
     if dns != grant.dns_names() {
-        return Err(LintError("DNS names differ from the grant".into()));
+        return Err(LintError::DnsNamesDiffer);
     }
     if ips != grant.ip_addrs() {
-        return Err(LintError("IP addresses differ from the grant".into()));
+        return Err(LintError::IpAddressesDiffer);
     }
     if uris != grant.uris() {
-        return Err(LintError("URIs differ from the grant".into()));
+        return Err(LintError::UrisDiffer);
     }
     Ok(())
-}
-
-fn bad_ip() -> LintError {
-    LintError("SAN carries a malformed IP address".into())
 }
 
 fn check_key_usage(
@@ -337,9 +455,7 @@ fn check_key_usage(
     if same {
         Ok(())
     } else {
-        Err(LintError(format!(
-            "key usages {usage} differ from the grant"
-        )))
+        Err(LintError::KeyUsagesDiffer(*usage))
     }
 }
 
@@ -359,9 +475,7 @@ fn check_ext_key_usage(
     if same {
         Ok(())
     } else {
-        Err(LintError(
-            "extended key usages differ from the grant".into(),
-        ))
+        Err(LintError::ExtKeyUsagesDiffer)
     }
 }
 
@@ -484,6 +598,14 @@ mod tests {
         params.signed_by(&spki, &issuer).unwrap().der().to_vec()
     }
 
+    fn oid(arcs: &[u64]) -> Oid<'static> {
+        Oid::from(arcs).expect("a valid OID")
+    }
+
+    fn key_usage(flags: u16) -> x509_parser::extensions::KeyUsage {
+        x509_parser::extensions::KeyUsage { flags }
+    }
+
     fn lint(c: &Case, params: &CertificateParams) -> Result<(), LintError> {
         let der = sign(params, &c.subject, &c.ca);
         after_signing(
@@ -512,10 +634,10 @@ mod tests {
     /// Every field the lint checks, tampered with one at a time.
     #[test]
     fn every_field_that_differs_from_the_grant_fails() {
-        let tamper: Vec<(&str, &str, Change<CertificateParams>)> = vec![
+        let tamper: Vec<(&str, LintError, Change<CertificateParams>)> = vec![
             (
                 "extra DNS name",
-                "DNS names differ",
+                LintError::DnsNamesDiffer,
                 Box::new(|p| {
                     p.subject_alt_names
                         .push(SanType::DnsName("evil.example".try_into().unwrap()))
@@ -523,26 +645,26 @@ mod tests {
             ),
             (
                 "reordered DNS names",
-                "DNS names differ",
+                LintError::DnsNamesDiffer,
                 Box::new(|p| p.subject_alt_names.swap(0, 1)),
             ),
             (
                 "other IP",
-                "IP addresses differ",
+                LintError::IpAddressesDiffer,
                 Box::new(|p| {
                     p.subject_alt_names[2] = SanType::IpAddress("10.9.9.9".parse().unwrap())
                 }),
             ),
             (
                 "dropped URI",
-                "URIs differ",
+                LintError::UrisDiffer,
                 Box::new(|p| {
                     p.subject_alt_names.pop();
                 }),
             ),
             (
                 "email SAN",
-                "SAN carries a name",
+                LintError::SanNameKind(r#"RFC822Name("a@b.example")"#.into()),
                 Box::new(|p| {
                     p.subject_alt_names
                         .push(SanType::Rfc822Name("a@b.example".try_into().unwrap()))
@@ -550,22 +672,22 @@ mod tests {
             ),
             (
                 "extra key usage",
-                "key usages",
+                LintError::KeyUsagesDiffer(key_usage(0b101)), // digitalSignature, keyEncipherment
                 Box::new(|p| p.key_usages.push(KeyUsagePurpose::KeyEncipherment)),
             ),
             (
                 "keyCertSign",
-                "Key Cert Sign",
+                LintError::KeyUsagesDiffer(key_usage(0b10_0001)), // digitalSignature, keyCertSign
                 Box::new(|p| p.key_usages.push(KeyUsagePurpose::KeyCertSign)),
             ),
             (
                 "no key usage",
-                "keyUsage is missing",
+                LintError::MissingExtension(ProfileExtension::KeyUsage),
                 Box::new(|p| p.key_usages.clear()),
             ),
             (
                 "extra EKU",
-                "extended key usages",
+                LintError::ExtKeyUsagesDiffer,
                 Box::new(|p| {
                     p.extended_key_usages
                         .push(ExtendedKeyUsagePurpose::CodeSigning)
@@ -573,44 +695,44 @@ mod tests {
             ),
             (
                 "missing EKU",
-                "extended key usages",
+                LintError::ExtKeyUsagesDiffer,
                 Box::new(|p| {
                     p.extended_key_usages.pop();
                 }),
             ),
             (
                 "any EKU",
-                "extended key usages",
+                LintError::ExtKeyUsagesDiffer,
                 Box::new(|p| p.extended_key_usages.push(ExtendedKeyUsagePurpose::Any)),
             ),
             (
                 "CA:TRUE",
-                "CA:TRUE",
+                LintError::CaTrue,
                 Box::new(|p| p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)),
             ),
             (
                 "no basicConstraints",
-                "basicConstraints is missing",
+                LintError::MissingExtension(ProfileExtension::BasicConstraints),
                 Box::new(|p| p.is_ca = IsCa::NoCa),
             ),
             (
                 "notAfter later",
-                "validity differs",
+                LintError::ValidityDiffers,
                 Box::new(|p| p.not_after += time::Duration::seconds(1)),
             ),
             (
                 "notBefore earlier",
-                "validity differs",
+                LintError::ValidityDiffers,
                 Box::new(|p| p.not_before -= time::Duration::hours(1)),
             ),
             (
                 "other serial",
-                "serial differs",
+                LintError::SerialDiffers,
                 Box::new(|p| p.serial_number = Some(SerialNumber::from_slice(&[0x42; 16]))),
             ),
             (
                 "other CN",
-                "subject differs",
+                LintError::SubjectDiffers,
                 Box::new(|p| {
                     p.distinguished_name = rcgen::DistinguishedName::new();
                     p.distinguished_name
@@ -619,12 +741,12 @@ mod tests {
             ),
             (
                 "extra subject attribute",
-                "subject differs",
+                LintError::SubjectDiffers,
                 Box::new(|p| p.distinguished_name.push(DnType::OrganizationName, "Evil")),
             ),
             (
                 "custom extension",
-                "outside the profile",
+                LintError::ExtensionOutsideProfile(oid(&[1, 3, 6, 1, 4, 1, 99999, 1])),
                 Box::new(|p| {
                     p.custom_extensions.push(CustomExtension::from_oid_content(
                         &[1, 3, 6, 1, 4, 1, 99999, 1],
@@ -634,7 +756,7 @@ mod tests {
             ),
             (
                 "repeated SAN extension",
-                "appears twice",
+                LintError::DuplicateExtension(oid(&[2, 5, 29, 17])),
                 Box::new(|p| {
                     p.custom_extensions.push(CustomExtension::from_oid_content(
                         &[2, 5, 29, 17],
@@ -644,12 +766,12 @@ mod tests {
             ),
             (
                 "no AKI",
-                "authorityKeyIdentifier is missing",
+                LintError::MissingExtension(ProfileExtension::AuthorityKeyIdentifier),
                 Box::new(|p| p.use_authority_key_identifier_extension = false),
             ),
             (
                 "other SKI",
-                "subjectKeyIdentifier is not derived",
+                LintError::SubjectKeyId,
                 Box::new(|p| {
                     p.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![1; 20])
                 }),
@@ -659,10 +781,7 @@ mod tests {
             let c = case();
             let mut params = c.built.params.clone();
             change(&mut params);
-            match lint(&c, &params) {
-                Err(LintError(message)) => assert!(message.contains(expected), "{what}: {message}"),
-                Ok(()) => panic!("{what} passed the lint"),
-            }
+            assert_eq!(lint(&c, &params), Err(expected), "{what}");
         }
     }
 
@@ -678,10 +797,7 @@ mod tests {
             &c.grant,
             &c.subject.subject_public_key_info(),
         );
-        assert_eq!(
-            err,
-            Err(LintError("public key differs from the CSR's".into()))
-        );
+        assert_eq!(err, Err(LintError::PublicKeyDiffers));
         // signed by another intermediate than the one built for
         let stranger = ca("stranger");
         let der = sign(&c.built.params, &c.subject, &stranger);
@@ -691,12 +807,7 @@ mod tests {
             &c.grant,
             &c.subject.subject_public_key_info(),
         );
-        assert_eq!(
-            err,
-            Err(LintError(
-                "issuer differs from the intermediate's subject".into()
-            ))
-        );
+        assert_eq!(err, Err(LintError::IssuerDiffers));
         // same name, other key: the AKI gives it away
         let twin = ca("db intermediate");
         let der = sign(&c.built.params, &c.subject, &twin);
@@ -706,29 +817,40 @@ mod tests {
             &c.grant,
             &c.subject.subject_public_key_info(),
         );
-        assert_eq!(
-            err,
-            Err(LintError(
-                "authorityKeyIdentifier is not the intermediate's key id".into()
-            ))
-        );
+        assert_eq!(err, Err(LintError::AuthorityKeyId));
         // an intermediate recorded as RSA but the certificate is ECDSA-signed
         let mut built = leaf_params(&c.grant, &c.ca.issuing, OffsetDateTime::now_utc()).unwrap();
         let der = sign(&built.params, &c.subject, &c.ca);
         built.issuer.key = hsm::KeyAlgorithm::Rsa2048;
-        assert!(
-            after_signing(&der, &built, &c.grant, &c.subject.subject_public_key_info()).is_err()
+        assert_eq!(
+            after_signing(&der, &built, &c.grant, &c.subject.subject_public_key_info()),
+            Err(LintError::SignatureAlgorithm {
+                oid: OID_SIG_ECDSA_WITH_SHA256,
+                key: hsm::KeyAlgorithm::Rsa2048,
+            })
         );
         // trailing bytes
         let mut der = sign(&c.built.params, &c.subject, &c.ca);
         der.push(0);
-        assert!(after_signing(
-            &der,
-            &c.built,
-            &c.grant,
-            &c.subject.subject_public_key_info()
-        )
-        .is_err());
+        assert_eq!(
+            after_signing(
+                &der,
+                &c.built,
+                &c.grant,
+                &c.subject.subject_public_key_info()
+            ),
+            Err(LintError::TrailingBytes)
+        );
+        // not a certificate at all
+        assert!(matches!(
+            after_signing(
+                &[0x30, 0x00],
+                &c.built,
+                &c.grant,
+                &c.subject.subject_public_key_info()
+            ),
+            Err(LintError::Unparseable(_))
+        ));
     }
 
     #[test]
@@ -764,6 +886,57 @@ mod tests {
                 after_signing(&der, &c.built, &grant, &spki).is_err(),
                 "{what}"
             );
+        }
+    }
+
+    /// Log lines and API error bodies show these texts: they stay as they
+    /// were when the error was a string.
+    #[test]
+    fn messages_read_as_before() {
+        let cases = [
+            (LintError::NotExplicitlyNonCa, "leaf is not explicitly CA:FALSE"),
+            (LintError::Version(X509Version::V2), "version is X509Version(1), not v3"),
+            (
+                LintError::SignatureAlgorithm {
+                    oid: OID_SIG_ECDSA_WITH_SHA256,
+                    key: hsm::KeyAlgorithm::Rsa2048,
+                },
+                "signature algorithm 1.2.840.10045.4.3.2 is not the one of the intermediate's rsa-2048 key",
+            ),
+            (
+                LintError::DuplicateExtension(oid(&[2, 5, 29, 17])),
+                "extension 2.5.29.17 appears twice",
+            ),
+            (
+                LintError::ExtensionOutsideProfile(oid(&[1, 2, 3])),
+                "extension 1.2.3 is outside the profile",
+            ),
+            (
+                LintError::Criticality {
+                    extension: ProfileExtension::SubjectAltName,
+                    want: true,
+                },
+                "subjectAltName criticality is not true",
+            ),
+            (
+                LintError::MissingExtension(ProfileExtension::ExtKeyUsage),
+                "extKeyUsage is missing but the grant asks for it",
+            ),
+            (
+                LintError::UnwantedExtension(ProfileExtension::SubjectAltName),
+                "subjectAltName is present but the grant does not ask for it",
+            ),
+            (
+                LintError::KeyUsagesDiffer(key_usage(0b10_0001)),
+                "key usages Digital Signature, Key Cert Sign differ from the grant",
+            ),
+            (
+                LintError::Unparseable(x509_parser::nom::Err::Error(X509Error::InvalidCertificate)),
+                "unparseable: Parsing Error: InvalidCertificate",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), format!("lint: {text}"));
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use super::{IssueError, Pending};
 use crate::log::IssuanceLog;
-use ca_proto::logentry::{LogDecision, LogEntry, LogReason};
+use ca_proto::logentry::{DeniedEntry, IssuedEntry, LogEntry, LogReason, Outcome};
 use policies::{CsrFacts, HostKind};
 
 /// Where the authority records its decisions.
@@ -96,18 +96,18 @@ pub(super) fn issued_entry(pending: &Pending, key_id: &str) -> LogEntry {
         class: grant.class().to_string(),
         profile: grant.profile().to_string(),
         key_id: key_id.to_string(),
-        decision: LogDecision::Issued,
-        serial: Some(pending.serial_hex.clone()),
-        subject: grant.common_name().map(str::to_string),
-        dns: grant.dns_names().to_vec(),
-        ips: grant.ip_addrs().iter().map(|ip| ip.to_string()).collect(),
-        uris: grant.uris().to_vec(),
-        not_before: Some(rfc3339(pending.not_before)),
-        not_after: Some(rfc3339(pending.not_after)),
-        spki_sha256: Some(pending.spki_sha256.clone()),
-        issuer: Some(pending.issuer_fingerprint.clone()),
-        certificate: Some(base64::engine::general_purpose::STANDARD.encode(pending.signed.der())),
-        reasons: Vec::new(),
+        outcome: Outcome::Issued(IssuedEntry {
+            serial: pending.serial_hex.clone(),
+            subject: grant.common_name().map(str::to_string),
+            dns: grant.dns_names().to_vec(),
+            ips: grant.ip_addrs().iter().map(|ip| ip.to_string()).collect(),
+            uris: grant.uris().to_vec(),
+            not_before: rfc3339(pending.not_before),
+            not_after: rfc3339(pending.not_after),
+            spki_sha256: pending.spki_sha256.clone(),
+            issuer: pending.issuer_fingerprint.clone(),
+            certificate: base64::engine::general_purpose::STANDARD.encode(pending.signed.der()),
+        }),
     }
 }
 
@@ -150,17 +150,12 @@ pub(super) fn denial_entry(
         class: printable(class),
         profile: printable(profile),
         key_id: key_id.to_string(),
-        decision: LogDecision::Denied,
-        serial: None,
-        subject: facts.and_then(|f| f.common_name.as_deref().map(printable)),
-        dns: requested.dns,
-        ips: requested.ips,
-        uris: requested.uris,
-        not_before: None,
-        not_after: None,
-        spki_sha256: None,
-        issuer: None,
-        certificate: None,
-        reasons,
+        outcome: Outcome::Denied(DeniedEntry {
+            subject: facts.and_then(|f| f.common_name.as_deref().map(printable)),
+            dns: requested.dns,
+            ips: requested.ips,
+            uris: requested.uris,
+            reasons,
+        }),
     })
 }
