@@ -16,7 +16,7 @@ use ca_proto::native::SignResponse;
 use ca_proto::sth::{LogEvidence, LogPublicKey};
 use thiserror::Error;
 
-use crate::verify::{parse_rfc3339, rfc3339, Checked, NameSet};
+use crate::verify::{rfc3339, Checked, NameSet};
 
 /// Why a certificate was not accepted for lack of a verified proof.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -136,7 +136,7 @@ pub fn check_entry(
         ("not_before", &issued.not_before, checked.facts.not_before),
         ("not_after", &issued.not_after, checked.facts.not_after),
     ] {
-        if parse_rfc3339(logged) != Some(cert) {
+        if logged.unix_timestamp() != cert {
             return bad(format!(
                 "its {what} is {logged}, the certificate's {}",
                 rfc3339(cert)
@@ -168,6 +168,7 @@ mod tests {
     use ca_proto::logentry::{DeniedEntry, IssuedEntry, LogReason, Outcome};
     use ca_proto::merkle::{inclusion_proof, leaf_hash, CompactRange, MemoryNodeStore};
     use ca_proto::sth::SignedTreeHead;
+    use ca_proto::time::Rfc3339;
     use ring::rand::SystemRandom;
     use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
 
@@ -180,8 +181,8 @@ mod tests {
                 dns: vec![],
                 ips: vec![],
                 uris: vec![],
-                not_before: String::new(),
-                not_after: String::new(),
+                not_before: Rfc3339::from_unix_timestamp(0).expect("time"),
+                not_after: Rfc3339::from_unix_timestamp(0).expect("time"),
                 spki_sha256: String::new(),
                 issuer: String::new(),
                 certificate: base64::engine::general_purpose::STANDARD.encode(cert),
@@ -199,7 +200,7 @@ mod tests {
         };
         LogEntry {
             seq: 0,
-            time: "2026-11-28T00:00:00Z".into(),
+            time: "2026-11-28T00:00:00Z".parse().expect("time"),
             log_id: "t".into(),
             class: "db".into(),
             profile: "server".into(),
@@ -261,8 +262,8 @@ mod tests {
         let g = issued_mut(&mut good);
         g.dns = vec!["a.db.internal".into()];
         g.ips = vec!["10.0.0.1".into()];
-        g.not_before = rfc3339(1_700_000_000);
-        g.not_after = rfc3339(1_700_086_400);
+        g.not_before = Rfc3339::from_unix_timestamp(1_700_000_000).expect("time");
+        g.not_after = Rfc3339::from_unix_timestamp(1_700_086_400).expect("time");
         g.spki_sha256 = "AB".repeat(32);
         check_entry(&good, "db", Some("server"), &checked).expect("consistent");
         check_entry(&good, "db", None, &checked).expect("profile from the certificate");
@@ -287,11 +288,17 @@ mod tests {
                 "'nope'",
             ),
             (
-                Box::new(|e| issued_mut(e).not_after = "yesterday".into()),
-                "not_after is yesterday",
+                Box::new(|e| {
+                    issued_mut(e).not_after =
+                        Rfc3339::from_unix_timestamp(1_700_000_001).expect("time")
+                }),
+                "not_after is 2023-11-14T22:13:21Z",
             ),
             (
-                Box::new(|e| issued_mut(e).not_before = rfc3339(1_600_000_000)),
+                Box::new(|e| {
+                    issued_mut(e).not_before =
+                        Rfc3339::from_unix_timestamp(1_600_000_000).expect("time")
+                }),
                 "not_before",
             ),
             (

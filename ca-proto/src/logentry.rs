@@ -9,6 +9,7 @@
 //! the historical field order and skip rules), so stored bytes do not
 //! change; a stored entry that breaks the invariants fails to parse.
 
+use crate::time::Rfc3339;
 use serde::{Deserialize, Serialize};
 
 /// Whether the request was granted.
@@ -37,7 +38,7 @@ pub struct LogEntry {
     /// Position in the log, from 0.
     pub seq: u64,
     /// Decision time, RFC 3339 UTC.
-    pub time: String,
+    pub time: Rfc3339,
     /// The log (server replica) that recorded it.
     pub log_id: String,
     /// Class requested.
@@ -73,9 +74,9 @@ pub struct IssuedEntry {
     /// Granted URI SANs.
     pub uris: Vec<String>,
     /// Validity start, RFC 3339.
-    pub not_before: String,
+    pub not_before: Rfc3339,
     /// Validity end, RFC 3339.
-    pub not_after: String,
+    pub not_after: Rfc3339,
     /// SHA-256 of the subject public key info, hex.
     pub spki_sha256: String,
     /// SHA-256 fingerprint of the issuing intermediate, hex.
@@ -120,7 +121,7 @@ pub enum EntryShapeError {
 #[derive(Serialize, Deserialize)]
 struct Wire {
     seq: u64,
-    time: String,
+    time: Rfc3339,
     log_id: String,
     class: String,
     profile: String,
@@ -137,9 +138,9 @@ struct Wire {
     #[serde(default)]
     uris: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    not_before: Option<String>,
+    not_before: Option<Rfc3339>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    not_after: Option<String>,
+    not_after: Option<Rfc3339>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     spki_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -156,7 +157,7 @@ impl TryFrom<Wire> for LogEntry {
     fn try_from(w: Wire) -> Result<LogEntry, EntryShapeError> {
         let outcome = match w.decision {
             LogDecision::Issued => {
-                fn need(v: Option<String>, name: &'static str) -> Result<String, EntryShapeError> {
+                fn need<T>(v: Option<T>, name: &'static str) -> Result<T, EntryShapeError> {
                     v.ok_or(EntryShapeError::IssuedMissing(name))
                 }
                 if !w.reasons.is_empty() {
@@ -177,14 +178,14 @@ impl TryFrom<Wire> for LogEntry {
             }
             LogDecision::Denied => {
                 let facts = [
-                    ("serial", &w.serial),
-                    ("not_before", &w.not_before),
-                    ("not_after", &w.not_after),
-                    ("spki_sha256", &w.spki_sha256),
-                    ("issuer", &w.issuer),
-                    ("certificate", &w.certificate),
+                    ("serial", w.serial.is_some()),
+                    ("not_before", w.not_before.is_some()),
+                    ("not_after", w.not_after.is_some()),
+                    ("spki_sha256", w.spki_sha256.is_some()),
+                    ("issuer", w.issuer.is_some()),
+                    ("certificate", w.certificate.is_some()),
                 ];
-                if let Some((name, _)) = facts.iter().find(|(_, v)| v.is_some()) {
+                if let Some((name, _)) = facts.iter().find(|(_, present)| *present) {
                     return Err(EntryShapeError::DeniedWith(name));
                 }
                 Outcome::Denied(DeniedEntry {
@@ -354,7 +355,7 @@ mod tests {
     fn round_trips_exactly() {
         let entry = LogEntry {
             seq: 7,
-            time: "2026-11-28T10:00:00Z".into(),
+            time: "2026-11-28T10:00:00Z".parse().unwrap(),
             log_id: "dev-1".into(),
             class: "db".into(),
             profile: "server".into(),

@@ -291,7 +291,7 @@ fn log_entries_are_read_back_through_the_sparse_index_before_and_after_recovery(
     config.log.log_id = "index-test".into();
     let entry = |i: u64| LogEntry {
         seq: 0,
-        time: "2026-11-28T00:00:00Z".into(),
+        time: "2026-11-28T00:00:00Z".parse().unwrap(),
         log_id: String::new(),
         class: "db".into(),
         profile: "server".into(),

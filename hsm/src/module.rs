@@ -53,6 +53,12 @@ struct Inner {
     /// The generation: read for every call, written by re-initialisation.
     gate: RwLock<u64>,
     last_reinit: Mutex<Option<Instant>>,
+    /// One login at a time per module: tpm2-pkcs11 unseals the token's
+    /// wrapping key through one ESYS context, and concurrent logins (every
+    /// pool thread re-logging in after a re-initialisation) make it fail
+    /// with "Esys called in bad sequence" (`CKR_GENERAL_ERROR`). Logins are
+    /// rare (start, token back, re-initialisation), so this costs nothing.
+    login: Mutex<()>,
     /// Set when a re-initialisation could not initialise the module again;
     /// the next call tries again (at most every [`INIT_RETRY`]).
     uninitialised: AtomicBool,
@@ -65,6 +71,9 @@ const INIT_RETRY: Duration = Duration::from_millis(200);
 
 /// Attempts of `C_Initialize` within one re-initialisation.
 const INIT_ATTEMPTS: u32 = 10;
+
+/// Retries of a login the module failed with a general error.
+const LOGIN_RETRIES: u32 = 5;
 
 /// Listings repeated while some token's info cannot be read and none
 /// matches (in all under a second).
@@ -125,6 +134,7 @@ impl Module {
                 options: options.clone(),
                 gate: RwLock::new(0),
                 last_reinit: Mutex::new(None),
+                login: Mutex::new(()),
                 uninitialised: AtomicBool::new(false),
             }),
         };
@@ -527,7 +537,32 @@ impl Token {
             generation: gate.generation(),
             token: self.label().to_string(),
         };
-        match session.raw().login(user, Some(&self.pin.auth_pin())) {
+        let login = {
+            let _one_at_a_time = self
+                .module
+                .inner
+                .login
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // tpm2-pkcs11 also fails a login that overlaps another session's
+            // call on the same token ("Esys called in bad sequence",
+            // CKR_GENERAL_ERROR): a few short retries, bounded (under half
+            // a second in all), before the error stands.
+            let mut attempt = 0;
+            loop {
+                let result = session.raw().login(user, Some(&self.pin.auth_pin()));
+                match result {
+                    Err(CkError::Pkcs11(RvError::GeneralError | RvError::FunctionFailed, _))
+                        if attempt < LOGIN_RETRIES =>
+                    {
+                        attempt += 1;
+                        std::thread::sleep(Duration::from_millis(20 * u64::from(attempt)));
+                    }
+                    other => break other,
+                }
+            }
+        };
+        match login {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
             Err(e) => {
                 let err = HsmError::pkcs11(format!("logging in to token '{}'", self.label()), e);

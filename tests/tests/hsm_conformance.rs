@@ -182,7 +182,7 @@ fn issue(server: &TestServer, dir: &Path, name: &str) -> (String, String, LogEvi
         &["-addext", &format!("subjectAltName=DNS:{host}")],
     );
     let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr}));
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 200, "{body}\nserver log:\n{}", server.server_log());
     let evidence: LogEvidence =
         serde_json::from_value(body["log"].clone()).expect("log evidence in the response");
     (

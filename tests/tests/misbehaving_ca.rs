@@ -372,7 +372,7 @@ fn sign(log: &FakeLog, plan: &Plan, req: &Request) -> Result<Reply, String> {
     use base64::Engine;
     let entry = LogEntry {
         seq: 0,
-        time: rfc3339(now()),
+        time: rfc3339(now()).parse().expect("time"),
         log_id: String::new(),
         class: plan.entry_class.clone().unwrap_or(request.class.clone()),
         profile: request.profile.clone().unwrap_or_else(|| "server".into()),
@@ -383,8 +383,8 @@ fn sign(log: &FakeLog, plan: &Plan, req: &Request) -> Result<Reply, String> {
             dns: plan.entry_dns.clone().unwrap_or(names),
             ips: vec![],
             uris: vec![],
-            not_before: rfc3339(nb),
-            not_after: rfc3339(na),
+            not_before: rfc3339(nb).parse().expect("time"),
+            not_after: rfc3339(na).parse().expect("time"),
             spki_sha256: spki,
             issuer: hex::encode(Sha256::digest(&plan.issuer.der)),
             certificate: base64::engine::general_purpose::STANDARD.encode(&der),

@@ -415,7 +415,7 @@ mod tests {
         use base64::Engine;
         LogEntry {
             seq: 9,
-            time: "2026-01-01T00:00:00Z".into(),
+            time: "2026-01-01T00:00:00Z".parse().unwrap(),
             log_id: "t".into(),
             class: "db".into(),
             profile: "server".into(),
@@ -426,8 +426,8 @@ mod tests {
                 dns: names.iter().map(|n| n.to_string()).collect(),
                 ips: Vec::new(),
                 uris: Vec::new(),
-                not_before: String::new(),
-                not_after: String::new(),
+                not_before: "2026-01-01T00:00:00Z".parse().unwrap(),
+                not_after: "2026-01-02T00:00:00Z".parse().unwrap(),
                 spki_sha256: String::new(),
                 issuer: world.int_fp.clone(),
                 certificate: base64::engine::general_purpose::STANDARD.encode(der),

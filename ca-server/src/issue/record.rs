@@ -7,6 +7,7 @@
 use super::{IssueError, Pending};
 use crate::log::IssuanceLog;
 use ca_proto::logentry::{DeniedEntry, IssuedEntry, LogEntry, LogReason, Outcome};
+use ca_proto::time::Rfc3339;
 use policies::{CsrFacts, HostKind};
 
 /// Where the authority records its decisions.
@@ -79,9 +80,13 @@ pub fn printable(s: &str) -> String {
     s.chars().flat_map(char::escape_debug).take(80).collect()
 }
 
-pub(super) fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+pub(super) fn rfc3339(t: time::OffsetDateTime) -> Rfc3339 {
+    // Formatting fails only for an offset with seconds or a year past 9999;
+    // these are UTC times of this clock and of certificates it signs.
+    match Rfc3339::try_from(t.to_offset(time::UtcOffset::UTC)) {
+        Ok(text) => text,
+        Err(e) => unreachable!("a UTC time of this CA is not RFC 3339: {e}"),
+    }
 }
 
 /// The entry of a signed certificate (`seq` and `log_id` are filled in by
