@@ -284,7 +284,16 @@ fn api_service_serves_web_callers_from_the_database_over_mtls() {
         text(&none)
     );
     // the service saw why: an issuer outside the web class, and no certificate
-    let log = service.log();
+    // (it logs a refusal after the handshake failed, so possibly after curl
+    // has returned: wait for the lines, bounded)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut log = service.log();
+    while !(log.contains("UnknownIssuer") && log.contains("peer sent no certificates"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = service.log();
+    }
     assert!(
         log.contains("TLS handshake refused") && log.contains("UnknownIssuer"),
         "the api-class caller was not refused for its issuer:\n{log}"
