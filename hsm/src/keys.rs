@@ -25,6 +25,15 @@ pub enum KeyAlgorithm {
 }
 
 impl KeyAlgorithm {
+    /// Every algorithm a CA key may have.
+    pub const ALL: [KeyAlgorithm; 5] = [
+        KeyAlgorithm::EcP256,
+        KeyAlgorithm::EcP384,
+        KeyAlgorithm::Rsa2048,
+        KeyAlgorithm::Rsa3072,
+        KeyAlgorithm::Rsa4096,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             KeyAlgorithm::EcP256 => "ec-p256",
@@ -463,13 +472,7 @@ mod tests {
 
     #[test]
     fn algorithm_names_round_trip_and_unknown_ones_are_named() {
-        for alg in [
-            KeyAlgorithm::EcP256,
-            KeyAlgorithm::EcP384,
-            KeyAlgorithm::Rsa2048,
-            KeyAlgorithm::Rsa3072,
-            KeyAlgorithm::Rsa4096,
-        ] {
+        for alg in KeyAlgorithm::ALL {
             assert_eq!(alg.as_str().parse::<KeyAlgorithm>(), Ok(alg));
         }
         let err = "ed448".parse::<KeyAlgorithm>().unwrap_err();

@@ -95,13 +95,7 @@ fn verify(key: &KeyInfo, message: &[u8], signature: &[u8]) -> bool {
 fn generated_keys_are_sensitive_and_never_extractable() {
     let _serial = serial();
     let token = token();
-    for alg in [
-        KeyAlgorithm::EcP256,
-        KeyAlgorithm::EcP384,
-        KeyAlgorithm::Rsa2048,
-        KeyAlgorithm::Rsa3072,
-        KeyAlgorithm::Rsa4096,
-    ] {
+    for alg in KeyAlgorithm::ALL {
         let label = unique(&format!("attr-{alg}"));
         let key = token.generate_key(&label, alg).expect("generate");
         assert_eq!(key.algorithm, alg);

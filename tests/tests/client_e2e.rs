@@ -6,10 +6,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use trellis_e2e::{bin, openssl_verify, run, text, TestServer};
+use trellis_e2e::{bin, openssl_verify, run, text, Daemon, TestServer};
 
 /// The base command for the `db` class with `a.db.internal`.
 fn client(server: &TestServer, out: &Path) -> Command {
@@ -310,83 +310,25 @@ fn log_time(line: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
-/// A running `ca-client` daemon whose stderr lines are collected with the
-/// time they arrived. Killed when dropped.
-struct Daemon {
-    child: Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Daemon {
-    fn start(mut cmd: Command) -> Daemon {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push((Instant::now(), line));
-            }
-        });
-        Daemon { child, lines }
-    }
-
-    fn log(&self) -> String {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| format!("{l}\n"))
-            .collect()
-    }
-
-    /// The transient failures logged since `since`, with their announced
-    /// retry delay and backoff ceiling.
-    fn failures_since(&self, since: Instant) -> Vec<Attempt> {
-        let field = |line: &str, name: &str| -> Option<f64> {
-            let rest = line.split(&format!("{name}=")).nth(1)?;
-            rest.split_whitespace().next()?.parse().ok()
-        };
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, l)| *t >= since && l.contains("renewal failed"))
-            .filter_map(|(_, l)| {
-                Some(Attempt {
-                    at: log_time(l)?,
-                    delay: field(l, "retry_in_secs")?,
-                    ceiling: field(l, "backoff_ceiling_secs")?,
-                })
+/// The transient failures `daemon` logged since `since`, with their
+/// announced retry delay and backoff ceiling.
+fn failures_since(daemon: &Daemon, since: Instant) -> Vec<Attempt> {
+    let field = |line: &str, name: &str| -> Option<f64> {
+        let rest = line.split(&format!("{name}=")).nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    daemon
+        .lines()
+        .iter()
+        .filter(|(t, l)| *t >= since && l.contains("renewal failed"))
+        .filter_map(|(_, l)| {
+            Some(Attempt {
+                at: log_time(l)?,
+                delay: field(l, "retry_in_secs")?,
+                ceiling: field(l, "backoff_ceiling_secs")?,
             })
-            .collect()
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("daemon did not stop on SIGTERM:\n{}", self.log());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        })
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -626,7 +568,7 @@ fn ca_outage_keeps_the_certificate_backs_off_and_recovers() {
 
     // Backoff: few attempts, each announced ceiling twice the previous one
     // (1 s, 2 s, 4 s, …), and every retry waits the delay it announced.
-    let failures = daemon.failures_since(outage);
+    let failures = failures_since(&daemon, outage);
     assert!(failures.len() >= 3, "{}", daemon.log());
     assert!(
         failures.len() <= 15,

@@ -46,12 +46,13 @@ fn set_config(dir: &Path, from: &str, to: &str) -> String {
     old_line
 }
 
-#[test]
-fn a_vanishing_token_gives_503_and_service_resumes_without_a_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("var");
+/// A dev deployment in `tmp/var` whose config names the fault module instead
+/// of SoftHSM2; returns its directory and the real module's path (for
+/// `TRELLIS_PKCS11_REAL_MODULE`).
+fn behind_fault_module(tmp: &Path) -> (PathBuf, String) {
+    let dir = tmp.join("var");
     init(&dir);
-    let module = build_fault_module(tmp.path());
+    let module = build_fault_module(tmp);
     let real_line = set_config(
         &dir,
         "module = ",
@@ -61,6 +62,13 @@ fn a_vanishing_token_gives_503_and_service_resumes_without_a_restart() {
         .trim_start_matches("module = ")
         .trim_matches('"')
         .to_string();
+    (dir, real)
+}
+
+#[test]
+fn a_vanishing_token_gives_503_and_service_resumes_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, real) = behind_fault_module(tmp.path());
     let fault = tmp.path().join("token-gone");
     let server = TestServer::start_with_env(
         &dir,
@@ -166,18 +174,7 @@ fn a_wrong_module_or_token_stops_the_server_at_start_with_a_clear_error() {
 #[test]
 fn a_token_that_makes_an_extractable_key_is_refused_and_the_key_destroyed() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("var");
-    init(&dir);
-    let module = build_fault_module(tmp.path());
-    let real_line = set_config(
-        &dir,
-        "module = ",
-        &format!("module = \"{}\"", module.display()),
-    );
-    let real = real_line
-        .trim_start_matches("module = ")
-        .trim_matches('"')
-        .to_string();
+    let (dir, real) = behind_fault_module(tmp.path());
     let admin = |args: &[&str]| {
         run(Command::new(bin("ca-server"))
             .args(args)

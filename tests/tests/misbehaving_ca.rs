@@ -24,7 +24,7 @@ use ring::rand::SecureRandom;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use trellis_e2e::fakeca::{FakeCa, FakeLog, Reply, Request};
-use trellis_e2e::{bin, run, text, TestServer};
+use trellis_e2e::{bin, run, text, Daemon, TestServer};
 
 const NAME: &str = "pg-0.db.internal";
 
@@ -596,60 +596,6 @@ fn a_fifty_year_lifetime_is_refused() {
             "more than the 1d6m allowed (the profile's default ttl 1d",
         ],
     );
-}
-
-/// `Daemon` runs `ca-client` in the background, collecting its log.
-struct Daemon {
-    child: std::process::Child,
-    lines: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl Daemon {
-    fn start(mut cmd: Command) -> Daemon {
-        let mut child = cmd
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("daemon");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().expect("lines").push((Instant::now(), line));
-            }
-        });
-        Daemon { child, lines }
-    }
-
-    fn log(&self) -> String {
-        self.lines
-            .lock()
-            .expect("lines")
-            .iter()
-            .map(|(_, l)| format!("{l}\n"))
-            .collect()
-    }
-
-    fn matching(&self, needle: &str) -> Vec<String> {
-        self.lines
-            .lock()
-            .expect("lines")
-            .iter()
-            .filter(|(_, l)| l.contains(needle))
-            .map(|(_, l)| l.clone())
-            .collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -18,14 +18,6 @@ use anyhow::Result;
 use hsm::{KeyAlgorithm, Module, Token, TokenSelector};
 use serde_json::{json, Value};
 
-const ALGORITHMS: [KeyAlgorithm; 5] = [
-    KeyAlgorithm::EcP256,
-    KeyAlgorithm::EcP384,
-    KeyAlgorithm::Rsa2048,
-    KeyAlgorithm::Rsa3072,
-    KeyAlgorithm::Rsa4096,
-];
-
 /// `ca-server hsm check [--json]`: [`Exit::Unfit`] when anything is unfit.
 pub fn check(config: &Config, as_json: bool) -> Result<Exit> {
     Ok(if run(config, as_json)? {
@@ -162,7 +154,7 @@ fn token_report(
             return json!({ "token": selector.to_string(), "error": e.to_string() });
         }
     };
-    let algorithms: Vec<Value> = ALGORITHMS
+    let algorithms: Vec<Value> = KeyAlgorithm::ALL
         .iter()
         .map(|a| match caps.check_generate("(new key)", *a) {
             Ok(m) => json!({ "algorithm": a.as_str(), "generate": true, "sign": m.name(*a) }),
