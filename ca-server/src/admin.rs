@@ -123,6 +123,3 @@ pub fn open_authority(
     let pool = SigningPool::new(online, config.signing_sessions())?;
     Ok(Arc::new(Authority::new(policies, classes, pool)))
 }
-
-/// The server's own TLS certificate has its own module.
-pub use crate::server_cert::ensure as ensure_server_tls;

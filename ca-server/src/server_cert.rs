@@ -8,7 +8,7 @@
 
 use crate::config::Config;
 use crate::hierarchy;
-use crate::issue::{Authority, Caller, IssueRequest, Operator, Recorder};
+use crate::issue::{Authority, Caller, IssueRequest, Operator};
 use crate::server::tls::ReloadableCert;
 use crate::state::{write_atomic, StateDir};
 use anyhow::{Context, Result};
@@ -27,11 +27,7 @@ const SERVER: Caller<'static> = Caller {
 /// here, in software, and written 0600: it is a leaf key like any service's.
 /// Like every other certificate, it is recorded in the issuance log (when
 /// one is open) before it is written.
-pub fn ensure(
-    config: &Config,
-    authority: &Arc<Authority>,
-    log: Option<&crate::log::IssuanceLog>,
-) -> Result<bool> {
+pub fn ensure(config: &Config, authority: &Arc<Authority>) -> Result<bool> {
     let state = StateDir::new(&config.state_dir);
     if tls_is_current(&state, authority) {
         return Ok(false);
@@ -40,11 +36,8 @@ pub fn ensure(
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     let csr = params.serialize_request(&key)?;
-    // Recorded like every other certificate, by the same call.
-    authority.set_recorder(match log {
-        Some(log) => Recorder::Log(log.clone()),
-        None => Recorder::Nothing,
-    });
+    // Recorded like every other certificate, by the same call (with the
+    // recorder the authority was given; none means no certificate).
     let issued = authority
         .issue_blocking(
             IssueRequest {
@@ -94,9 +87,8 @@ fn tls_is_current(state: &StateDir, authority: &Authority) -> bool {
 /// certificate keeps serving.
 pub fn renew_and_reload(config: &Config, authority: &Arc<Authority>, tls: &ReloadableCert) {
     let state = StateDir::new(&config.state_dir);
-    let log = authority.recorder().and_then(Recorder::log).cloned();
-    let result = ensure(config, authority, log.as_ref())
-        .and_then(|_| tls.load(&state.tls_chain(), &state.tls_key()));
+    let result =
+        ensure(config, authority).and_then(|_| tls.load(&state.tls_chain(), &state.tls_key()));
     match result {
         Ok(()) => tracing::info!(
             event = "tls_reloaded",

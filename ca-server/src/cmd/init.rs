@@ -3,6 +3,7 @@
 
 use crate::admin;
 use crate::config::Config;
+use crate::issue::Recorder;
 use crate::state::StateDir;
 use anyhow::Result;
 
@@ -23,7 +24,8 @@ pub fn run(config: &Config) -> Result<()> {
     // Takes the log's exclusive lock: init refuses to touch a log that a
     // running server writes.
     let log = admin::open_log(config, &module)?;
-    if admin::ensure_server_tls(config, &authority, Some(&log))? {
+    authority.set_recorder(Recorder::Log(log));
+    if crate::server_cert::ensure(config, &authority)? {
         println!("issued the server's TLS certificate from class 'ca'");
     }
     let state = StateDir::new(&config.state_dir);

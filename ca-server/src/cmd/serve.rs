@@ -4,6 +4,7 @@
 
 use crate::admin;
 use crate::config::Config;
+use crate::issue::Recorder;
 use crate::server::{self, app::App, keys::AuthKeys, reload::Reloader, tls};
 use crate::state::{write_atomic, StateDir};
 use anyhow::{Context, Result};
@@ -51,7 +52,13 @@ pub fn run(config: &Config, listen: &Listen) -> Result<()> {
                 .with_read_limits(crate::log::reads::ReadLimits::from_config(&config.log)),
         )
     };
-    admin::ensure_server_tls(config, &authority, log.as_ref())?;
+    // Every decision from here on is recorded in this log (or, with
+    // --no-log on loopback, nowhere).
+    authority.set_recorder(match &log {
+        Some(log) => Recorder::Log(log.clone()),
+        None => Recorder::Nothing,
+    });
+    crate::server_cert::ensure(config, &authority)?;
     let state = StateDir::new(&config.state_dir);
     let cert = if listen.insecure_http {
         None

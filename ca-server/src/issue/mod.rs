@@ -220,10 +220,6 @@ impl Authority {
         let _ = self.recorder.set(recorder);
     }
 
-    pub fn recorder(&self) -> Option<&Recorder> {
-        self.recorder.get()
-    }
-
     pub fn policies(&self) -> &PolicySet {
         &self.policies
     }

@@ -12,7 +12,7 @@ use super::keys::{AuthKey, AuthKeys};
 use super::ratelimit::RateLimiter;
 use super::respond::ApiError;
 use super::throttle::Throttle;
-use crate::issue::{Authority, Caller, IssueError, IssueRequest, Issued, Recorder, Scope};
+use crate::issue::{Authority, Caller, IssueError, IssueRequest, Issued, Scope};
 use crate::log::IssuanceLog;
 use crate::metrics::metrics;
 use ca_proto::auth::{parse_authorization, verify};
@@ -66,10 +66,6 @@ impl App {
         // A fixed dummy would also be safe (no key has it as its secret:
         // the MAC is simply never right); random costs nothing.
         let _ = getrandom::getrandom(&mut dummy_secret);
-        authority.set_recorder(match &log {
-            Some(log) => Recorder::Log(log.clone()),
-            None => Recorder::Nothing,
-        });
         App {
             authority,
             keys,
