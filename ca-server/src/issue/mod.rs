@@ -325,16 +325,15 @@ impl Authority {
                 }
             }
             (Ok(pending), None) => Ok(pending.seal(None)),
-            (Err(e), log) => {
-                if let Some(entry) = log.and_then(|_| denial(&request, caller, &e)) {
-                    if let Some(log) = recorder.log() {
-                        if let Err(le) = log.append(entry).await {
-                            tracing::error!(event = "log_denial_failed", class = %printable(&request.class), key_id = %caller.key_id, "{le}");
-                        }
+            (Err(e), Some(log)) => {
+                if let Some(entry) = denial(&request, caller, &e) {
+                    if let Err(le) = log.append(entry).await {
+                        tracing::error!(event = "log_denial_failed", class = %printable(&request.class), key_id = %caller.key_id, "{le}");
                     }
                 }
                 Err(e)
             }
+            (Err(e), None) => Err(e),
         }
     }
 
