@@ -57,11 +57,21 @@ pub enum ErrorCode {
     LogUnavailable,
     /// An unexpected server-side failure (500).
     Internal,
+    /// No certificate with this serial was issued (by any log this server
+    /// reads) (404).
+    UnknownSerial,
+    /// The serial belongs to a certificate of another class (409).
+    SerialOfOtherClass,
+    /// The certificate is already revoked (409).
+    AlreadyRevoked,
+    /// The public key was revoked for key compromise: it is never certified
+    /// again, in any class (403).
+    KeyRevoked,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::MalformedRequest,
         ErrorCode::MalformedCsr,
         ErrorCode::BadCsrSignature,
@@ -81,6 +91,10 @@ impl ErrorCode {
         ErrorCode::HsmUnavailable,
         ErrorCode::LogUnavailable,
         ErrorCode::Internal,
+        ErrorCode::UnknownSerial,
+        ErrorCode::SerialOfOtherClass,
+        ErrorCode::AlreadyRevoked,
+        ErrorCode::KeyRevoked,
     ];
 
     /// The stable wire string, identical to the serde representation.
@@ -105,6 +119,10 @@ impl ErrorCode {
             ErrorCode::HsmUnavailable => "hsm_unavailable",
             ErrorCode::LogUnavailable => "log_unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::UnknownSerial => "unknown_serial",
+            ErrorCode::SerialOfOtherClass => "serial_of_other_class",
+            ErrorCode::AlreadyRevoked => "already_revoked",
+            ErrorCode::KeyRevoked => "key_revoked",
         }
     }
 
@@ -117,8 +135,9 @@ impl ErrorCode {
             ErrorCode::Unauthenticated | ErrorCode::StaleTimestamp | ErrorCode::ReplayedRequest => {
                 401
             }
-            ErrorCode::ForbiddenScope | ErrorCode::PolicyDenied => 403,
-            ErrorCode::UnknownClass | ErrorCode::NotFound => 404,
+            ErrorCode::ForbiddenScope | ErrorCode::PolicyDenied | ErrorCode::KeyRevoked => 403,
+            ErrorCode::UnknownClass | ErrorCode::NotFound | ErrorCode::UnknownSerial => 404,
+            ErrorCode::SerialOfOtherClass | ErrorCode::AlreadyRevoked => 409,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::BodyTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
@@ -242,6 +261,10 @@ mod tests {
             ("hsm_unavailable", 503),
             ("log_unavailable", 503),
             ("internal", 500),
+            ("unknown_serial", 404),
+            ("serial_of_other_class", 409),
+            ("already_revoked", 409),
+            ("key_revoked", 403),
         ];
         assert_eq!(expected.len(), ErrorCode::ALL.len());
         for (s, status) in expected {

@@ -6,6 +6,8 @@
 //! - [`auth`]: the `TRELLIS-HMAC-SHA256` request signature: build, parse,
 //!   verify;
 //! - [`replay`]: the bounded nonce cache that rejects replays;
+//! - [`revocation`]: RFC 5280 reasons, `POST /v1/revoke` bodies and the
+//!   message a holder signs to revoke its own certificate;
 //! - [`cfssl`]: the CFSSL-compatible `authsign`/`info` wire format;
 //! - [`merkle`]: the issuance log's RFC 6962/9162 Merkle tree: hashing, the
 //!   compact range, inclusion and consistency proofs and their verification;
@@ -18,6 +20,7 @@
 //! - [`routes`]: every API path, and the [`routes::Route`] matcher the
 //!   server routes with;
 //! - [`logapi`]: bodies of the issuance log's read API (`proof`, `entries`);
+//! - [`ocsp`]: the OCSP (RFC 6960) request parser and response builder;
 //! - [`time`]: [`time::Rfc3339`], RFC 3339 times on the wire.
 //!
 //! The crate reads no clock (callers pass `now_unix`) and does no I/O,
@@ -35,8 +38,10 @@ pub mod logapi;
 pub mod logentry;
 pub mod merkle;
 pub mod native;
+pub mod ocsp;
 pub mod pem;
 pub mod replay;
+pub mod revocation;
 pub mod routes;
 pub mod secret;
 pub mod sth;

@@ -20,6 +20,8 @@ pub enum LogDecision {
     Issued,
     /// Nothing was signed; `reasons` say why.
     Denied,
+    /// A certificate issued earlier was revoked.
+    Revoked,
 }
 
 /// A decision reason, as logged.
@@ -58,6 +60,28 @@ pub enum Outcome {
     Issued(IssuedEntry),
     /// Nothing was signed.
     Denied(DeniedEntry),
+    /// A certificate was revoked (by an operator, an auth key with the
+    /// `revoke` permission, or its holder; `key_id` says who).
+    Revoked(RevokedEntry),
+}
+
+/// The facts of a revocation: which certificate, why, since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedEntry {
+    /// Serial number of the revoked certificate, lowercase hex.
+    pub serial: String,
+    /// SHA-256 of its subject public key info, hex.
+    pub spki_sha256: String,
+    /// SHA-256 fingerprint of its issuer (an intermediate, or for a revoked
+    /// intermediate the class root), hex.
+    pub issuer: String,
+    /// End of the revoked certificate's validity (until when the CRL lists
+    /// it).
+    pub not_after: Rfc3339,
+    /// RFC 5280 reason name (`keyCompromise`, …).
+    pub reason: String,
+    /// Revocation time, RFC 3339.
+    pub revoked_at: Rfc3339,
 }
 
 /// The facts of a signed certificate.
@@ -114,6 +138,15 @@ pub enum EntryShapeError {
     /// A denial carries a certificate fact.
     #[error("denied entry with `{0}`")]
     DeniedWith(&'static str),
+    /// A revocation lacks one of its facts.
+    #[error("revoked entry without `{0}`")]
+    RevokedMissing(&'static str),
+    /// A revocation carries a fact that belongs to another kind of entry.
+    #[error("revoked entry with `{0}`")]
+    RevokedWith(&'static str),
+    /// Revocation facts on an issued or denied entry.
+    #[error("{0} entry with `revocation_reason` or `revoked_at`")]
+    RevocationFactsOn(&'static str),
 }
 
 /// The flat wire form. Field order is the serialisation order; these
@@ -149,13 +182,50 @@ struct Wire {
     certificate: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     reasons: Vec<LogReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revocation_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<Rfc3339>,
 }
 
 impl TryFrom<Wire> for LogEntry {
     type Error = EntryShapeError;
 
     fn try_from(w: Wire) -> Result<LogEntry, EntryShapeError> {
+        if w.decision != LogDecision::Revoked
+            && (w.revocation_reason.is_some() || w.revoked_at.is_some())
+        {
+            return Err(EntryShapeError::RevocationFactsOn(match w.decision {
+                LogDecision::Issued => "issued",
+                _ => "denied",
+            }));
+        }
         let outcome = match w.decision {
+            LogDecision::Revoked => {
+                fn need<T>(v: Option<T>, name: &'static str) -> Result<T, EntryShapeError> {
+                    v.ok_or(EntryShapeError::RevokedMissing(name))
+                }
+                let foreign = [
+                    ("subject", w.subject.is_some()),
+                    ("dns", !w.dns.is_empty()),
+                    ("ips", !w.ips.is_empty()),
+                    ("uris", !w.uris.is_empty()),
+                    ("not_before", w.not_before.is_some()),
+                    ("certificate", w.certificate.is_some()),
+                    ("reasons", !w.reasons.is_empty()),
+                ];
+                if let Some((name, _)) = foreign.iter().find(|(_, present)| *present) {
+                    return Err(EntryShapeError::RevokedWith(name));
+                }
+                Outcome::Revoked(RevokedEntry {
+                    serial: need(w.serial, "serial")?,
+                    spki_sha256: need(w.spki_sha256, "spki_sha256")?,
+                    issuer: need(w.issuer, "issuer")?,
+                    not_after: need(w.not_after, "not_after")?,
+                    reason: need(w.revocation_reason, "revocation_reason")?,
+                    revoked_at: need(w.revoked_at, "revoked_at")?,
+                })
+            }
             LogDecision::Issued => {
                 fn need<T>(v: Option<T>, name: &'static str) -> Result<T, EntryShapeError> {
                     v.ok_or(EntryShapeError::IssuedMissing(name))
@@ -230,6 +300,8 @@ impl From<LogEntry> for Wire {
             issuer: None,
             certificate: None,
             reasons: Vec::new(),
+            revocation_reason: None,
+            revoked_at: None,
         };
         match e.outcome {
             Outcome::Issued(i) => {
@@ -251,6 +323,15 @@ impl From<LogEntry> for Wire {
                 w.ips = d.ips;
                 w.uris = d.uris;
                 w.reasons = d.reasons;
+            }
+            Outcome::Revoked(r) => {
+                w.decision = LogDecision::Revoked;
+                w.serial = Some(r.serial);
+                w.spki_sha256 = Some(r.spki_sha256);
+                w.issuer = Some(r.issuer);
+                w.not_after = Some(r.not_after);
+                w.revocation_reason = Some(r.reason);
+                w.revoked_at = Some(r.revoked_at);
             }
         }
         w
@@ -275,11 +356,12 @@ impl LogEntry {
         base64::engine::general_purpose::STANDARD.decode(b64).ok()
     }
 
-    /// Issued or denied.
+    /// Issued, denied or revoked.
     pub fn decision(&self) -> LogDecision {
         match self.outcome {
             Outcome::Issued(_) => LogDecision::Issued,
             Outcome::Denied(_) => LogDecision::Denied,
+            Outcome::Revoked(_) => LogDecision::Revoked,
         }
     }
 
@@ -287,21 +369,34 @@ impl LogEntry {
     pub fn issued(&self) -> Option<&IssuedEntry> {
         match &self.outcome {
             Outcome::Issued(i) => Some(i),
-            Outcome::Denied(_) => None,
+            _ => None,
         }
     }
 
     /// The refusal, when denied.
     pub fn denied(&self) -> Option<&DeniedEntry> {
         match &self.outcome {
-            Outcome::Issued(_) => None,
             Outcome::Denied(d) => Some(d),
+            _ => None,
         }
     }
 
-    /// Serial number, lowercase hex (issued only).
+    /// The revocation, when this entry records one.
+    pub fn revoked(&self) -> Option<&RevokedEntry> {
+        match &self.outcome {
+            Outcome::Revoked(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Serial number, lowercase hex (issued: the new certificate's;
+    /// revoked: the revoked certificate's).
     pub fn serial(&self) -> Option<&str> {
-        self.issued().map(|i| i.serial.as_str())
+        match &self.outcome {
+            Outcome::Issued(i) => Some(i.serial.as_str()),
+            Outcome::Revoked(r) => Some(r.serial.as_str()),
+            Outcome::Denied(_) => None,
+        }
     }
 
     /// The certificate, base64 DER (issued only).
@@ -314,11 +409,13 @@ impl LogEntry {
         self.denied().map_or(&[], |d| d.reasons.as_slice())
     }
 
-    /// Subject common name (granted, or requested when denied).
+    /// Subject common name (granted, or requested when denied; none for a
+    /// revocation).
     pub fn subject(&self) -> Option<&str> {
         match &self.outcome {
             Outcome::Issued(i) => i.subject.as_deref(),
             Outcome::Denied(d) => d.subject.as_deref(),
+            Outcome::Revoked(_) => None,
         }
     }
 
@@ -327,6 +424,7 @@ impl LogEntry {
         match &self.outcome {
             Outcome::Issued(i) => &i.dns,
             Outcome::Denied(d) => &d.dns,
+            Outcome::Revoked(_) => &[],
         }
     }
 
@@ -335,6 +433,7 @@ impl LogEntry {
         match &self.outcome {
             Outcome::Issued(i) => &i.ips,
             Outcome::Denied(d) => &d.ips,
+            Outcome::Revoked(_) => &[],
         }
     }
 
@@ -343,6 +442,7 @@ impl LogEntry {
         match &self.outcome {
             Outcome::Issued(i) => &i.uris,
             Outcome::Denied(d) => &d.uris,
+            Outcome::Revoked(_) => &[],
         }
     }
 }
@@ -389,6 +489,30 @@ mod tests {
             let entry = LogEntry::from_bytes(text.as_bytes()).unwrap();
             assert_eq!(String::from_utf8(entry.to_bytes()).unwrap(), text);
         }
+    }
+
+    const REVOKED: &str = r#"{"seq":9,"time":"2026-12-05T10:00:00Z","log_id":"dev-1","class":"db","profile":"server","key_id":"admin","decision":"revoked","serial":"0a1b","dns":[],"ips":[],"uris":[],"not_after":"2026-12-06T10:00:00Z","spki_sha256":"ab12","issuer":"cd34","revocation_reason":"keyCompromise","revoked_at":"2026-12-05T10:00:00Z"}"#;
+
+    #[test]
+    fn revocations_round_trip_and_refuse_foreign_facts() {
+        let entry = LogEntry::from_bytes(REVOKED.as_bytes()).unwrap();
+        assert_eq!(String::from_utf8(entry.to_bytes()).unwrap(), REVOKED);
+        assert_eq!(entry.decision(), LogDecision::Revoked);
+        assert_eq!(entry.serial(), Some("0a1b"));
+        assert_eq!(entry.revoked().unwrap().reason, "keyCompromise");
+        assert!(entry.certificate_der().is_none());
+        let with_cert = REVOKED.replace(
+            r#""issuer":"cd34""#,
+            r#""issuer":"cd34","certificate":"AA""#,
+        );
+        assert!(refusal(&with_cert).contains("revoked entry with `certificate`"));
+        let no_reason = REVOKED.replace(r#","revocation_reason":"keyCompromise""#, "");
+        assert!(refusal(&no_reason).contains("revoked entry without `revocation_reason`"));
+        let issued_with = ISSUED.replace(
+            r#""certificate":"AAEC""#,
+            r#""certificate":"AAEC","revocation_reason":"x""#,
+        );
+        assert!(refusal(&issued_with).contains("issued entry with `revocation_reason`"));
     }
 
     #[test]

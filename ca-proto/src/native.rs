@@ -62,7 +62,13 @@ impl DecodeError {
         ErrorCode::MalformedRequest
     }
 
-    fn from_serde(e: &serde_json::Error) -> Self {
+    pub(crate) fn new(message: &str) -> Self {
+        DecodeError {
+            message: message.to_owned(),
+        }
+    }
+
+    pub(crate) fn from_serde(e: &serde_json::Error) -> Self {
         let message = match e.classify() {
             // serde's data messages name fields (`missing field `csr``,
             // `unknown field `x``); value-echoing ones are replaced.

@@ -34,6 +34,8 @@ pub enum Label {
     CertificateRequest,
     /// `PUBLIC KEY`: a SubjectPublicKeyInfo.
     PublicKey,
+    /// `X509 CRL`: a certificate revocation list.
+    Crl,
 }
 
 impl Label {
@@ -43,6 +45,7 @@ impl Label {
             Label::Certificate => "CERTIFICATE",
             Label::CertificateRequest => "CERTIFICATE REQUEST",
             Label::PublicKey => "PUBLIC KEY",
+            Label::Crl => "X509 CRL",
         }
     }
 
@@ -51,6 +54,7 @@ impl Label {
             Label::Certificate => SectionKind::Certificate,
             Label::CertificateRequest => SectionKind::Csr,
             Label::PublicKey => SectionKind::PublicKey,
+            Label::Crl => SectionKind::Crl,
         }
     }
 }

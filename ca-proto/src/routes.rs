@@ -13,6 +13,11 @@
 
 /// `POST`: the native sign endpoint.
 pub const PATH_SIGN: &str = "/v1/sign";
+/// `POST`: revoke a certificate.
+pub const PATH_REVOKE: &str = "/v1/revoke";
+/// Prefix of the OCSP responder: `/ocsp/{class}` (POST) and
+/// `/ocsp/{class}/{base64 request}` (GET, RFC 6960 appendix A.1).
+pub const PATH_OCSP: &str = "/ocsp";
 /// `GET`: the class list.
 pub const PATH_CLASSES: &str = "/v1/classes";
 /// Prefix of the issuance log's read API: `/v1/log/{log_id}/…`.
@@ -39,6 +44,22 @@ pub fn class_bundle_path(class: &str) -> String {
 /// Path of a class's current chain (PEM of the active intermediate).
 pub fn class_chain_path(class: &str) -> String {
     format!("{PATH_CLASSES}/{class}/chain")
+}
+
+/// Path of a class's CRL: the active intermediate's (DER; `?format=pem`
+/// gives every current CRL of the class in one PEM file).
+pub fn class_crl_path(class: &str) -> String {
+    format!("{PATH_CLASSES}/{class}/crl")
+}
+
+/// Path of the CRL of one intermediate of a class (by its key label), DER.
+pub fn class_crl_of_path(class: &str, key: &str) -> String {
+    format!("{PATH_CLASSES}/{class}/crl/{key}")
+}
+
+/// Path of a class's OCSP responder (POST).
+pub fn ocsp_path(class: &str) -> String {
+    format!("{PATH_OCSP}/{class}")
 }
 
 /// Path of one resource of the issuance log `log_id`.
@@ -101,6 +122,33 @@ pub enum Route<'a> {
         /// The class segment, as sent.
         class: &'a str,
     },
+    /// `POST /v1/revoke`.
+    Revoke,
+    /// `GET /v1/classes/{class}/crl`.
+    ClassCrl {
+        /// The class segment, as sent.
+        class: &'a str,
+    },
+    /// `GET /v1/classes/{class}/crl/{key}`: one intermediate's CRL.
+    ClassCrlOf {
+        /// The class segment, as sent.
+        class: &'a str,
+        /// The intermediate's key label, as sent.
+        key: &'a str,
+    },
+    /// `POST /ocsp/{class}` (body: DER OCSPRequest).
+    OcspPost {
+        /// The class segment, as sent.
+        class: &'a str,
+    },
+    /// `GET /ocsp/{class}/{request}`: the rest of the path after the class
+    /// (URL-encoded base64, which may itself hold `/`).
+    OcspGet {
+        /// The class segment, as sent.
+        class: &'a str,
+        /// Everything after `/ocsp/{class}/`, as sent.
+        request: &'a str,
+    },
     /// `GET /v1/log/{log_id}/{sth|key|entries|proof}`.
     Log {
         /// The log id segment, as sent.
@@ -139,12 +187,26 @@ impl<'a> Route<'a> {
     /// route asked for with another method, except a log path: those are
     /// [`NoRoute::NotFound`] under any method but `GET`.
     pub fn resolve(method: &str, path: &'a str) -> Result<Route<'a>, NoRoute> {
+        if let Some(rest) = path.trim_start_matches('/').strip_prefix("ocsp/") {
+            // The GET form's base64 may hold `/`: split at the first one only.
+            let route = match (method, rest.split_once('/')) {
+                ("POST", None) => Route::OcspPost { class: rest },
+                ("GET", Some((class, request))) if !request.is_empty() => {
+                    Route::OcspGet { class, request }
+                }
+                _ => return Err(NoRoute::MethodNotAllowed),
+            };
+            return Ok(route);
+        }
         let segments: Vec<&'a str> = path.trim_start_matches('/').split('/').collect();
         let route = match segments.as_slice() {
             ["v1", "sign"] => Some(Route::Sign),
             ["v1", "classes"] => Some(Route::Classes),
             ["v1", "classes", class, "bundle"] => Some(Route::ClassBundle { class }),
             ["v1", "classes", class, "chain"] => Some(Route::ClassChain { class }),
+            ["v1", "classes", class, "crl"] => Some(Route::ClassCrl { class }),
+            ["v1", "classes", class, "crl", key] => Some(Route::ClassCrlOf { class, key }),
+            ["v1", "revoke"] => Some(Route::Revoke),
             ["v1", "log", log_id, what] => {
                 LogResource::from_segment(what).map(|resource| Route::Log { log_id, resource })
             }
@@ -159,6 +221,8 @@ impl<'a> Route<'a> {
             Some(route) if route.method() == method => Ok(route),
             _ => match segments.as_slice() {
                 ["v1", "sign"]
+                | ["v1", "revoke"]
+                | ["ocsp"]
                 | ["v1", "classes", ..]
                 | ["api", "v1", "cfssl", ..]
                 | ["metrics"]
@@ -177,8 +241,15 @@ impl<'a> Route<'a> {
     /// The method the route is served under.
     pub const fn method(&self) -> &'static str {
         match self {
-            Route::Sign | Route::CfsslAuthsign | Route::CfsslInfo => "POST",
+            Route::Sign
+            | Route::Revoke
+            | Route::OcspPost { .. }
+            | Route::CfsslAuthsign
+            | Route::CfsslInfo => "POST",
             Route::Classes
+            | Route::ClassCrl { .. }
+            | Route::ClassCrlOf { .. }
+            | Route::OcspGet { .. }
             | Route::ClassBundle { .. }
             | Route::ClassChain { .. }
             | Route::Log { .. }
@@ -196,6 +267,11 @@ impl<'a> Route<'a> {
             Route::Classes => PATH_CLASSES.to_owned(),
             Route::ClassBundle { class } => class_bundle_path(class),
             Route::ClassChain { class } => class_chain_path(class),
+            Route::Revoke => PATH_REVOKE.to_owned(),
+            Route::ClassCrl { class } => class_crl_path(class),
+            Route::ClassCrlOf { class, key } => class_crl_of_path(class, key),
+            Route::OcspPost { class } => ocsp_path(class),
+            Route::OcspGet { class, request } => format!("{}/{request}", ocsp_path(class)),
             Route::Log { log_id, resource } => log_path(log_id, *resource),
             Route::CfsslAuthsign => PATH_CFSSL_AUTHSIGN.to_owned(),
             Route::CfsslInfo => PATH_CFSSL_INFO.to_owned(),
@@ -221,6 +297,17 @@ mod tests {
             Route::Classes,
             Route::ClassBundle { class: "db" },
             Route::ClassChain { class: "db" },
+            Route::Revoke,
+            Route::ClassCrl { class: "db" },
+            Route::ClassCrlOf {
+                class: "db",
+                key: "db-int-20261205-ab12",
+            },
+            Route::OcspPost { class: "db" },
+            Route::OcspGet {
+                class: "db",
+                request: "MEUw/Qz%2B",
+            },
             Route::CfsslAuthsign,
             Route::CfsslInfo,
             Route::Metrics,
@@ -260,6 +347,11 @@ mod tests {
                 "/v1/classes",
                 "/v1/classes/db/bundle",
                 "/v1/classes/db/chain",
+                "/v1/revoke",
+                "/v1/classes/db/crl",
+                "/v1/classes/db/crl/db-int-20261205-ab12",
+                "/ocsp/db",
+                "/ocsp/db/MEUw/Qz%2B",
                 "/api/v1/cfssl/authsign",
                 "/api/v1/cfssl/info",
                 "/metrics",

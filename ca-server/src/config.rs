@@ -88,6 +88,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub revocation: RevocationConfig,
     /// Set when the file was read; paths below are already absolute.
     #[serde(skip)]
     pub path: PathBuf,
@@ -384,6 +386,67 @@ fn default_replay_entries() -> usize {
 fn default_skew() -> i64 {
     300
 }
+/// CRLs and OCSP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// Re-sign every CRL at least this often, in seconds (60 ..= 86400;
+    /// default 3600). A revocation re-signs its class's CRLs at once.
+    #[serde(default = "default_crl_refresh")]
+    pub crl_refresh_secs: u64,
+    /// nextUpdate = thisUpdate + this, in seconds (more than the refresh,
+    /// at most 7 days; default 21600). OCSP answers use the same times.
+    #[serde(default = "default_crl_validity")]
+    pub crl_validity_secs: u64,
+    /// Per class, the public base URL of its CRLs (e.g.
+    /// `https://ca.internal:8443/v1/classes/db/crl`): a CRL's issuing
+    /// distribution point is `<url>/<intermediate key label>`. Default none.
+    #[serde(default)]
+    pub crl_urls: std::collections::BTreeMap<String, String>,
+}
+
+fn default_crl_refresh() -> u64 {
+    3600
+}
+fn default_crl_validity() -> u64 {
+    6 * 3600
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            crl_refresh_secs: default_crl_refresh(),
+            crl_validity_secs: default_crl_validity(),
+            crl_urls: Default::default(),
+        }
+    }
+}
+
+impl RevocationConfig {
+    pub fn crl_times(&self) -> crate::revoke::CrlTimes {
+        crate::revoke::CrlTimes {
+            refresh: std::time::Duration::from_secs(self.crl_refresh_secs),
+            validity: std::time::Duration::from_secs(self.crl_validity_secs),
+        }
+    }
+
+    fn check(&self) -> Result<(), SettingError> {
+        if !(60..=86400).contains(&self.crl_refresh_secs) {
+            return Err(SettingError::OutOfRange {
+                key: "revocation.crl_refresh_secs",
+                allowed: "between 60 and 86400",
+            });
+        }
+        if self.crl_validity_secs <= self.crl_refresh_secs || self.crl_validity_secs > 7 * 86400 {
+            return Err(SettingError::OutOfRange {
+                key: "revocation.crl_validity_secs",
+                allowed: "more than crl_refresh_secs and at most 604800",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The issuance log of this replica.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -548,6 +611,7 @@ impl Config {
             return Err(SettingError::LogId);
         }
         self.log.check()?;
+        self.revocation.check()?;
         self.server.check_limits()?;
         if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
             return Err(out_of_range(

@@ -12,6 +12,7 @@ pub mod hierarchy;
 pub mod issue;
 pub mod log;
 pub mod metrics;
+pub mod revoke;
 pub mod serial;
 pub mod server;
 pub mod server_cert;

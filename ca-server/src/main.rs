@@ -84,6 +84,43 @@ enum Command {
         #[command(subcommand)]
         command: RotateCommand,
     },
+    /// Revoke a leaf (by serial, or every live leaf of one public key) or a
+    /// retired intermediate (needs the root token PIN; writes the class's
+    /// root-signed CRL). Running servers publish it within a second.
+    Revoke {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        class: String,
+        /// Serial number (hex) of the certificate to revoke.
+        #[arg(long, required_unless_present_any = ["spki_sha256", "intermediate"], conflicts_with_all = ["spki_sha256", "intermediate"])]
+        serial: Option<String>,
+        /// Revoke every live certificate of the class with this key
+        /// (SHA-256 of the SubjectPublicKeyInfo, hex).
+        #[arg(long, conflicts_with = "intermediate")]
+        spki_sha256: Option<String>,
+        /// Key label of a retired intermediate to revoke.
+        #[arg(long)]
+        intermediate: Option<String>,
+        /// RFC 5280 reason: unspecified, keyCompromise, cACompromise,
+        /// affiliationChanged, superseded, cessationOfOperation,
+        /// privilegeWithdrawn. keyCompromise also blocks the key for good.
+        #[arg(long, value_parser = parse_reason)]
+        reason: ca_proto::revocation::RevocationReason,
+        /// Days the root-signed CRL is valid (intermediate revocations).
+        #[arg(long, default_value_t = 30)]
+        root_crl_days: u32,
+    },
+    /// Re-sign the root-signed CRL of a class (needs the root token PIN);
+    /// run it before the previous one lapses.
+    RootCrl {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        class: String,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
     /// Per class: root and intermediates with expiries, and warnings.
     Status {
         #[command(flatten)]
@@ -280,6 +317,38 @@ fn run(cli: Cli) -> Result<Exit> {
         }
         Command::Rotate { command } => rotate(command).map(done),
         Command::Status { target } => cmd::status::print(&target.config()?).map(done),
+        Command::Revoke {
+            target,
+            class,
+            serial,
+            spki_sha256,
+            intermediate,
+            reason,
+            root_crl_days,
+        } => {
+            use cmd::revoke::{Revoke, Target as What};
+            let what = match (serial, spki_sha256, intermediate) {
+                (Some(s), _, _) => What::Serial(s),
+                (_, Some(k), _) => What::Key(k),
+                (_, _, Some(i)) => What::Intermediate(i),
+                _ => anyhow::bail!("give --serial, --spki-sha256 or --intermediate"),
+            };
+            cmd::revoke::run(
+                &target.config()?,
+                &Revoke {
+                    class,
+                    target: what,
+                    reason,
+                    root_crl_days,
+                },
+            )
+            .map(done)
+        }
+        Command::RootCrl {
+            target,
+            class,
+            days,
+        } => cmd::revoke::resign_root_crl(&target.config()?, &class, days).map(done),
         Command::Log { command } => log(command),
         Command::Policy {
             command:
@@ -305,6 +374,17 @@ fn run(cli: Cli) -> Result<Exit> {
             command: HsmCommand::Check { target, json },
         } => cmd::hsm::check(&target.config()?, json),
     }
+}
+
+fn parse_reason(text: &str) -> Result<ca_proto::revocation::RevocationReason, String> {
+    ca_proto::revocation::RevocationReason::from_name(text).ok_or_else(|| {
+        format!(
+            "not a reason Trellis accepts; one of: {}",
+            ca_proto::revocation::RevocationReason::ALL
+                .map(|r| r.name())
+                .join(", ")
+        )
+    })
 }
 
 fn rotate(command: RotateCommand) -> Result<()> {

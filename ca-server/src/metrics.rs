@@ -2,8 +2,8 @@
 //! own registry and rendered by `GET /metrics`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::OnceLock;
 
@@ -34,6 +34,19 @@ pub struct Metrics {
     pub body_bytes_buffered: IntGauge,
     /// Response bytes queued for clients that have not read them yet.
     pub response_bytes_queued: IntGauge,
+    /// Revocations recorded by this replica, by class and RFC 5280 reason.
+    pub revocations: IntCounterVec,
+    /// Revoked leaves listed for a class (including expired ones).
+    pub revoked_certificates: GaugeVec,
+    /// thisUpdate / nextUpdate (Unix seconds) of each CRL served, by class
+    /// and signing key label.
+    pub crl_this_update: GaugeVec,
+    pub crl_next_update: GaugeVec,
+    /// CRL refreshes that failed (the previous CRL is served meanwhile).
+    pub crl_failures: IntCounterVec,
+    /// OCSP answers by class and status (good, revoked, unknown, or the
+    /// error status sent).
+    pub ocsp_responses: IntCounterVec,
     /// Bumped at every HSM error, so that a cached readiness answer older
     /// than the last failure is not reused.
     pub hsm_failure_epoch: std::sync::atomic::AtomicU64,
@@ -143,6 +156,48 @@ impl Metrics {
             "response_bytes_queued",
             "Response bytes queued for clients that have not read them yet",
         )?;
+        let revocations = IntCounterVec::new(
+            Opts::new(
+                "revocations_total",
+                "Revocations recorded in this replica's log, by class and reason",
+            ),
+            &["class", "reason"],
+        )?;
+        let revoked_certificates = GaugeVec::new(
+            Opts::new("revoked_certificates", "Revoked leaves listed for a class"),
+            &["class"],
+        )?;
+        let crl_this_update = GaugeVec::new(
+            Opts::new(
+                "crl_this_update_timestamp_seconds",
+                "thisUpdate of the CRL served, Unix seconds",
+            ),
+            &["class", "issuer"],
+        )?;
+        let crl_next_update = GaugeVec::new(
+            Opts::new(
+                "crl_next_update_timestamp_seconds",
+                "nextUpdate of the CRL served, Unix seconds",
+            ),
+            &["class", "issuer"],
+        )?;
+        let crl_failures = IntCounterVec::new(
+            Opts::new(
+                "crl_refresh_failures_total",
+                "CRL refreshes that failed (the previous CRL is served meanwhile)",
+            ),
+            &["class"],
+        )?;
+        let ocsp_responses = IntCounterVec::new(
+            Opts::new("ocsp_responses_total", "OCSP answers by class and status"),
+            &["class", "status"],
+        )?;
+        registry.register(Box::new(revocations.clone()))?;
+        registry.register(Box::new(revoked_certificates.clone()))?;
+        registry.register(Box::new(crl_this_update.clone()))?;
+        registry.register(Box::new(crl_next_update.clone()))?;
+        registry.register(Box::new(crl_failures.clone()))?;
+        registry.register(Box::new(ocsp_responses.clone()))?;
         for c in [
             &auth_failures,
             &rate_limited,
@@ -181,6 +236,12 @@ impl Metrics {
             budget_refusals,
             body_bytes_buffered,
             response_bytes_queued,
+            revocations,
+            revoked_certificates,
+            crl_this_update,
+            crl_next_update,
+            crl_failures,
+            ocsp_responses,
             hsm_failure_epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }

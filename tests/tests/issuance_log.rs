@@ -142,7 +142,7 @@ fn concurrent_requests_share_tree_heads_and_the_log_verifies() {
     assert!(verify.status.success(), "{}", text(&verify));
     // 40 from the clients, 1 denial, and the server's own TLS certificate
     assert!(
-        text(&verify).contains("42 entries (41 issued, 1 denied)"),
+        text(&verify).contains("42 entries (41 issued, 1 denied, 0 revocations)"),
         "{}",
         text(&verify)
     );
@@ -357,7 +357,7 @@ fn disk_faults_stop_issuance_and_lose_nothing() {
         );
     }
     assert!(
-        text(&verify).contains("4 entries (4 issued, 0 denied)"),
+        text(&verify).contains("4 entries (4 issued, 0 denied, 0 revocations)"),
         "{}",
         text(&verify)
     );

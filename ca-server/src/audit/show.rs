@@ -89,5 +89,9 @@ pub fn line(e: &LogEntry) -> String {
                 .collect::<Vec<_>>()
                 .join(",")
         ),
+        Outcome::Revoked(r) => format!(
+            "#{} {} revoked class={} profile={} key={} serial={} reason={} revoked_at={} not_after={}",
+            e.seq, e.time, e.class, e.profile, e.key_id, r.serial, r.reason, r.revoked_at, r.not_after
+        ),
     }
 }

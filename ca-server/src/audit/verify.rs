@@ -24,6 +24,7 @@ pub struct Report {
     pub entries: u64,
     pub issued: u64,
     pub denied: u64,
+    pub revoked: u64,
     pub heads: u64,
     pub root_hash: String,
     pub problems: Vec<String>,
@@ -98,6 +99,7 @@ pub fn verify_records<R: std::io::Read>(
                     match entry.decision() {
                         LogDecision::Issued => report.issued += 1,
                         LogDecision::Denied => report.denied += 1,
+                        LogDecision::Revoked => report.revoked += 1,
                     }
                 }
                 Err(e) => report.problems.push(format!(

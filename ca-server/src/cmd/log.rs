@@ -20,11 +20,12 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 pub fn verify(config: &Config) -> Result<()> {
     let report = verify::verify(&config.state_dir, &config.log.log_id)?;
     println!(
-        "log {}: {} entries ({} issued, {} denied), {} signed tree heads, root {}",
+        "log {}: {} entries ({} issued, {} denied, {} revocations), {} signed tree heads, root {}",
         config.log.log_id,
         report.entries,
         report.issued,
         report.denied,
+        report.revoked,
         report.heads,
         report.root_hash
     );

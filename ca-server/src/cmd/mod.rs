@@ -11,6 +11,7 @@ pub mod hsm;
 pub mod init;
 pub mod log;
 pub mod policy;
+pub mod revoke;
 pub mod rotate;
 pub mod serve;
 pub mod status;

@@ -108,7 +108,7 @@ fn admin_context(
 /// Nudge a server running from this state dir with SIGHUP. Best effort:
 /// no pid file, a stale pid or no permission are all fine, since the
 /// server polls the class state every second anyway.
-fn signal_server(state: &StateDir) {
+pub(crate) fn signal_server(state: &StateDir) {
     let Ok(text) = std::fs::read_to_string(state.pid_file()) else {
         return;
     };

@@ -78,11 +78,28 @@ pub fn run(config: &Config, listen: &Listen) -> Result<()> {
         config.server.max_skew_secs,
         config.server.replay_cache_entries,
     ));
+    let online = admin::online_token(config, &module)?;
+    let revocations = Arc::new(crate::revoke::Revocations::new(
+        &config.state_dir,
+        online.clone(),
+        config.revocation.crl_times(),
+        config.revocation.crl_urls.clone(),
+    ));
+    let _ = app.revocations.set(revocations.clone());
+    // CRLs exist before the first request: the first refresh reads every
+    // log (the serial index) and signs each class's CRLs.
+    if let Err(e) = revocations.refresh(&app.authority, app.log.as_ref()) {
+        tracing::error!(
+            event = "revocation_start_failed",
+            "{e}; retried every second"
+        );
+    }
     let options = config.server.serve_options();
     let reloader = Reloader {
         app: app.clone(),
         config: config.clone(),
-        online: admin::online_token(config, &module)?,
+        online,
+        revocations,
         tls: cert,
         failed: Default::default(),
     };

@@ -45,7 +45,7 @@ use ca_proto::sth::LogEvidence;
 use ca_proto::ErrorCode;
 use hsm::{PoolSession, SigningPool};
 use policies::{ClassPolicy, CsrFacts, Decision, Grant, PolicySet, Reason, Request};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -157,6 +157,10 @@ pub enum IssueError {
     /// The authority was given no [`Recorder`]: it refuses to issue.
     #[error("no issuance log attached; nothing was issued")]
     NoRecorder,
+    /// The CSR's public key was revoked for key compromise (in any class):
+    /// it is never certified again.
+    #[error("the public key (SPKI SHA-256 {spki}) was revoked for key compromise and is never certified again")]
+    KeyRevoked { spki: String },
 }
 
 fn reasons_text(reasons: &[Reason]) -> String {
@@ -179,6 +183,7 @@ impl IssueError {
             }
             IssueError::PoolClosed | IssueError::Suspended { .. } => ErrorCode::HsmUnavailable,
             IssueError::ForbiddenScope { .. } => ErrorCode::ForbiddenScope,
+            IssueError::KeyRevoked { .. } => ErrorCode::KeyRevoked,
             IssueError::NotRecorded(e) => e.code(),
             IssueError::NoRecorder => ErrorCode::LogUnavailable,
             IssueError::Build(_) | IssueError::Lint(_) | IssueError::Sign(_) => ErrorCode::Internal,
@@ -196,6 +201,8 @@ pub struct Authority {
     pool: SigningPool,
     /// Set once; issuing without it is refused.
     recorder: OnceLock<Recorder>,
+    /// SPKI SHA-256 (hex) of keys revoked for keyCompromise, in any class.
+    blocked_keys: RwLock<Arc<HashSet<String>>>,
 }
 
 impl Authority {
@@ -210,7 +217,21 @@ impl Authority {
             suspended: RwLock::new(BTreeMap::new()),
             pool,
             recorder: OnceLock::new(),
+            blocked_keys: RwLock::new(Arc::new(HashSet::new())),
         }
+    }
+
+    /// The public keys (SPKI SHA-256, hex) never to certify again: those
+    /// revoked for keyCompromise (`revoke::Revocations` keeps it current).
+    pub fn set_blocked_keys(&self, keys: HashSet<String>) {
+        *self.blocked_keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+    }
+
+    fn blocked_keys(&self) -> Arc<HashSet<String>> {
+        self.blocked_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Where every decision is recorded, from now on (the first call wins:
@@ -410,7 +431,7 @@ impl Authority {
             .policies
             .get(&request.class)
             .ok_or_else(|| IssueError::UnknownClass(request.class.clone()))?;
-        issue(session, &class, policy, request)
+        issue(session, &class, policy, request, &self.blocked_keys())
     }
 }
 
@@ -501,6 +522,7 @@ fn issue(
     class: &LoadedClass,
     policy: &ClassPolicy,
     request: &IssueRequest,
+    blocked_keys: &HashSet<String>,
 ) -> Result<Pending, IssueError> {
     decide(
         policy,
@@ -509,21 +531,25 @@ fn issue(
         request.hosts.as_deref(),
         request.ttl,
         |csr, grant| {
+            use sha2::{Digest, Sha256};
+            let spki_der = csr.certification_request_info.subject_pki.raw;
+            let spki_sha256 = hex::encode(Sha256::digest(spki_der));
+            if blocked_keys.contains(&spki_sha256) {
+                return Err(IssueError::KeyRevoked { spki: spki_sha256 });
+            }
             let issuer = class.active.clone();
             let built = build::leaf_params(&grant, &issuer, OffsetDateTime::now_utc())?;
             lint::before_signing(&built, &issuer)?;
-            let spki_der = csr.certification_request_info.subject_pki.raw;
             let subject_key = rcgen::SubjectPublicKeyInfo::from_der(spki_der)
                 .map_err(decode::DecodeError::UnsupportedKey)?;
             let signed = sign::sign_leaf(&class.name, session, &issuer, &built, &subject_key)?;
             lint::after_signing(signed.der(), &built, &grant, spki_der)?;
-            use sha2::{Digest, Sha256};
             Ok(Pending {
                 signed,
                 serial_hex: hex::encode(built.serial()),
                 not_before: built.not_before(),
                 not_after: built.not_after(),
-                spki_sha256: hex::encode(Sha256::digest(spki_der)),
+                spki_sha256,
                 issuer_fingerprint: issuer.fingerprint.clone(),
                 issuer,
                 grant,

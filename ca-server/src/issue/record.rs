@@ -138,7 +138,10 @@ pub(super) fn denial_entry(
                 .collect(),
             Some(facts.as_ref()),
         ),
-        IssueError::Decode(_) | IssueError::Proof(_) | IssueError::ForbiddenScope { .. } => (
+        IssueError::Decode(_)
+        | IssueError::Proof(_)
+        | IssueError::ForbiddenScope { .. }
+        | IssueError::KeyRevoked { .. } => (
             vec![LogReason {
                 code: error.code().as_str().to_string(),
                 detail: error.to_string(),

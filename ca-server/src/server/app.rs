@@ -36,6 +36,8 @@ pub struct App {
     dummy_secret: [u8; 32],
     /// Bounds tracing lines about refusals (auth failures, rate limits).
     throttle: Throttle,
+    /// Revocation state (CRLs, OCSP, `POST /v1/revoke`), set by `serve`.
+    pub revocations: std::sync::OnceLock<Arc<crate::revoke::Revocations>>,
 }
 
 pub fn now_unix() -> i64 {
@@ -76,6 +78,7 @@ impl App {
             max_skew_secs,
             dummy_secret,
             throttle: Throttle::default(),
+            revocations: std::sync::OnceLock::new(),
         }
     }
 

@@ -112,6 +112,10 @@ struct KeyEntry {
     /// May use `/api/v1/cfssl/authsign` (no replay protection there).
     #[serde(default)]
     cfssl: bool,
+    /// Classes whose certificates this key may revoke (`POST /v1/revoke`),
+    /// or `["*"]` for all but `ca`. Default: none.
+    #[serde(default)]
+    revoke: Vec<String>,
     /// Sustained requests per second (token bucket refill).
     #[serde(default = "default_rate")]
     rate_per_second: f64,
@@ -137,6 +141,7 @@ pub struct AuthKey {
     secrets: Vec<Vec<u8>>,
     classes: Vec<String>,
     profiles: Vec<String>,
+    revoke: Vec<String>,
     pub cfssl: bool,
     pub rate_per_second: f64,
     pub burst: f64,
@@ -149,6 +154,7 @@ impl std::fmt::Debug for AuthKey {
             .field("secrets", &"<redacted>")
             .field("classes", &self.classes)
             .field("profiles", &self.profiles)
+            .field("revoke", &self.revoke)
             .finish()
     }
 }
@@ -170,6 +176,14 @@ impl AuthKey {
     /// `*` covers every class except `ca`, which must be named.
     pub fn may_use_class(&self, class: &str) -> bool {
         self.classes
+            .iter()
+            .any(|c| c == class || (c == "*" && class != CA_CLASS))
+    }
+
+    /// Whether the key may revoke certificates of `class` (`revoke`
+    /// permission; `*` covers every class except `ca`).
+    pub fn may_revoke(&self, class: &str) -> bool {
+        self.revoke
             .iter()
             .any(|c| c == class || (c == "*" && class != CA_CLASS))
     }
@@ -278,6 +292,7 @@ impl AuthKeys {
                 secrets,
                 classes: entry.classes,
                 profiles: entry.profiles,
+                revoke: entry.revoke,
                 cfssl: entry.cfssl,
                 rate_per_second: entry.rate_per_second,
                 burst: entry.burst,

@@ -13,6 +13,7 @@ pub mod native;
 pub mod ratelimit;
 pub mod reload;
 pub mod respond;
+pub mod revocation;
 pub mod throttle;
 pub mod tls;
 
@@ -248,7 +249,7 @@ impl Drop for InFlight {
 /// Route one request. Never fails: every problem becomes an error response.
 /// The response then takes room in the response budget (or becomes `busy`).
 async fn handle(
-    app: &App,
+    app: &Arc<App>,
     shared: &Shared,
     req: Request<Incoming>,
     mut guard: conn::RequestGuard,
@@ -297,6 +298,43 @@ async fn handle(
             Ok(Route::ClassChain { class }) => (
                 "class_pem",
                 native::class_pem(app, class, "chain", parts.uri.query().unwrap_or("")),
+            ),
+            Ok(Route::Revoke) => (
+                "revoke",
+                async {
+                    let auth = parts
+                        .headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok());
+                    body.check_declared(&parts)?;
+                    if auth.is_some() {
+                        app.precheck_native(auth, &path_and_query)?;
+                    }
+                    let (body, _room) = body.read(&parts).await?;
+                    revocation::revoke(app, auth, &path_and_query, &body).await
+                }
+                .await,
+            ),
+            Ok(Route::ClassCrl { class }) => (
+                "crl",
+                revocation::crl(app, class, None, parts.uri.query().unwrap_or("")),
+            ),
+            Ok(Route::ClassCrlOf { class, key }) => (
+                "crl",
+                revocation::crl(app, class, Some(key), parts.uri.query().unwrap_or("")),
+            ),
+            Ok(Route::OcspPost { class }) => (
+                "ocsp",
+                async {
+                    body.check_declared(&parts)?;
+                    let (body, _room) = body.read(&parts).await?;
+                    Ok(revocation::ocsp(app, class, Ok(body.to_vec())).await)
+                }
+                .await,
+            ),
+            Ok(Route::OcspGet { class, request }) => (
+                "ocsp",
+                Ok(revocation::ocsp(app, class, revocation::ocsp_get_request(request)).await),
             ),
             Ok(Route::Log { log_id, resource }) => {
                 let auth = parts

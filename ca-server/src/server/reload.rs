@@ -11,6 +11,9 @@
 //! existed when they were initialised). While it fails, a class whose state
 //! no longer names the loaded intermediate as active is suspended: the
 //! server never issues from an intermediate that the state has retired.
+//!
+//! The same tick adopts new revocations of the shared state and re-signs
+//! CRLs that are due (`revoke::Revocations::refresh`).
 
 use super::app::App;
 use super::tls::ReloadableCert;
@@ -27,6 +30,8 @@ pub struct Reloader {
     pub config: Config,
     pub online: Token,
     pub tls: Option<Arc<ReloadableCert>>,
+    /// Revocations are adopted (logged, CRLs re-signed) on the same tick.
+    pub revocations: Arc<crate::revoke::Revocations>,
     /// Classes whose last reload failed: tried again on every tick.
     pub failed: Mutex<BTreeSet<String>>,
 }
@@ -57,11 +62,18 @@ impl Reloader {
                 .map(|(class, _)| class.clone())
                 .collect();
             seen = now;
-            if !changed.is_empty() {
-                let this = this.clone();
-                // Loading talks to the HSM: off the async threads.
-                let _ = tokio::task::spawn_blocking(move || this.reload(&changed)).await;
-            }
+            let this = this.clone();
+            // Loading and CRL signing talk to the HSM: off the async threads.
+            let _ = tokio::task::spawn_blocking(move || {
+                if !changed.is_empty() {
+                    this.reload(&changed);
+                }
+                // Errors are traced and counted inside; retried next tick.
+                let _ = this
+                    .revocations
+                    .refresh(&this.app.authority, this.app.log.as_ref());
+            })
+            .await;
         }
     }
 

