@@ -165,3 +165,97 @@ impl InProcess {
         Ok(total as f64 / started.elapsed().as_secs_f64())
     }
 }
+
+/// CRL and OCSP figures of the `db` active intermediate (issue 15).
+pub struct RevocationFigures {
+    /// (revoked serials, seconds to sign the CRL, DER bytes).
+    pub crls: Vec<(usize, f64, usize)>,
+    /// OCSP responses built and signed in the HSM per second (one thread,
+    /// one CertID and a nonce each, no HTTP).
+    pub ocsp_per_second: f64,
+}
+
+impl InProcess {
+    /// Time CRL signing with `sizes` revoked serials each, and the OCSP
+    /// answer rate for `seconds`.
+    pub fn revocation(&self, sizes: &[usize], seconds: f64) -> Result<RevocationFigures> {
+        use ca_server::revoke::{crl, store::RevocationRecord};
+        let class = self.authority.class("db").context("no class 'db'")?;
+        let cert = class.active.cert_der.clone();
+        let mut crls = Vec::new();
+        for &n in sizes {
+            let records: Vec<RevocationRecord> = (0..n)
+                .map(|i| RevocationRecord {
+                    serial: format!("7{:031x}", i),
+                    spki_sha256: "00".repeat(32),
+                    issuer: class.active.fingerprint.clone(),
+                    issuer_key: self.key.label.clone(),
+                    not_after: "2099-01-01T00:00:00Z".into(),
+                    reason: ca_proto::revocation::RevocationReason::KeyCompromise,
+                    revoked_at: "2026-12-05T00:00:00Z".into(),
+                    by: "bench".into(),
+                    key: None,
+                })
+                .collect();
+            let key = self.key.clone();
+            let cert = cert.clone();
+            let (seconds, bytes) =
+                self.authority
+                    .pool()
+                    .run(move |session| -> Result<(f64, usize)> {
+                        let refs: Vec<&RevocationRecord> = records.iter().collect();
+                        let now = time::OffsetDateTime::now_utc();
+                        let started = Instant::now();
+                        let signed = crl::sign(
+                            session,
+                            &cert,
+                            &key,
+                            &refs,
+                            now,
+                            now + time::Duration::hours(6),
+                            crl::Scope::Leaves,
+                            None,
+                        )?;
+                        Ok((started.elapsed().as_secs_f64(), signed.der.len()))
+                    })??;
+            crls.push((n, seconds, bytes));
+        }
+        let hashes = ca_proto::ocsp::IssuerHashes::of_certificate(&cert)?;
+        let id = ca_proto::ocsp::CertId {
+            hash: ca_proto::ocsp::CertIdHash::Sha1,
+            hash_params_null: true,
+            issuer_name_hash: hashes.name_sha1.to_vec(),
+            issuer_key_hash: hashes.key_sha1.to_vec(),
+            serial: vec![0x7a; 16],
+        };
+        let key = self.key.clone();
+        let ocsp_per_second = self.authority.pool().run(move |session| -> Result<f64> {
+            let answers = [(id, ca_proto::ocsp::CertStatus::Good)];
+            let started = Instant::now();
+            let mut done = 0u64;
+            while started.elapsed().as_secs_f64() < seconds {
+                let nonce = done.to_be_bytes();
+                let params = ca_proto::ocsp::ResponseParams {
+                    responder_key_hash: &hashes.key_sha1,
+                    answers: &answers,
+                    produced_at: 1_800_000_000,
+                    this_update: 1_800_000_000,
+                    next_update: 1_800_021_600,
+                    nonce: Some(&nonce),
+                };
+                ca_proto::ocsp::build_response(
+                    &params,
+                    ca_proto::ocsp::SignatureAlgorithm::EcdsaSha256,
+                    |tbs| session.sign(&key, tbs),
+                )
+                .map_err(|e| anyhow!("OCSP response: {e}"))?;
+                done += 1;
+            }
+            Ok(done as f64 / started.elapsed().as_secs_f64())
+        })??;
+        Ok(RevocationFigures {
+            crls,
+            ocsp_per_second,
+        })
+    }
+}

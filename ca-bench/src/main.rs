@@ -638,6 +638,30 @@ impl Bench {
             return;
         }
         let seconds = self.opts.seconds.min(3.0);
+        eprintln!("CRL signing and OCSP answers ...");
+        match inp.revocation(&[10_000, 100_000], seconds) {
+            Ok(figures) => {
+                for (n, secs, bytes) in &figures.crls {
+                    eprintln!(
+                        "  CRL with {n} serials: {:.1} ms, {} KiB",
+                        secs * 1e3,
+                        bytes / 1024
+                    );
+                    self.report.ratios.push(Ratio {
+                        name: format!("CRL of {n} revoked serials: sign time, DER size (in-process, SoftHSM2)"),
+                        value: format!("{:.1} ms, {:.1} MiB", secs * 1e3, *bytes as f64 / 1048576.0),
+                        target: "(measured)".into(),
+                    });
+                }
+                eprintln!("  OCSP: {:.0} responses/s", figures.ocsp_per_second);
+                self.report.ratios.push(Ratio {
+                    name: "OCSP responses built and HSM-signed per second (one thread, nonce, no HTTP)".into(),
+                    value: format!("{:.0}/s", figures.ocsp_per_second),
+                    target: "(measured)".into(),
+                });
+            }
+            Err(e) => self.fail(format!("revocation figures: {e:#}")),
+        }
         for (threads, id) in [(1usize, "hsm-1"), (2, "hsm-2")] {
             match inp.hsm_rate(threads, seconds) {
                 Ok(rate) => {

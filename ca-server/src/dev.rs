@@ -112,7 +112,7 @@ pub fn ensure_tokens(paths: &DevPaths, module: &Module) -> Result<Vec<&'static s
 }
 
 /// One key per shipped class (that class only, CFSSL endpoint allowed) and
-/// `admin` for every class (`*`, which does not include `ca`: no key of the
+/// `admin` for every class, which may also revoke (`*`, which does not include `ca`: no key of the
 /// development deployment can obtain the server's identity); secrets in
 /// `secrets/auth-<id>.hex` (0600), the same files a local `ca-client` can
 /// use.
@@ -140,13 +140,13 @@ fn write_auth_keys(dir: &Path) -> Result<()> {
                 0o600,
             )?;
         }
-        let classes = if id == "admin" {
-            "\"*\"".to_string()
+        let (classes, revoke) = if id == "admin" {
+            ("\"*\"".to_string(), "\nrevoke = [\"*\"]")
         } else {
-            format!("\"{id}\"")
+            (format!("\"{id}\""), "")
         };
         text.push_str(&format!(
-            "\n[[key]]\nid = \"{id}\"\nsecret = \"file:secrets/auth-{id}.hex\"\nclasses = [{classes}]\nprofiles = [\"*\"]\ncfssl = true\n"
+            "\n[[key]]\nid = \"{id}\"\nsecret = \"file:secrets/auth-{id}.hex\"\nclasses = [{classes}]\nprofiles = [\"*\"]\ncfssl = true{revoke}\n"
         ));
     }
     write_atomic(&path, text.as_bytes(), 0o600)?;
