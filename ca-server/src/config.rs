@@ -398,11 +398,6 @@ pub struct RevocationConfig {
     /// at most 7 days; default 21600). OCSP answers use the same times.
     #[serde(default = "default_crl_validity")]
     pub crl_validity_secs: u64,
-    /// Per class, the public base URL of its CRLs (e.g.
-    /// `https://ca.internal:8443/v1/classes/db/crl`): a CRL's issuing
-    /// distribution point is `<url>/<intermediate key label>`. Default none.
-    #[serde(default)]
-    pub crl_urls: std::collections::BTreeMap<String, String>,
 }
 
 fn default_crl_refresh() -> u64 {
@@ -417,7 +412,6 @@ impl Default for RevocationConfig {
         RevocationConfig {
             crl_refresh_secs: default_crl_refresh(),
             crl_validity_secs: default_crl_validity(),
-            crl_urls: Default::default(),
         }
     }
 }

@@ -385,6 +385,7 @@ pub(crate) fn decide(policy: &ClassPolicy, req: &Request<'_>) -> Decision {
                     .collect(),
                 ext_key_usages: profile.ext_key_usages.clone(),
                 ttl,
+                crl_url: policy.crl_url.clone(),
             }))
         }
         _ => Decision::Deny(reasons),

@@ -4,6 +4,8 @@
 //!
 //! ```toml
 //! description = "Database tier"           # optional
+//! crl_url = "https://ca.internal:8443/v1/classes/db/crl"  # optional: leaves carry
+//!                                         # the CRL distribution point <crl_url>/<intermediate>
 //! default_profile = "server"              # required; must name a profile below
 //! [names]                                 # optional table; everything defaults to "deny"
 //! dns = ["*.db.internal", "db.internal"]  # exact names and "*.suffix" (exactly one extra label)
@@ -51,6 +53,8 @@ const MAX_RSA_MIN_BITS: u32 = 16384;
 struct RawClass {
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    crl_url: Option<Spanned<String>>,
     default_profile: Spanned<String>,
     #[serde(default)]
     names: RawNames,
@@ -273,9 +277,29 @@ fn build(ctx: &Ctx<'_>, class_name: &str, raw: RawClass) -> Result<ClassPolicy, 
         ));
     }
 
+    let crl_url = match &raw.crl_url {
+        None => None,
+        Some(url) => {
+            let text = url.get_ref();
+            let ok = (text.starts_with("http://") || text.starts_with("https://"))
+                && text.len() <= 512
+                && text.is_ascii()
+                && !text
+                    .chars()
+                    .any(|c| c.is_ascii_whitespace() || c.is_ascii_control());
+            if !ok {
+                return Err(ctx.at(
+                    url.span(),
+                    "crl_url must be an http:// or https:// URL of at most 512 printable ASCII characters",
+                ));
+            }
+            Some(text.trim_end_matches('/').to_owned())
+        }
+    };
     Ok(ClassPolicy {
         name: class_name.to_owned(),
         description: raw.description,
+        crl_url,
         dns,
         allow_wildcard_certs: names.allow_wildcard_certs,
         ip_cidrs,

@@ -86,6 +86,9 @@ pub struct Profile {
 pub struct ClassPolicy {
     pub name: String,
     pub(crate) description: String,
+    /// Public base URL of the class's CRLs; leaves then carry the CRL
+    /// distribution point `<crl_url>/<intermediate key label>`.
+    pub(crate) crl_url: Option<String>,
     pub(crate) dns: Vec<DnsPattern>,
     pub(crate) allow_wildcard_certs: bool,
     pub(crate) ip_cidrs: Vec<IpNet>,
@@ -139,6 +142,11 @@ impl ClassPolicy {
 
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// Public base URL of the class's CRLs (`crl_url`), if named.
+    pub fn crl_url(&self) -> Option<&str> {
+        self.crl_url.as_deref()
     }
 
     pub fn dns_patterns(&self) -> &[DnsPattern] {

@@ -271,6 +271,10 @@ pub struct Grant {
     /// Serialised as whole seconds.
     #[serde(serialize_with = "serialize_secs")]
     ttl: Duration,
+    /// The class's public CRL base URL (policy `crl_url`): the leaf's CRL
+    /// distribution point is this plus the issuing intermediate's label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crl_url: Option<String>,
 }
 
 /// The parts of a [`Grant`], for the one place that makes grants (and, with
@@ -285,6 +289,7 @@ pub(crate) struct GrantParts {
     pub key_usages: Vec<KeyUsage>,
     pub ext_key_usages: Vec<ExtKeyUsage>,
     pub ttl: Duration,
+    pub crl_url: Option<String>,
 }
 
 impl Grant {
@@ -299,7 +304,16 @@ impl Grant {
             key_usages: p.key_usages,
             ext_key_usages: p.ext_key_usages,
             ttl: p.ttl,
+            crl_url: p.crl_url,
         }
+    }
+
+    /// The same grant with the class's public CRL base URL, for other
+    /// crates' unit tests only.
+    #[cfg(feature = "testing")]
+    pub fn with_crl_url_for_tests(mut self, url: &str) -> Grant {
+        self.crl_url = Some(url.to_string());
+        self
     }
 
     /// A grant made by hand, for other crates' unit tests only (the
@@ -328,11 +342,16 @@ impl Grant {
             key_usages: key_usages.to_vec(),
             ext_key_usages: ext_key_usages.to_vec(),
             ttl,
+            crl_url: None,
         })
     }
 
     pub fn class(&self) -> &str {
         &self.class
+    }
+    /// The class's public CRL base URL, when its policy names one.
+    pub fn crl_url(&self) -> Option<&str> {
+        self.crl_url.as_deref()
     }
     pub fn profile(&self) -> &str {
         &self.profile

@@ -191,10 +191,10 @@ pub fn sign_root_crl(config: &Config, state: &StateDir, class: &str, days: u32) 
     let list = store::read(state, class)?;
     let refs: Vec<&store::RevocationRecord> = list.intermediates.iter().collect();
     let now = OffsetDateTime::now_utc();
-    let url = config
-        .revocation
-        .crl_urls
+    let policies = admin::load_policies(config)?;
+    let url = policies
         .get(class)
+        .and_then(|p| p.crl_url())
         .map(|base| revoke::distribution_point(base, &record.root_key));
     let mut session = hsm::PoolSession::new(tokens.root.clone());
     let signed = crl::sign(

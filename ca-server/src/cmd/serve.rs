@@ -83,7 +83,6 @@ pub fn run(config: &Config, listen: &Listen) -> Result<()> {
         &config.state_dir,
         online.clone(),
         config.revocation.crl_times(),
-        config.revocation.crl_urls.clone(),
     ));
     let _ = app.revocations.set(revocations.clone());
     // CRLs exist before the first request: the first refresh reads every

@@ -6,8 +6,8 @@ use crate::hierarchy::IssuingCa;
 use crate::serial::{random_serial, SERIAL_LEN};
 use policies::{ExtKeyUsage, Grant, KeyUsage};
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose,
-    SanType, SerialNumber,
+    CertificateParams, CrlDistributionPoint, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    IsCa, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -32,6 +32,16 @@ pub struct Built {
     /// The intermediate these parameters are for: what the after-signing
     /// lint checks the certificate's issuer fields against.
     pub(super) issuer: IssuerFacts,
+    /// The CRL distribution point the leaf carries (the class policy's
+    /// `crl_url` and the intermediate's key label), if any.
+    pub(super) crl_distribution_point: Option<String>,
+}
+
+/// A leaf's CRL distribution point (and its CRL's issuing distribution
+/// point): the class's public CRL base URL and the intermediate's key label,
+/// the path `GET /v1/classes/{class}/crl/{label}` serves.
+pub fn distribution_point(base: &str, key_label: &str) -> String {
+    format!("{}/{key_label}", base.trim_end_matches('/'))
 }
 
 impl Built {
@@ -97,9 +107,18 @@ pub(super) fn leaf_params(
     let serial = random_serial().map_err(|e| BuildError::Random(e.to_string()))?;
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     params.use_authority_key_identifier_extension = true;
+    let crl_distribution_point = grant
+        .crl_url()
+        .map(|base| distribution_point(base, &issuer.key.label));
+    if let Some(url) = &crl_distribution_point {
+        params.crl_distribution_points = vec![CrlDistributionPoint {
+            uris: vec![url.clone()],
+        }];
+    }
     Ok(Built {
         params,
         serial,
+        crl_distribution_point,
         issuer: IssuerFacts {
             cert_der: issuer.cert_der.clone(),
             key: issuer.key.algorithm,

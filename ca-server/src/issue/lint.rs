@@ -80,6 +80,8 @@ pub enum LintError {
     UniqueIdentifiers,
 
     // after signing: the extensions
+    #[error("lint: the CRL distribution point is not the class's")]
+    CrlDistributionPoint,
     #[error("lint: extension {0} appears twice")]
     DuplicateExtension(Oid<'static>),
     #[error("lint: extension {0} is outside the profile")]
@@ -129,6 +131,7 @@ pub enum ProfileExtension {
     BasicConstraints,
     AuthorityKeyIdentifier,
     SubjectKeyIdentifier,
+    CrlDistributionPoints,
 }
 
 impl ProfileExtension {
@@ -140,6 +143,7 @@ impl ProfileExtension {
             Self::BasicConstraints => "basicConstraints",
             Self::AuthorityKeyIdentifier => "authorityKeyIdentifier",
             Self::SubjectKeyIdentifier => "subjectKeyIdentifier",
+            Self::CrlDistributionPoints => "cRLDistributionPoints",
         }
     }
 }
@@ -215,7 +219,13 @@ pub(super) fn after_signing(
     if tbs.issuer_uid.is_some() || tbs.subject_uid.is_some() {
         return Err(LintError::UniqueIdentifiers);
     }
-    check_extensions(&cert, grant, spki_der, &issuer)
+    check_extensions(
+        &cert,
+        grant,
+        spki_der,
+        &issuer,
+        built.crl_distribution_point.as_deref(),
+    )
 }
 
 fn check_signature_algorithm(
@@ -301,10 +311,11 @@ fn check_extensions(
     grant: &Grant,
     spki_der: &[u8],
     issuer: &X509Certificate<'_>,
+    crl_distribution_point: Option<&str>,
 ) -> Result<(), LintError> {
     let mut seen = BTreeSet::new();
-    let (mut san, mut ku, mut eku, mut bc, mut aki, mut ski) =
-        (false, false, false, false, false, false);
+    let (mut san, mut ku, mut eku, mut bc, mut aki, mut ski, mut cdp) =
+        (false, false, false, false, false, false, false);
     for ext in cert.extensions() {
         if !seen.insert(ext.oid.as_bytes()) {
             return Err(LintError::DuplicateExtension(ext.oid.to_owned()));
@@ -364,6 +375,11 @@ fn check_extensions(
                     return Err(LintError::SubjectKeyId);
                 }
             }
+            ParsedExtension::CRLDistributionPoints(points) => {
+                cdp = true;
+                criticality(false, ProfileExtension::CrlDistributionPoints)?;
+                check_distribution_point(points, crl_distribution_point)?;
+            }
             _ => return Err(LintError::ExtensionOutsideProfile(ext.oid.to_owned())),
         }
     }
@@ -384,6 +400,11 @@ fn check_extensions(
         (ProfileExtension::BasicConstraints, bc, true),
         (ProfileExtension::AuthorityKeyIdentifier, aki, true),
         (ProfileExtension::SubjectKeyIdentifier, ski, true),
+        (
+            ProfileExtension::CrlDistributionPoints,
+            cdp,
+            crl_distribution_point.is_some(),
+        ),
     ];
     for (extension, present, wanted) in expected {
         match (present, wanted) {
@@ -393,6 +414,32 @@ fn check_extensions(
         }
     }
     Ok(())
+}
+
+/// Exactly one distribution point: a full name that is the one expected
+/// URI, no reasons, no CRL issuer.
+fn check_distribution_point(
+    points: &x509_parser::extensions::CRLDistributionPoints<'_>,
+    expected: Option<&str>,
+) -> Result<(), LintError> {
+    use x509_parser::extensions::DistributionPointName;
+    let ok = match (points.points.as_slice(), expected) {
+        ([point], Some(expected)) => {
+            point.reasons.is_none()
+                && point.crl_issuer.is_none()
+                && matches!(
+                    &point.distribution_point,
+                    Some(DistributionPointName::FullName(names))
+                        if matches!(names.as_slice(), [GeneralName::URI(uri)] if *uri == expected)
+                )
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(LintError::CrlDistributionPoint)
+    }
 }
 
 /// The intermediate's subjectKeyIdentifier, or what rcgen derives when it

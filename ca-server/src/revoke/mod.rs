@@ -187,8 +187,6 @@ pub struct Revocations {
     state: StateDir,
     online: Token,
     times: CrlTimes,
-    /// Per class, a public base URL for CRLs (policy `crl_url`).
-    urls: BTreeMap<String, String>,
     views: RwLock<BTreeMap<String, Arc<ClassView>>>,
     index: Mutex<SerialIndex>,
     /// Becomes true after the first complete index build.
@@ -201,19 +199,13 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    pub fn new(
-        state_dir: impl Into<PathBuf>,
-        online: Token,
-        times: CrlTimes,
-        urls: BTreeMap<String, String>,
-    ) -> Revocations {
+    pub fn new(state_dir: impl Into<PathBuf>, online: Token, times: CrlTimes) -> Revocations {
         let state = StateDir::new(state_dir.into());
         Revocations {
             index: Mutex::new(SerialIndex::new(StateDir::new(state.root()))),
             state,
             online,
             times,
-            urls,
             views: RwLock::new(BTreeMap::new()),
             ready: std::sync::atomic::AtomicBool::new(false),
             work: Mutex::new(()),
@@ -440,7 +432,7 @@ impl Revocations {
             message: e.to_string(),
         })?;
         let next = now + self.times.validity;
-        let url_base = self.urls.get(class);
+        let url_base = authority.policies().get(class).and_then(|p| p.crl_url());
         let mut view = ClassView {
             leaves: list
                 .revocations
@@ -604,11 +596,7 @@ pub fn root_crl_path(state: &StateDir, class: &str) -> PathBuf {
     state.class_dir(class).join("root-crl.der")
 }
 
-/// A leaf's CRL distribution point (and its CRL's issuing distribution
-/// point): the class's public base URL and the intermediate's key label.
-pub fn distribution_point(base: &str, key: &str) -> String {
-    format!("{}/{key}", base.trim_end_matches('/'))
-}
+pub use crate::issue::build::distribution_point;
 
 /// The record of a leaf revocation, after the index checks.
 pub fn leaf_record(
