@@ -299,3 +299,30 @@ fn load_dir_reads_toml_files_by_stem() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(matches!(load_dir(&dir), Err(PolicyError::Io { .. })));
 }
+
+#[test]
+fn crl_url_is_an_http_url_and_reaches_the_policy() {
+    let none = ClassPolicy::parse("db", "classes/db.toml", GOOD).unwrap();
+    assert_eq!(none.crl_url(), None);
+    let with = variant(
+        "description = \"test\"",
+        "description = \"test\"\ncrl_url = \"https://ca.internal:8443/v1/classes/db/crl/\"",
+    );
+    let p = ClassPolicy::parse("db", "classes/db.toml", &with).unwrap();
+    assert_eq!(
+        p.crl_url(),
+        Some("https://ca.internal:8443/v1/classes/db/crl")
+    );
+    for bad in [
+        "ftp://x/crl",
+        "https://a b/crl",
+        "crl",
+        "https://é.example/crl",
+    ] {
+        let text = variant(
+            "description = \"test\"",
+            &format!("description = \"test\"\ncrl_url = \"{bad}\""),
+        );
+        assert_err(&text, 3, "crl_url must be an http:// or https:// URL");
+    }
+}

@@ -792,6 +792,15 @@ mod tests {
                 Box::new(|p| p.distinguished_name.push(DnType::OrganizationName, "Evil")),
             ),
             (
+                "CRL distribution point the grant does not name",
+                LintError::CrlDistributionPoint,
+                Box::new(|p| {
+                    p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                        uris: vec!["http://evil.example/crl".into()],
+                    }]
+                }),
+            ),
+            (
                 "custom extension",
                 LintError::ExtensionOutsideProfile(oid(&[1, 3, 6, 1, 4, 1, 99999, 1])),
                 Box::new(|p| {
