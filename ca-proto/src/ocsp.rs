@@ -77,7 +77,7 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoRef};
 
 /// Largest accepted `OCSPRequest`, in bytes (a request for [`MAX_CERTS`]
-/// certificates with a nonce is under 1.5 KiB).
+/// SHA-256 CertIDs with a nonce is under 2 KiB).
 pub const MAX_REQUEST_LEN: usize = 8 * 1024;
 /// Most CertIDs one request may ask about.
 pub const MAX_CERTS: usize = 16;
@@ -1338,12 +1338,13 @@ mod tests {
     fn builds_what_was_asked_and_echoes_cert_ids() {
         let request = unhex(SHA1_REQUEST);
         let parsed = parse_request(&request).unwrap();
-        let absent = parse_request(&request_der(
+        // SHA-256 without parameters, a serial with a sign byte.
+        let absent_request = request_der(
             vec![wire_id(SHA256, None, 32, &[0x02, 0x02, 0x00, 0xff])],
             None,
             None,
-        ))
-        .unwrap();
+        );
+        let absent = parse_request(&absent_request).unwrap();
         let key_hash = [0x42; 20];
         let answers = [
             (parsed.certs[0].clone(), CertStatus::Good),
@@ -1386,36 +1387,16 @@ mod tests {
         );
         assert!(basic.certs.is_none());
         // The CertIDs are the requested ones, byte for byte.
-        let requested = x509_ocsp::OcspRequest::from_der(&request).unwrap();
-        let mut other = AnyRef::from_der(&request_der(
-            vec![wire_id(SHA256, None, 32, &[0x02, 0x02, 0x00, 0xff])],
-            None,
-            None,
-        ))
-        .unwrap()
-        .to_der()
-        .unwrap();
-        other.clear();
-        let absent_id = x509_ocsp::OcspRequest::from_der(&request_der(
-            vec![wire_id(SHA256, None, 32, &[0x02, 0x02, 0x00, 0xff])],
-            None,
-            None,
-        ))
-        .unwrap()
-        .tbs_request
-        .request_list[0]
-            .req_cert
-            .clone();
-        let ids: Vec<_> = data.responses.iter().map(|r| r.cert_id.clone()).collect();
-        assert_eq!(
-            ids,
-            vec![
-                requested.tbs_request.request_list[0].req_cert.clone(),
-                absent_id.clone(),
-                requested.tbs_request.request_list[0].req_cert.clone(),
-                absent_id,
-            ]
-        );
+        let ids: Vec<Vec<u8>> = data
+            .responses
+            .iter()
+            .map(|r| r.cert_id.to_der().unwrap())
+            .collect();
+        let contains =
+            |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+        assert!(contains(&request, &ids[0]) && ids[2] == ids[0]);
+        assert!(contains(&absent_request, &ids[1]) && ids[3] == ids[1]);
+        assert_eq!(ids[1][2..4], [0x30, 0x0b], "no parameters: {:02x?}", ids[1]);
         let statuses: Vec<_> = data.responses.iter().map(|r| r.cert_status).collect();
         assert_eq!(statuses[0], x509_ocsp::CertStatus::good());
         assert_eq!(statuses[3], x509_ocsp::CertStatus::unknown());
@@ -1986,24 +1967,12 @@ mod tests {
             der
         }
 
-        /// `openssl ocsp` reading response `resp`, trusting the root and
-        /// finding the responder (the issuing CA) among `-verify_other`.
+        /// `openssl ocsp` reading response `resp` as a client would: it
+        /// trusts the root only, and finds the responder (the issuing CA,
+        /// not in the response) by its key hash among the `-issuer`
+        /// certificates that `extra` names.
         fn check(&self, resp: &str, extra: &[&str]) -> Output {
-            self.run(
-                &[
-                    &[
-                        "ocsp",
-                        "-respin",
-                        resp,
-                        "-CAfile",
-                        "root.pem",
-                        "-verify_other",
-                        "ca.pem",
-                    ][..],
-                    extra,
-                ]
-                .concat(),
-            )
+            self.run(&[&["ocsp", "-respin", resp, "-CAfile", "root.pem"][..], extra].concat())
         }
     }
 
@@ -2140,7 +2109,7 @@ mod tests {
             pki.respond("resp.der", &answers, nonce);
 
             // Signature, responder and nonce, against the request itself.
-            let out = pki.check("resp.der", &["-reqin", "req.der"]);
+            let out = pki.check("resp.der", &["-issuer", "ca.pem", "-reqin", "req.der"]);
             let (stdout, stderr) = text(&out);
             assert!(
                 out.status.success(),
@@ -2231,12 +2200,16 @@ mod tests {
         let request = parse_request(&pki.read("req.der")).unwrap();
         let answers = [(request.certs[0].clone(), CertStatus::Good)];
         pki.respond("no-nonce.der", &answers, None);
-        let (_, stderr) = text(&pki.check("no-nonce.der", &["-reqin", "req.der"]));
+        let (_, stderr) =
+            text(&pki.check("no-nonce.der", &["-issuer", "ca.pem", "-reqin", "req.der"]));
         assert!(stderr.contains("WARNING: no nonce in response"), "{stderr}");
         let mut other = request.nonce.clone().unwrap();
         *other.last_mut().unwrap() ^= 1;
         pki.respond("other-nonce.der", &answers, Some(&other));
-        let out = pki.check("other-nonce.der", &["-reqin", "req.der"]);
+        let out = pki.check(
+            "other-nonce.der",
+            &["-issuer", "ca.pem", "-reqin", "req.der"],
+        );
         let (_, stderr) = text(&out);
         assert!(
             !out.status.success() && stderr.contains("Nonce Verify error"),
@@ -2245,12 +2218,12 @@ mod tests {
 
         // A response whose signature was tampered with does not verify.
         let mut der = pki.respond("good.der", &answers, request.nonce.as_deref());
-        let (_, stderr) = text(&pki.check("good.der", &["-reqin", "req.der"]));
+        let (_, stderr) = text(&pki.check("good.der", &["-issuer", "ca.pem", "-reqin", "req.der"]));
         assert!(stderr.contains("Response verify OK"), "{stderr}");
         let last = der.len() - 3;
         der[last] ^= 0x01;
         pki.write("bad.der", &der);
-        let out = pki.check("bad.der", &["-reqin", "req.der"]);
+        let out = pki.check("bad.der", &["-issuer", "ca.pem", "-reqin", "req.der"]);
         let (_, stderr) = text(&out);
         assert!(
             !out.status.success() && !stderr.contains("Response verify OK"),

@@ -113,8 +113,10 @@ pub struct PublishedCrl {
     pub key: String,
     /// SHA-256 fingerprint of the signing CA's certificate.
     pub issuer_fingerprint: String,
-    /// The signing CA's certificate (for OCSP issuer hashes).
+    /// The signing CA's certificate.
     pub issuer_der: Vec<u8>,
+    /// Its OCSP CertID hashes (name and key, SHA-1 and SHA-256).
+    pub issuer_hashes: ca_proto::ocsp::IssuerHashes,
     /// The issuing intermediate that is currently active.
     pub active: bool,
     /// Signed by the class root (lists intermediates).
@@ -492,8 +494,16 @@ impl Revocations {
                     })
                     .map_err(|e| RevokeError::Crl(crl::CrlError::Hsm(e)))??
             };
+            let issuer_hashes =
+                ca_proto::ocsp::IssuerHashes::of_certificate(&cert_der).map_err(|e| {
+                    RevokeError::State {
+                        class: class.into(),
+                        message: format!("intermediate '{}': {e}", int.key),
+                    }
+                })?;
             view.crls.push(PublishedCrl {
                 key: int.key.clone(),
+                issuer_hashes,
                 issuer_fingerprint: fingerprint(&cert_der),
                 issuer_der: cert_der,
                 active: int.status == IntermediateStatus::Active,
@@ -544,7 +554,15 @@ impl Revocations {
                     .fold(0u128, |acc, b| acc.wrapping_shl(8) | u128::from(*b))
             })
             .unwrap_or_default();
+        let issuer_hashes =
+            ca_proto::ocsp::IssuerHashes::of_certificate(&root_der).map_err(|e| {
+                RevokeError::State {
+                    class: class.into(),
+                    message: format!("root: {e}"),
+                }
+            })?;
         Ok(Some(PublishedCrl {
+            issuer_hashes,
             key: ClassState::read(&self.state, class)
                 .map(|r| r.root_key)
                 .unwrap_or_default(),
