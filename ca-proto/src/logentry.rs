@@ -13,7 +13,7 @@ use crate::time::Rfc3339;
 use serde::{Deserialize, Serialize};
 
 /// Whether the request was granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogDecision {
     /// A certificate was signed and returned.

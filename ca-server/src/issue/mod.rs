@@ -227,6 +227,17 @@ impl Authority {
         *self.blocked_keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
     }
 
+    /// Add keys to those never certified again.
+    pub fn block_keys(&self, keys: impl IntoIterator<Item = String>) {
+        let mut blocked = self.blocked_keys.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**blocked).clone();
+        let before = next.len();
+        next.extend(keys);
+        if next.len() != before {
+            *blocked = Arc::new(next);
+        }
+    }
+
     fn blocked_keys(&self) -> Arc<HashSet<String>> {
         self.blocked_keys
             .read()

@@ -41,6 +41,8 @@ pub struct SerialIndex {
     by_serial: HashMap<Vec<u8>, Known>,
     /// Serials whose revocation each log has recorded, by log id.
     recorded: HashMap<String, HashSet<String>>,
+    /// Entries read per log id.
+    counts: HashMap<String, u64>,
     /// Interned class, issuer and profile strings.
     names: HashSet<Arc<str>>,
     last_prune: i64,
@@ -53,9 +55,29 @@ impl SerialIndex {
             followers: BTreeMap::new(),
             by_serial: HashMap::new(),
             recorded: HashMap::new(),
+            counts: HashMap::new(),
             names: HashSet::new(),
             last_prune: 0,
         }
+    }
+
+    /// Entries read so far from log `log_id`.
+    pub fn entries_of(&self, log_id: &str) -> u64 {
+        self.counts.get(log_id).copied().unwrap_or(0)
+    }
+
+    /// Read what log `log_id` gained since the last look (only that log).
+    pub fn poll_log(&mut self, log_id: &str, now: i64) -> Result<u64, AuditError> {
+        let _ = now;
+        let Some(mut follower) = self.followers.remove(log_id) else {
+            return self.poll(now);
+        };
+        let polled = follower.poll(Until::SignedHead, |entry| -> Result<(), AuditError> {
+            self.add(log_id, entry);
+            Ok(())
+        });
+        self.followers.insert(log_id.to_string(), follower);
+        polled.map(|p| p.entries)
     }
 
     /// Read what every log gained since the last call (and any new log).
@@ -111,6 +133,12 @@ impl SerialIndex {
     }
 
     fn add(&mut self, log_id: &str, entry: ca_proto::logentry::LogEntry) {
+        match self.counts.get_mut(log_id) {
+            Some(n) => *n += 1,
+            None => {
+                self.counts.insert(log_id.to_string(), 1);
+            }
+        }
         match &entry.outcome {
             Outcome::Issued(i) => {
                 let (Ok(serial), Ok(spki)) = (hex::decode(&i.serial), hex::decode(&i.spki_sha256))

@@ -162,9 +162,21 @@ impl ClassView {
             .collect()
     }
 
-    /// Oldest thisUpdate among the CRLs.
+    /// Oldest thisUpdate among the CRLs this replica signs (the
+    /// root-signed one is signed by `ca-server revoke`/`root-crl`, not here).
     fn oldest(&self) -> Option<OffsetDateTime> {
-        self.crls.iter().map(|c| c.this_update).min()
+        self.crls
+            .iter()
+            .filter(|c| !c.root)
+            .map(|c| c.this_update)
+            .min()
+    }
+
+    /// The revocation of the intermediate with key label `key`, if revoked.
+    pub fn intermediate_revoked(&self, key: &str) -> Option<&RevocationRecord> {
+        self.intermediates
+            .values()
+            .find(|r| r.key.as_deref() == Some(key))
     }
 }
 
@@ -240,13 +252,22 @@ impl Revocations {
         index.get(serial).cloned()
     }
 
-    /// Whether `serial` (big-endian bytes) was issued, with its facts.
-    pub fn known_bytes(&self, serial: &[u8]) -> Option<index::Known> {
-        self.index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_bytes(serial)
-            .cloned()
+    /// Whether `serial` (big-endian bytes) was issued, with its facts. On
+    /// a miss, the index first reads what this replica's log (`own`)
+    /// committed since it last looked, so a certificate this replica just
+    /// returned is known at once; other replicas' logs are read on the
+    /// one-second tick.
+    pub fn known_bytes(&self, serial: &[u8], own: Option<&IssuanceLog>) -> Option<index::Known> {
+        let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = index.get_bytes(serial) {
+            return Some(found.clone());
+        }
+        let log = own?;
+        if log.sth().tree_size > index.entries_of(log.log_id()) {
+            let _ = index.poll_log(log.log_id(), now_unix());
+            return index.get_bytes(serial).cloned();
+        }
+        None
     }
 
     /// Blocking: read the logs, adopt new revocations of every class into
@@ -363,6 +384,15 @@ impl Revocations {
             .revoked_certificates
             .with_label_values(&[class])
             .set(view.leaves.len() as f64);
+        // Keys revoked for keyCompromise are refused before any CRL or OCSP
+        // answer says they are revoked.
+        authority.block_keys(
+            list.revocations
+                .iter()
+                .chain(&list.intermediates)
+                .filter(|r| r.reason == RevocationReason::KeyCompromise)
+                .map(|r| r.spki_sha256.clone()),
+        );
         self.views
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -312,8 +312,16 @@ async fn answer(
                     .map_err(|_| ResponseStatus::InternalError)?,
                 reason: Some(r.reason.code()),
             }
+        } else if let Some(r) = view.intermediate_revoked(&crl.key) {
+            // Every leaf of a revoked intermediate is revoked with it.
+            CertStatus::Revoked {
+                time: Rfc3339::parse(&r.revoked_at)
+                    .map(|t| t.unix_timestamp())
+                    .map_err(|_| ResponseStatus::InternalError)?,
+                reason: Some(r.reason.code()),
+            }
         } else if revs
-            .known_bytes(&id.serial)
+            .known_bytes(&id.serial, app.log.as_ref())
             .is_some_and(|k| *k.issuer == *crl.issuer_fingerprint)
         {
             CertStatus::Good
