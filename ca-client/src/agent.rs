@@ -46,6 +46,22 @@
 //! at least hourly. Between passes it sleeps until the next event, at most
 //! [`CHECK_INTERVAL`], and stops on the shutdown future (SIGTERM/SIGINT in
 //! the binary).
+//!
+//! # Revocation
+//!
+//! Independently of renewals the daemon refreshes CRLs every `crl_refresh`
+//! and before the earliest nextUpdate ([`crate::renew::crl_refresh_delay`];
+//! failures back off like renewals, [`crate::renew::crl_backoff`]): the
+//! trust classes' go to `trust/<class>.crl.pem`, followed by the reload
+//! action (`TRELLIS_EVENT=crl-changed`) when a file changed; the own
+//! class's tell whether the installed certificate was revoked
+//! ([`crate::revocation`]). So does the marker `ca-client revoke` leaves
+//! ([`crate::revoke`]). A revoked certificate is logged, shown in
+//! `trellis_client_cert_revoked` and `/healthz`, and replaced at once by a
+//! certificate for a **new** key (even with `rotate_key = false`; an RSA
+//! key, which cannot be generated here, must be provisioned anew), counted
+//! in `trellis_client_revoked_reenrolments_total` — unless the marker says
+//! not to enrol again (`ca-client revoke --no-reenrol`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -65,7 +81,12 @@ use crate::metrics::Metrics;
 use crate::pem::{parse_certs, CertFacts};
 use crate::pins::{PinStore, TrustError, Verdict};
 use crate::reload::{environment, Event};
-use crate::renew::{if_needed, renewal_point, retry_delay, Backoff, Decision, FailureKind};
+use crate::renew::{
+    crl_backoff, crl_refresh_delay, if_needed, renewal_point, retry_delay, Backoff, Decision,
+    FailureKind,
+};
+use crate::revocation::{CrlRefreshError, CrlRefresher, Job, Round};
+use crate::revoke::{read_marker, remove_marker, RevokeError, Revoked};
 use crate::store::{self, Material};
 use crate::verify::{CheckError, Checked, Expectation, MAX_CHAIN_CERTS, MAX_CLOCK_SKEW};
 
@@ -119,6 +140,17 @@ impl From<TrustError> for Failure {
             _ => FailureKind::Permanent,
         };
         Failure::new(kind, UNTRUSTED_BUNDLE, e.to_string())
+    }
+}
+
+impl From<CrlRefreshError> for Failure {
+    fn from(e: CrlRefreshError) -> Failure {
+        Failure {
+            kind: e.kind(),
+            reason: e.reason(),
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
     }
 }
 
@@ -226,6 +258,22 @@ pub struct Agent {
     backoff: Backoff,
     /// Issuance-log keys by log id (pinned, or fetched once).
     log_keys: std::collections::HashMap<String, ca_proto::sth::LogPublicKey>,
+    /// The CRLs of the own and trust classes.
+    crls: CrlRefresher,
+    /// The installed certificate's serial and the issuer of the CRL that
+    /// lists it, from the last CRL refresh.
+    crl_revoked: Option<(String, String)>,
+    /// The installed certificate is revoked (its key is never used again).
+    revoked: Option<RevokedCert>,
+    /// A CRL refresh skipped a class that had no pinned roots yet.
+    crl_pending: bool,
+}
+
+/// The installed certificate, known to be revoked.
+#[derive(Debug, Clone)]
+struct RevokedCert {
+    serial: String,
+    reenrol: bool,
 }
 
 impl std::fmt::Debug for Agent {
@@ -253,6 +301,13 @@ impl Agent {
                 store::remove_stale_temps(dir);
             }
         }
+        Agent::beside_daemon(settings, metrics)
+    }
+
+    /// An agent for a command that runs beside a daemon managing the same
+    /// directory (`ca-client revoke`): it takes no lock and removes no
+    /// temporary file.
+    pub fn beside_daemon(settings: Settings, metrics: Arc<Metrics>) -> Agent {
         Agent {
             settings,
             metrics,
@@ -263,6 +318,10 @@ impl Agent {
             jitter: None,
             backoff: Backoff::default(),
             log_keys: std::collections::HashMap::new(),
+            crls: CrlRefresher::new(),
+            crl_revoked: None,
+            revoked: None,
+            crl_pending: false,
         }
     }
 
@@ -578,6 +637,23 @@ impl Agent {
 
     fn key_for_request(&self) -> Result<LocalKey, Failure> {
         let alg = self.settings.key_algorithm;
+        if let Some(revoked) = &self.revoked {
+            // Never the revoked key again, whatever rotate_key says.
+            if !alg.can_generate() {
+                return Err(Failure::new(
+                    FailureKind::Permanent,
+                    "key_generation",
+                    format!(
+                        "certificate {} was revoked and needs a new key, but {}",
+                        revoked.serial,
+                        crate::keys::KeyError::RsaGenerationUnsupported
+                    ),
+                ));
+            }
+            return LocalKey::generate(alg).map_err(|e| {
+                Failure::new(FailureKind::Permanent, "key_generation", e.to_string())
+            });
+        }
         if !self.settings.rotate_key {
             let path = self.settings.layout.path(store::FileKind::Key);
             if let Ok(pem) = std::fs::read_to_string(&path) {
@@ -728,6 +804,7 @@ impl Agent {
             not_after = %rfc3339(facts.not_after),
             "installed a new certificate"
         );
+        self.replaced(&facts.serial);
         let bundle_error = match self.commit(judged) {
             Ok((_, e)) => e,
             Err(e) => Some(e),
@@ -738,6 +815,141 @@ impl Agent {
             bundle_error,
             reload_error,
         })
+    }
+
+    /// A new certificate (`serial`) is installed: a revoked one is gone, and
+    /// a marker naming another certificate is stale.
+    fn replaced(&mut self, serial: &str) {
+        if let Some(old) = self.revoked.take() {
+            self.metrics.revoked_reenrolment();
+            tracing::info!(
+                revoked = %old.serial,
+                serial,
+                "replaced the revoked certificate (new key)"
+            );
+        }
+        self.metrics.set_revoked(false);
+        self.crl_revoked = None;
+        if matches!(read_marker(&self.settings.state_dir), Ok(Some(m)) if m.serial != serial) {
+            if let Err(e) = remove_marker(&self.settings.state_dir) {
+                tracing::warn!(error = %e, "stale revocation marker not removed");
+            }
+        }
+    }
+
+    /// Whether `installed` is revoked (the marker of `ca-client revoke`, or
+    /// the own class's CRL), remembered with its key; `Some(reenrol)` when
+    /// it is.
+    fn revocation_of(&mut self, installed: &Installed) -> Option<bool> {
+        let serial = &installed.facts.serial;
+        let marker = match read_marker(&self.settings.state_dir) {
+            Ok(m) => m.filter(|m| m.serial == *serial && m.class == self.settings.class),
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation marker ignored");
+                None
+            }
+        };
+        let by_crl = self
+            .crl_revoked
+            .as_ref()
+            .filter(|(s, _)| s == serial)
+            .map(|(_, issuer)| issuer.clone());
+        if marker.is_none() && by_crl.is_none() {
+            self.revoked = None;
+            self.metrics.set_revoked(false);
+            return None;
+        }
+        let reenrol = marker.as_ref().is_none_or(|m| m.reenrol);
+        let known = self
+            .revoked
+            .as_ref()
+            .is_some_and(|r| r.serial == *serial && r.reenrol == reenrol);
+        if !known {
+            let how = match (&marker, &by_crl) {
+                (Some(m), _) => format!("ca-client revoke ({})", m.reason),
+                (None, Some(issuer)) => format!("listed in the CRL of '{issuer}'"),
+                (None, None) => String::new(),
+            };
+            tracing::error!(
+                serial = %serial,
+                reenrol,
+                "the installed certificate is revoked: {how}"
+            );
+            if !reenrol {
+                tracing::error!(
+                    serial = %serial,
+                    "not enrolling again (ca-client revoke --no-reenrol); run ca-client --once to enrol"
+                );
+            }
+        }
+        self.metrics.set_revoked(true);
+        self.revoked = Some(RevokedCert {
+            serial: serial.clone(),
+            reenrol,
+        });
+        Some(reenrol)
+    }
+
+    /// One CRL refresh of the own and trust classes (see
+    /// [`crate::revocation`]); `Err` when the CA client or the pins are not
+    /// usable at all.
+    pub async fn refresh_crls(&mut self) -> Result<Round, Failure> {
+        let api = self.api().await?;
+        self.preflight()?;
+        let pins = self.load_pins()?;
+        let installed = self.inspect().ok();
+        let job = Job {
+            settings: &self.settings,
+            pins: &pins,
+            own: installed
+                .as_ref()
+                .map(|i| (&i.leaf, i.intermediates.as_slice())),
+            now: crate::unix_now(),
+        };
+        let round = self.crls.refresh(&api, &job, &self.metrics).await;
+        self.crl_pending = round.skipped > 0;
+        self.crl_revoked = match (&installed, &round.own_revoked_by) {
+            (Some(i), Some(issuer)) => Some((i.facts.serial.clone(), issuer.clone())),
+            _ => None,
+        };
+        Ok(round)
+    }
+
+    /// `ca-client revoke`: revokes the installed certificate with its own
+    /// key and leaves the marker for the daemon ([`crate::revoke`]).
+    pub async fn revoke(
+        &mut self,
+        reason: ca_proto::revocation::RevocationReason,
+        reenrol: bool,
+    ) -> Result<Revoked, RevokeError> {
+        let api = self
+            .api()
+            .await
+            .map_err(|f| RevokeError::Client(f.message))?;
+        crate::revoke::revoke_installed(&self.settings, &api, reason, reenrol).await
+    }
+
+    /// A CRL refresh for `--once`: failures become warnings (exit status
+    /// 0: the certificate is in place), except a CA that publishes no CRL
+    /// (404), which is only logged.
+    async fn once_crls(&mut self) {
+        match self.refresh_crls().await {
+            Ok(round) => {
+                for e in round.failures {
+                    if e.not_served() {
+                        tracing::debug!(error = %e, "no CRL served");
+                    } else {
+                        self.warnings.push(e.to_string());
+                    }
+                }
+                if !round.changed.is_empty() {
+                    if let Some(e) = self.reload(Event::CrlChanged).await {
+                        self.warnings.push(e);
+                    }
+                }
+            }
+            Err(f) => self.warnings.push(format!("CRL refresh: {}", f.message)),
+        }
     }
 
     async fn reload(&self, event: Event) -> Option<String> {
@@ -788,8 +1000,29 @@ impl Agent {
 
     async fn once(&mut self, only_if_needed: bool) -> Result<OnceOutcome, OnceError> {
         let now = crate::unix_now();
-        let present = crate::inspect::present(&self.settings.layout, None);
-        let decision = if_needed(&present, now, self.settings.renew_fraction);
+        let installed = crate::inspect::inspect(&self.settings.layout, None);
+        let present = match &installed {
+            Ok(i) => i.present(),
+            Err(why) => crate::renew::Present::Unusable(why.to_string()),
+        };
+        let mut decision = if_needed(&present, now, self.settings.renew_fraction);
+        if let Ok(i) = &installed {
+            match self.revocation_of(i) {
+                Some(false) if only_if_needed => {
+                    return Err(OnceError::Renewal(Failure::new(
+                        FailureKind::Permanent,
+                        "revoked",
+                        format!(
+                            "certificate {} was revoked with --no-reenrol: not enrolling again \
+                             (run without --if-needed to enrol)",
+                            i.facts.serial
+                        ),
+                    )))
+                }
+                Some(_) => decision = Decision::Renew("certificate revoked".into()),
+                None => {}
+            }
+        }
         if only_if_needed {
             if let Decision::Keep { renew_at } = decision {
                 let not_after = match present {
@@ -828,6 +1061,7 @@ impl Agent {
                         failure,
                     });
                 }
+                self.once_crls().await;
                 Ok(OnceOutcome {
                     message: format!(
                         "wrote {} (serial {}, valid until {})",
@@ -842,8 +1076,8 @@ impl Agent {
                 self.metrics.renewal_failed(&f.reason);
                 // With --if-needed the goal is valid files: a certificate
                 // that is still valid keeps the service running.
-                if let (true, crate::renew::Present::Valid { not_after, .. }) =
-                    (only_if_needed, &present)
+                if let (true, crate::renew::Present::Valid { not_after, .. }, None) =
+                    (only_if_needed, &present, &self.revoked)
                 {
                     if now < *not_after && self.trust_files_present() {
                         return Ok(OnceOutcome {
@@ -877,6 +1111,8 @@ impl Agent {
         let mut next_attempt: Option<Instant> = None;
         let mut next_bundles = Instant::now();
         let mut bundle_backoff = Backoff::new(BUNDLE_RETRY, BUNDLE_REFRESH);
+        let mut next_crls = Instant::now();
+        let mut crl_backoff = crl_backoff(self.settings.crl_refresh);
         loop {
             // Standalone bundle refresh, unless renewals are failing (each
             // renewal attempt refreshes the bundles itself).
@@ -905,6 +1141,15 @@ impl Agent {
                 };
             }
 
+            // CRLs, on their own schedule.
+            if Instant::now() >= next_crls {
+                let round = tokio::select! {
+                    r = self.refresh_crls() => r,
+                    () = &mut shutdown => return,
+                };
+                next_crls = Instant::now() + self.after_crl_round(round, &mut crl_backoff).await;
+            }
+
             let now_i = Instant::now();
             let now = crate::unix_now();
             let (why, renew_at) = match self.inspect() {
@@ -917,7 +1162,13 @@ impl Agent {
                         self.settings.renew_fraction,
                         self.jitter_for(&i.facts.serial),
                     );
-                    if now >= i.facts.not_after {
+                    let revoked = self.revocation_of(&i);
+                    if revoked == Some(true) {
+                        (Some("certificate revoked".to_owned()), now)
+                    } else if revoked == Some(false) {
+                        // Revoked with --no-reenrol: keep still.
+                        (None, i64::MAX)
+                    } else if now >= i.facts.not_after {
                         (Some("certificate expired".to_owned()), at)
                     } else if now + MAX_CLOCK_SKEW < i.facts.not_before {
                         // A clock that jumped back: never sit idle until
@@ -959,6 +1210,10 @@ impl Agent {
                         Ok(r) => {
                             self.backoff.reset();
                             next_attempt = None;
+                            if self.crl_pending {
+                                // Classes pinned just now: their CRLs too.
+                                next_crls = Instant::now();
+                            }
                             next_bundles = match r.bundle_error {
                                 None => {
                                     bundle_backoff.reset();
@@ -1007,9 +1262,62 @@ impl Agent {
                 }
             };
             tokio::select! {
-                () = tokio::time::sleep_until(wake) => {}
+                () = tokio::time::sleep_until(wake.min(next_crls)) => {}
                 () = &mut shutdown => return,
             }
         }
+    }
+
+    /// Logs a CRL refresh, runs the reload action when a CRL file changed,
+    /// and returns the delay before the next refresh.
+    async fn after_crl_round(
+        &mut self,
+        round: Result<Round, Failure>,
+        backoff: &mut Backoff,
+    ) -> Duration {
+        let (round, setup) = match round {
+            Ok(r) => (r, None),
+            Err(f) => (Round::default(), Some(f)),
+        };
+        if !round.changed.is_empty() {
+            let _ = self.reload(Event::CrlChanged).await;
+        }
+        let first = setup
+            .clone()
+            .or_else(|| round.failures.first().cloned().map(Failure::from));
+        let Some(first) = first else {
+            backoff.reset();
+            return crl_refresh_delay(
+                crate::unix_now(),
+                self.settings.crl_refresh,
+                round.earliest_next_update,
+                crate::random_unit(),
+            );
+        };
+        let delay = retry_delay(first.kind, backoff, crate::random_unit(), first.retry_after);
+        for e in &round.failures {
+            if e.not_served() {
+                tracing::info!(
+                    class = %e.class(),
+                    retry_in_secs = delay.as_secs_f64(),
+                    "the CA serves no CRL: {e}"
+                );
+            } else {
+                tracing::warn!(
+                    class = %e.class(),
+                    reason = %e.reason(),
+                    retry_in_secs = delay.as_secs_f64(),
+                    "CRL refresh failed: {e}"
+                );
+            }
+        }
+        if let Some(f) = setup {
+            tracing::warn!(
+                reason = %f.reason,
+                retry_in_secs = delay.as_secs_f64(),
+                "CRL refresh failed: {}", f.message
+            );
+        }
+        delay
     }
 }

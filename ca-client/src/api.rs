@@ -7,6 +7,10 @@
 //!   refused above [`crate::verify::MAX_BUNDLE_ROOTS`] /
 //!   [`crate::verify::MAX_CHAIN_CERTS`] certificates before parsing);
 //! - `GET /v1/classes` (profiles: extended key usages and default TTLs);
+//! - `GET /v1/classes/{class}/crl?format=pem` (unauthenticated; every
+//!   current CRL of the class, with `If-None-Match` so that an unchanged
+//!   set costs a 304) and `POST /v1/revoke` (self-revocation: the holder's
+//!   signature in the body, no `Authorization` header);
 //! - servers are tried in order: a transient failure (connection, TLS,
 //!   timeout, 429, 5xx, unreadable answer) moves on to the next one; a
 //!   permanent one (401, 403, 400, 404, 413) is returned at once, since
@@ -30,10 +34,12 @@ use ca_proto::native::{
     class_bundle_path, class_chain_path, ClassList, SignRequest, SignResponse, PATH_CLASSES,
     PATH_SIGN,
 };
+use ca_proto::revocation::{class_crl_path, RevokeRequest, RevokeResponse, PATH_REVOKE};
 use ca_proto::{ErrorCode, ErrorEnvelope, ReasonBody};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{
-    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AGENT,
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH, RETRY_AFTER,
+    USER_AGENT,
 };
 use hyper::{Method, Request, Uri};
 use hyper_util::rt::TokioIo;
@@ -377,7 +383,22 @@ fn bootstrap_tls_config() -> Result<Arc<ClientConfig>, TlsConfigError> {
 struct Answer {
     status: u16,
     retry_after: Option<Duration>,
+    etag: Option<String>,
     body: Bytes,
+}
+
+/// What `GET /v1/classes/{class}/crl?format=pem` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrlAnswer {
+    /// 304: the set named by the `ETag` sent is still current.
+    NotModified,
+    /// 200: the PEM text (not yet parsed) and its `ETag`.
+    Fresh {
+        /// The body.
+        pem: Vec<u8>,
+        /// The `ETag`, when the server sent a usable one.
+        etag: Option<String>,
+    },
 }
 
 fn connect_err(url: &str, detail: impl fmt::Display) -> ApiError {
@@ -407,6 +428,20 @@ async fn exchange(
     method: Method,
     path: &str,
     authorization: Option<String>,
+    body: Vec<u8>,
+) -> Result<Answer, ApiError> {
+    exchange_with(tls, server, method, path, authorization, None, body).await
+}
+
+/// [`exchange`], sending `if_none_match` as `If-None-Match` (the `ETag`
+/// of the answer comes back in [`Answer`] either way).
+async fn exchange_with(
+    tls: &Arc<ClientConfig>,
+    server: &ServerUrl,
+    method: Method,
+    path: &str,
+    authorization: Option<String>,
+    if_none_match: Option<&str>,
     body: Vec<u8>,
 ) -> Result<Answer, ApiError> {
     let url = server.url.as_str();
@@ -443,6 +478,9 @@ async fn exchange(
                 .map_err(|_| ApiError::Credentials(CredentialsError::HeaderNotAscii))?;
             req = req.header(AUTHORIZATION, value);
         }
+        if let Some(tag) = if_none_match.and_then(|t| HeaderValue::from_str(t).ok()) {
+            req = req.header(IF_NONE_MATCH, tag);
+        }
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| connect_err(url, e))?;
@@ -457,6 +495,13 @@ async fn exchange(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        // Kept only when it can be sent back as a header value.
+        let etag = resp
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 256)
+            .map(str::to_owned);
         let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
@@ -466,6 +511,7 @@ async fn exchange(
         Ok(Answer {
             status,
             retry_after,
+            etag,
             body,
         })
     };
@@ -675,6 +721,59 @@ impl ApiClient {
                     ApiError::BadResponse {
                         url: server.url.clone(),
                         detail: format!("class list: {e}"),
+                    }
+                })
+            }
+        })
+        .await
+    }
+}
+
+impl ApiClient {
+    /// `GET /v1/classes/{class}/crl?format=pem` (unauthenticated), with
+    /// `If-None-Match: etag` when given. The body is capped at
+    /// [`MAX_RESPONSE_BYTES`] and parsed by the caller ([`crate::crl`]).
+    pub async fn crl_pem(&self, class: &str, etag: Option<&str>) -> Result<CrlAnswer, ApiError> {
+        let tls = self.tls.clone();
+        let path = format!("{}?format=pem", class_crl_path(class));
+        self.with_failover(|server| {
+            let tls = tls.clone();
+            let path = path.clone();
+            async move {
+                let answer =
+                    exchange_with(&tls, &server, Method::GET, &path, None, etag, Vec::new())
+                        .await?;
+                match answer.status {
+                    304 if etag.is_some() => Ok(CrlAnswer::NotModified),
+                    200 => Ok(CrlAnswer::Fresh {
+                        pem: answer.body.to_vec(),
+                        etag: answer.etag,
+                    }),
+                    _ => Err(status_error(&server.url, &answer)),
+                }
+            }
+        })
+        .await
+    }
+
+    /// `POST /v1/revoke` without an `Authorization` header: the request
+    /// carries the holder's proof ([`ca_proto::revocation::HolderProof`]).
+    pub async fn revoke(&self, request: &RevokeRequest) -> Result<RevokeResponse, ApiError> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| ApiError::Credentials(CredentialsError::Encoding(Arc::new(e))))?;
+        let tls = self.tls.clone();
+        self.with_failover(|server| {
+            let tls = tls.clone();
+            let body = body.clone();
+            async move {
+                let answer = exchange(&tls, &server, Method::POST, PATH_REVOKE, None, body).await?;
+                if answer.status != 200 {
+                    return Err(status_error(&server.url, &answer));
+                }
+                serde_json::from_slice::<RevokeResponse>(&answer.body).map_err(|e| {
+                    ApiError::BadResponse {
+                        url: server.url.clone(),
+                        detail: format!("revoke response: {e}"),
                     }
                 })
             }

@@ -22,13 +22,14 @@
 //! out = "/var/run/trellis"                # key.pem, cert.pem, chain.pem, fullchain.pem, combined.pem
 //! key_file = "/etc/svc/tls.key"           # optional extra links to the files
 //! cert_file = "/etc/svc/tls.crt"          #   (also chain_file, fullchain_file, combined_file)
-//! trust = ["api"]                         # peer classes: DIR/trust/<class>.pem
+//! trust = ["api"]                         # peer classes: DIR/trust/<class>.pem (+ <class>.crl.pem)
 //! trust_dir = "/var/run/trellis/trust"    # optional
 //! owner = "svc"                           # name or numeric id (needs privileges)
 //! group = "svc"
 //! key_mode = 0o600                        # or "0600"
 //! cert_mode = 0o644
 //! renew_fraction = 0.6667                 # 0.05 ..= 0.95
+//! crl_refresh = "60s"                     # CRL refresh interval (>= 1s; see below)
 //! on_renew = "systemctl reload svc"       # reload command, or:
 //! reload_signal = "HUP"                   #   a signal …
 //! reload_pidfile = "/run/svc.pid"         #   … to the PID in this file
@@ -41,6 +42,14 @@
 //! [class_root_sha256]                     # optional: pins for first contact, per class
 //! db = ["ab12…"]                          #   (own class and trust classes)
 //! ```
+//!
+//! `crl_refresh` is how often the CRLs of the trust classes (written to
+//! `trust/<class>.crl.pem`) and of the own class (to notice its own
+//! certificate's revocation) are fetched: the default of 60 s means a
+//! revoked peer is refused within about a minute of the revocation, plus
+//! however long the service takes to reload (the reload action runs when a
+//! CRL file changed; [`crate::tls::watch`] re-reads on its own period). An
+//! unchanged set costs one conditional request (`If-None-Match`) per class.
 //!
 //! With `ca_root_sha256` and no readable `ca_root`, the client fetches
 //! `GET /v1/classes/ca/bundle` over an unauthenticated TLS connection on
@@ -171,6 +180,7 @@ pub struct RawConfig {
     pub key_mode: Option<ModeValue>,
     pub cert_mode: Option<ModeValue>,
     pub renew_fraction: Option<f64>,
+    pub crl_refresh: Option<String>,
     pub on_renew: Option<String>,
     pub reload_signal: Option<String>,
     pub reload_pidfile: Option<PathBuf>,
@@ -278,6 +288,7 @@ impl RawConfig {
             key_mode,
             cert_mode,
             renew_fraction,
+            crl_refresh,
             on_renew,
             reload_signal,
             reload_pidfile,
@@ -343,6 +354,8 @@ pub struct Settings {
     pub trust: Vec<String>,
     /// Fraction of the lifetime at which to renew.
     pub renew_fraction: f64,
+    /// Interval of the CRL refresh ([`crate::renew::crl_refresh_delay`]).
+    pub crl_refresh: Duration,
     /// Reload action.
     pub reload: Option<Reloader>,
     /// Metrics/health listener.
@@ -674,6 +687,15 @@ impl Settings {
             return Err(invalid("renew_fraction", "must be between 0.05 and 0.95"));
         }
 
+        let crl_refresh = match raw.crl_refresh {
+            Some(t) => ca_proto::native::parse_duration(&t)
+                .map_err(|e| invalid("crl_refresh", format!("'{t}': {e}")))?,
+            None => crate::renew::DEFAULT_CRL_REFRESH,
+        };
+        if crl_refresh < Duration::from_secs(1) {
+            return Err(invalid("crl_refresh", "must be at least 1s"));
+        }
+
         let timeout = match raw.reload_timeout {
             Some(t) => ca_proto::native::parse_duration(&t)
                 .map_err(|e| invalid("reload_timeout", format!("'{t}': {e}")))?,
@@ -734,6 +756,7 @@ impl Settings {
             layout,
             trust,
             renew_fraction,
+            crl_refresh,
             reload,
             metrics_listen,
             require_inclusion_proof: raw.require_inclusion_proof.unwrap_or(true),
@@ -810,6 +833,7 @@ out = "{}"
         assert_eq!(s.layout.trust_dir, f.dir.join("out/trust"));
         assert!(s.reload.is_none());
         assert!(s.require_inclusion_proof, "proofs are required by default");
+        assert_eq!(s.crl_refresh, Duration::from_secs(60));
     }
 
     #[test]
@@ -828,6 +852,7 @@ cert_mode = "0644"
 owner = "0"
 group = "root"
 renew_fraction = 0.5
+crl_refresh = "5m"
 on_renew = "true"
 reload_timeout = "5s"
 metrics_listen = "127.0.0.1:9901"
@@ -841,6 +866,7 @@ ca_root_sha256 = "{}"
         assert_eq!(s.profile.as_deref(), Some("peer"));
         assert_eq!(s.names.ip.len(), 2);
         assert_eq!(s.ttl, Some(Duration::from_secs(5400)));
+        assert_eq!(s.crl_refresh, Duration::from_secs(300));
         assert_eq!(s.key_algorithm, KeyAlgorithm::Ed25519);
         assert_eq!(s.trust, vec!["api".to_string(), "web".to_string()]);
         assert_eq!(s.layout.key_attrs.mode, 0o640);
@@ -894,6 +920,8 @@ ca_root_sha256 = "{}"
             ("cert_mode = 0o1777", "cert_mode"),
             ("ttl = \"1y\"", "ttl"),
             ("ttl = \"0s\"", "ttl"),
+            ("crl_refresh = \"0s\"", "crl_refresh"),
+            ("crl_refresh = \"soon\"", "crl_refresh"),
             ("key_algorithm = \"dsa\"", "key_algorithm"),
             ("key_algorithm = \"rsa\"", "ring"),
             ("ip = [\"10.0.0.300\"]", "ip"),

@@ -66,8 +66,12 @@ pub fn verify_entry(
         .map_err(|e| InclusionError::Invalid(e.to_string()))?;
     let entry = LogEntry::from_bytes(&entry_bytes)
         .map_err(|e| InclusionError::Malformed(format!("entry: {e}")))?;
-    if entry.decision() != LogDecision::Issued {
-        return Err(InclusionError::WrongEntry("the entry is a denial"));
+    match entry.decision() {
+        LogDecision::Issued => {}
+        LogDecision::Denied => return Err(InclusionError::WrongEntry("the entry is a denial")),
+        LogDecision::Revoked => {
+            return Err(InclusionError::WrongEntry("the entry is a revocation"))
+        }
     }
     if entry.certificate_der().as_deref() != Some(leaf_der) {
         return Err(InclusionError::WrongEntry("certificate differs"));
@@ -165,7 +169,7 @@ pub fn missing(required: bool) -> Result<(), InclusionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ca_proto::logentry::{DeniedEntry, IssuedEntry, LogReason, Outcome};
+    use ca_proto::logentry::{DeniedEntry, IssuedEntry, LogReason, Outcome, RevokedEntry};
     use ca_proto::merkle::{inclusion_proof, leaf_hash, CompactRange, MemoryNodeStore};
     use ca_proto::sth::SignedTreeHead;
     use ca_proto::time::Rfc3339;
@@ -197,6 +201,14 @@ mod tests {
                     detail: serial.into(),
                 }],
             }),
+            LogDecision::Revoked => Outcome::Revoked(RevokedEntry {
+                serial: serial.into(),
+                spki_sha256: String::new(),
+                issuer: String::new(),
+                not_after: Rfc3339::from_unix_timestamp(0).expect("time"),
+                reason: "keyCompromise".into(),
+                revoked_at: Rfc3339::from_unix_timestamp(0).expect("time"),
+            }),
         };
         LogEntry {
             seq: 0,
@@ -212,7 +224,7 @@ mod tests {
     fn issued_mut(entry: &mut LogEntry) -> &mut IssuedEntry {
         match &mut entry.outcome {
             Outcome::Issued(issued) => issued,
-            Outcome::Denied(_) => panic!("the test entry is an issued one"),
+            _ => panic!("the test entry is an issued one"),
         }
     }
 
@@ -322,6 +334,7 @@ mod tests {
             entry("01", b"cert-one", LogDecision::Issued),
             entry("02", b"cert-two", LogDecision::Issued),
             entry("03", b"cert-three", LogDecision::Denied),
+            entry("02", b"cert-two", LogDecision::Revoked),
         ];
         let (ev, key) = evidence_for(&entries, 1);
         assert_eq!(verify(&ev, &key, b"cert-two", "02"), Ok(1));
@@ -344,6 +357,12 @@ mod tests {
             verify(&denial, &key, b"cert-three", "03"),
             Err(InclusionError::WrongEntry(_))
         ));
+        // The revocation of our serial is no evidence of its issuance.
+        let (revocation, key) = evidence_for(&entries, 3);
+        assert_eq!(
+            verify(&revocation, &key, b"cert-two", "02"),
+            Err(InclusionError::WrongEntry("the entry is a revocation"))
+        );
         let mut moved = ev.clone();
         moved.index = 0;
         assert!(matches!(

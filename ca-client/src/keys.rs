@@ -107,6 +107,9 @@ pub enum KeyError {
     /// rcgen failed to build or sign the CSR.
     #[error("building the CSR: {0}")]
     Csr(String),
+    /// The key could not sign a message.
+    #[error("signing with the key: {0}")]
+    Sign(String),
 }
 
 /// The SANs to request.
@@ -211,6 +214,17 @@ impl LocalKey {
     /// The raw public key bits, as in a certificate's subjectPublicKey.
     pub fn public_key_bits(&self) -> &[u8] {
         self.pair.der_bytes()
+    }
+
+    /// A signature over `message` with this key, as the revocation holder
+    /// proof wants it ([`ca_proto::revocation::HolderProof`]): ECDSA in DER
+    /// with SHA-256 (P-256) or SHA-384 (P-384), Ed25519, or RSA PKCS#1 v1.5
+    /// with SHA-256.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        use rcgen::SigningKey;
+        self.pair
+            .sign(message)
+            .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
     /// Whether a certificate (DER) carries this key's public key.
@@ -432,6 +446,34 @@ mod tests {
         let ed_leaf = ca.leaf(&ed.pair, &["a.db.internal"], 1_700_000_000, 1_800_000_000);
         assert!(ed.matches_cert(&ed_leaf));
         assert!(!key.matches_cert(&ed_leaf));
+    }
+
+    #[test]
+    fn signatures_verify_with_the_public_key() {
+        use ring::signature::{
+            UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P384_SHA384_ASN1, ED25519,
+        };
+        let message = b"TRELLIS-REVOKE-V1\ndb\n0a\nsuperseded\n7";
+        let algorithms: [(
+            KeyAlgorithm,
+            &'static dyn ring::signature::VerificationAlgorithm,
+        ); 3] = [
+            (KeyAlgorithm::EcP256, &ECDSA_P256_SHA256_ASN1),
+            (KeyAlgorithm::EcP384, &ECDSA_P384_SHA384_ASN1),
+            (KeyAlgorithm::Ed25519, &ED25519),
+        ];
+        for (alg, verifier) in algorithms {
+            let key = LocalKey::generate(alg).expect("key");
+            let sig = key.sign(message).expect("sign");
+            let public = UnparsedPublicKey::new(verifier, key.public_key_bits());
+            public.verify(message, &sig).expect("verifies");
+            assert!(public.verify(b"other", &sig).is_err(), "{alg}");
+            // Reloaded from PEM (as the revoke command does), same key.
+            let again = LocalKey::from_pem(key.pem()).expect("pem");
+            public
+                .verify(message, &again.sign(message).expect("sign"))
+                .expect("reloaded key verifies");
+        }
     }
 
     #[test]

@@ -19,15 +19,19 @@
 //! | [`pins`] | pinned class roots (state file), judging a bundle against them |
 //! | [`verify`] | checks of an issued certificate and its chain (bounded path building) |
 //! | [`inclusion`] | issuance-log evidence: proof, and the entry consistent with the certificate |
-//! | [`renew`] | pure schedule math: renewal point, backoff, `--if-needed` decision |
+//! | [`renew`] | pure schedule math: renewal point, backoff, `--if-needed` decision, CRL refresh delay |
+//! | [`crl`] | CRLs: PEM, facts, verification against a class's CA certificates, merging a served set |
+//! | [`revocation`] | the sidecar's CRL refresh: fetch (ETag), verify, write `trust/<class>.crl.pem`, own certificate revoked? |
+//! | [`revoke`] | `ca-client revoke`: holder-signed `POST /v1/revoke`, and the marker it leaves for the daemon |
 //! | [`reload`] | the reload action: command with environment, or signal to a PID |
 //! | [`metrics`] | Prometheus metrics and `/healthz` |
 //! | [`agent`] | one renewal, and the daemon loop that ties the others together |
-//! | [`tls`] | hot-reloading rustls configs for Rust services |
+//! | [`tls`] | hot-reloading rustls configs for Rust services (CRLs enforced) |
 
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod crl;
 pub mod inclusion;
 pub mod inspect;
 pub mod keys;
@@ -36,6 +40,8 @@ pub mod pem;
 pub mod pins;
 pub mod reload;
 pub mod renew;
+pub mod revocation;
+pub mod revoke;
 pub mod store;
 pub mod tls;
 pub mod verify;

@@ -12,10 +12,16 @@
 //! | `trellis_client_reload_failures_total{reason}` | counter | failed reload actions |
 //! | `trellis_client_bundle_refresh_failures_total` | counter | failed trust-bundle refreshes |
 //! | `trellis_client_bundle_roots_refused_total{class}` | counter | roots of a served bundle that were neither pinned nor cross-signed by a pinned root (kept out) |
+//! | `trellis_client_crl_next_update_seconds{class}` | gauge | earliest nextUpdate of the class's installed CRLs, Unix seconds (alert when it is in the past: the CRLs are stale, see [`crate::revocation`]) |
+//! | `trellis_client_crl_refresh_failures_total{class}` | counter | CRL refreshes of the class that failed (CA unreachable, malformed answer, write error) |
+//! | `trellis_client_crl_refused_total{class}` | counter | CRLs served for the class that could not be verified against its CA certificates and were not installed |
+//! | `trellis_client_revoked_reenrolments_total` | counter | new certificates (with new keys) installed because the previous one was revoked |
+//! | `trellis_client_cert_revoked` | gauge | 1 while the installed certificate is known to be revoked, else 0 |
 //!
-//! `GET /healthz` answers 200 `ok` while a certificate is installed and
-//! more than 10 % of its lifetime remains, 503 with the reason otherwise
-//! (see [`crate::renew::health`]). `GET /metrics` is the text format.
+//! `GET /healthz` answers 200 `ok` while a certificate is installed, not
+//! known to be revoked, and more than 10 % of its lifetime remains, 503
+//! with the reason otherwise (see [`crate::renew::health`]). `GET /metrics`
+//! is the text format.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,7 +32,9 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use prometheus::{Encoder, Gauge, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
 use tokio::net::TcpListener;
 
 use crate::renew::Unhealthy;
@@ -44,6 +52,11 @@ pub struct Metrics {
     reload_failures: IntCounterVec,
     bundle_failures: IntCounter,
     roots_refused: IntCounterVec,
+    crl_next_update: GaugeVec,
+    crl_failures: IntCounterVec,
+    crl_refused: IntCounterVec,
+    revoked_reenrolments: IntCounter,
+    cert_revoked: Gauge,
     cert: Mutex<Option<(i64, i64)>>,
 }
 
@@ -106,7 +119,44 @@ impl Metrics {
             &["class"],
         )?;
         registry.register(Box::new(roots_refused.clone()))?;
+        let crl_next_update = GaugeVec::new(
+            Opts::new(
+                "trellis_client_crl_next_update_seconds",
+                "Earliest nextUpdate of the class's installed CRLs, Unix seconds.",
+            ),
+            &["class"],
+        )?;
+        registry.register(Box::new(crl_next_update.clone()))?;
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let crl_failures = counter_vec(
+            "trellis_client_crl_refresh_failures_total",
+            "Failed CRL refreshes, by class.",
+            "class",
+        )?;
+        let crl_refused = counter_vec(
+            "trellis_client_crl_refused_total",
+            "Served CRLs that could not be verified and were not installed, by class.",
+            "class",
+        )?;
+        let revoked_reenrolments = IntCounter::with_opts(Opts::new(
+            "trellis_client_revoked_reenrolments_total",
+            "New certificates with new keys installed because the previous one was revoked.",
+        ))?;
+        registry.register(Box::new(revoked_reenrolments.clone()))?;
+        let cert_revoked = gauge(
+            "trellis_client_cert_revoked",
+            "1 while the installed certificate is known to be revoked.",
+        )?;
         Ok(Metrics {
+            crl_next_update,
+            crl_failures,
+            crl_refused,
+            revoked_reenrolments,
+            cert_revoked,
             roots_refused,
             registry,
             expiry,
@@ -161,10 +211,38 @@ impl Metrics {
         self.roots_refused.with_label_values(&[class]).inc();
     }
 
+    /// The earliest nextUpdate of `class`'s installed CRLs.
+    pub fn set_crl_next_update(&self, class: &str, next_update: i64) {
+        self.crl_next_update
+            .with_label_values(&[class])
+            .set(next_update as f64);
+    }
+
+    /// A CRL refresh of `class` failed.
+    pub fn crl_refresh_failed(&self, class: &str) {
+        self.crl_failures.with_label_values(&[class]).inc();
+    }
+
+    /// A CRL served for `class` was refused.
+    pub fn crl_refused(&self, class: &str) {
+        self.crl_refused.with_label_values(&[class]).inc();
+    }
+
+    /// Whether the installed certificate is known to be revoked.
+    pub fn set_revoked(&self, revoked: bool) {
+        self.cert_revoked.set(if revoked { 1.0 } else { 0.0 });
+    }
+
+    /// A new certificate replaced a revoked one.
+    pub fn revoked_reenrolment(&self) {
+        self.revoked_reenrolments.inc();
+    }
+
     /// Health at `now`.
     pub fn health(&self, now: i64) -> Result<(), Unhealthy> {
         match *self.cert_slot() {
             None => Err(Unhealthy::NoCertificate),
+            Some(_) if self.cert_revoked.get() > 0.0 => Err(Unhealthy::Revoked),
             Some((nb, na)) => crate::renew::health(now, nb, na),
         }
     }
@@ -288,6 +366,35 @@ mod tests {
         assert!(m
             .render(2_100)
             .contains("trellis_client_cert_expiry_seconds -100"));
+    }
+
+    #[test]
+    fn revocation_metrics_and_health() {
+        let m = Metrics::new().expect("metrics");
+        m.set_certificate(Some((1_000, 2_000)));
+        m.set_crl_next_update("api", 1_700_000_000);
+        m.crl_refresh_failed("api");
+        m.crl_refresh_failed("api");
+        m.crl_refused("db");
+        m.set_revoked(true);
+        assert_eq!(m.health(1_500), Err(Unhealthy::Revoked));
+        assert_eq!(
+            m.health(1_500).unwrap_err().to_string(),
+            "certificate revoked"
+        );
+        m.revoked_reenrolment();
+        m.set_revoked(false);
+        assert!(m.health(1_500).is_ok());
+        let text = m.render(1_500);
+        for line in [
+            "trellis_client_crl_next_update_seconds{class=\"api\"} 1700000000",
+            "trellis_client_crl_refresh_failures_total{class=\"api\"} 2",
+            "trellis_client_crl_refused_total{class=\"db\"} 1",
+            "trellis_client_revoked_reenrolments_total 1",
+            "trellis_client_cert_revoked 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
     }
 
     async fn get(addr: SocketAddr, path: &str) -> String {

@@ -126,6 +126,9 @@ pub(crate) mod testca {
         pub root_der: CertificateDer<'static>,
         pub int_der: CertificateDer<'static>,
         int_issuer: Issuer<'static, KeyPair>,
+        root_issuer: Issuer<'static, KeyPair>,
+        int_params: CertificateParams,
+        int_key_pem: String,
     }
 
     impl TestCa {
@@ -157,8 +160,33 @@ pub(crate) mod testca {
             TestCa {
                 root_der: root_cert.der().clone(),
                 int_der: int_cert.der().clone(),
+                int_params: int.clone(),
+                int_key_pem: int_key.serialize_pem(),
                 int_issuer: Issuer::new(int, int_key),
+                root_issuer,
             }
+        }
+
+        /// The intermediate as an issuer (certificates, CRLs).
+        pub fn int_issuer(&self) -> &Issuer<'static, KeyPair> {
+            &self.int_issuer
+        }
+
+        /// The root as an issuer (the root-signed CRL).
+        pub fn root_issuer(&self) -> &Issuer<'static, KeyPair> {
+            &self.root_issuer
+        }
+
+        /// The intermediate's key and name, with no key usages in the
+        /// issuer description (so rcgen signs CRLs whatever the
+        /// certificate says).
+        pub fn int_issuer_without_usages(&self) -> Issuer<'static, KeyPair> {
+            let mut params = self.int_params.clone();
+            params.key_usages = Vec::new();
+            Issuer::new(
+                params,
+                KeyPair::from_pem(&self.int_key_pem).expect("int key"),
+            )
         }
 
         /// `params` for `key`, signed by the intermediate.

@@ -3,7 +3,8 @@
 //! read from a pidfile, bounded by a timeout.
 //!
 //! The action runs after every successful write (new certificate, changed
-//! trust bundle). Its failure is reported but never undoes the write.
+//! trust bundle, changed CRL file). Its failure is reported but never
+//! undoes the write.
 //!
 //! A command runs as `sh -c CMD` in its own process group, with standard
 //! input closed and standard output/error inherited, and these variables:
@@ -16,7 +17,7 @@
 //! | `TRELLIS_FULLCHAIN` | `DIR/fullchain.pem` |
 //! | `TRELLIS_COMBINED` | `DIR/combined.pem` (key + full chain) |
 //! | `TRELLIS_TRUST_DIR` | the trust bundle directory |
-//! | `TRELLIS_EVENT` | `renewed` or `trust-changed` |
+//! | `TRELLIS_EVENT` | `renewed`, `trust-changed` (a trust bundle) or `crl-changed` (a `trust/<class>.crl.pem`) |
 //!
 //! On timeout the whole process group is killed (SIGKILL), so a command
 //! that started children does not linger.
@@ -170,6 +171,8 @@ pub enum Event {
     Renewed,
     /// Only trust bundles changed.
     TrustChanged,
+    /// Only CRL files of the trust classes changed.
+    CrlChanged,
 }
 
 impl Event {
@@ -177,6 +180,7 @@ impl Event {
         match self {
             Event::Renewed => "renewed",
             Event::TrustChanged => "trust-changed",
+            Event::CrlChanged => "crl-changed",
         }
     }
 }

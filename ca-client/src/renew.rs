@@ -19,6 +19,17 @@
 //!   operator may fix the key or the policy without restarting the client.
 //! - **`--once --if-needed`** ([`if_needed`]): no request while the present
 //!   certificate is valid and before its (jitter-free) renewal point.
+//! - **CRL refresh** ([`crl_refresh_delay`]), independent of renewals:
+//!   every `crl_refresh` (default [`DEFAULT_CRL_REFRESH`], 60 s, so that a
+//!   revoked peer is refused within about a minute), drawn in
+//!   `[80 %, 100 %]` of it so that replicas spread out yet never wait longer
+//!   than configured; and in any case after at most half of the time left
+//!   until the earliest nextUpdate of the installed CRLs (never below
+//!   [`MIN_CRL_DELAY`]), so that a long `crl_refresh` still fetches a new
+//!   CRL before the old one goes stale, and a CA that keeps serving a stale
+//!   one is asked again a few times rather than every second. Failed
+//!   refreshes retry with the renewal's backoff ([`retry_delay`]), capped
+//!   at `crl_refresh` ([`crl_backoff`]).
 
 use std::time::Duration;
 
@@ -36,6 +47,38 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 pub const MIN_RETRY: Duration = Duration::from_millis(250);
 /// Retry interval after a permanent failure.
 pub const PERMANENT_RETRY: Duration = Duration::from_secs(300);
+/// Default interval between two CRL refreshes.
+pub const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(60);
+/// Shortest delay before a CRL refresh driven by a nearing nextUpdate.
+pub const MIN_CRL_DELAY: Duration = Duration::from_secs(5);
+
+/// The delay before the next CRL refresh after a successful one, at Unix
+/// time `now`: `interval × (0.8 + 0.2 × unit)`, but at most half the time
+/// left until `earliest_next_update` (and at least [`MIN_CRL_DELAY`]); a
+/// nextUpdate already past changes nothing (asking faster would not make
+/// the CA issue sooner).
+pub fn crl_refresh_delay(
+    now: i64,
+    interval: Duration,
+    earliest_next_update: Option<i64>,
+    unit: f64,
+) -> Duration {
+    let regular = interval.mul_f64(0.8 + 0.2 * unit.clamp(0.0, 1.0));
+    match earliest_next_update {
+        Some(next) if next > now => {
+            let half = Duration::from_secs(u64::try_from(next - now).unwrap_or(0) / 2);
+            regular.min(half.max(MIN_CRL_DELAY))
+        }
+        _ => regular,
+    }
+}
+
+/// The backoff of failed CRL refreshes: the renewal's, capped at the
+/// refresh interval (a failing CA is never asked more rarely than a
+/// healthy one).
+pub fn crl_backoff(interval: Duration) -> Backoff {
+    Backoff::new(BACKOFF_BASE, interval.clamp(BACKOFF_BASE, BACKOFF_CAP))
+}
 
 /// The renewal point of a certificate, Unix seconds.
 ///
@@ -189,6 +232,10 @@ pub fn if_needed(present: &Present, now: i64, fraction: f64) -> Decision {
 /// Why the client is unhealthy (`/healthz`). `Display` is one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum Unhealthy {
+    /// The installed certificate is listed in its class's CRL (or was
+    /// revoked with `ca-client revoke`) and no new one is installed yet.
+    #[error("certificate revoked")]
+    Revoked,
     /// No certificate is installed, or the installed one is unusable.
     #[error("no usable certificate installed")]
     NoCertificate,
@@ -365,6 +412,73 @@ mod tests {
             ),
             Decision::Renew("cert.pem missing".into())
         );
+    }
+
+    #[test]
+    fn crl_refresh_is_regular_and_before_the_next_update() {
+        let minute = DEFAULT_CRL_REFRESH;
+        let now = 1_000_000;
+        // Regular: within [48 s, 60 s], never later than configured.
+        assert_eq!(crl_refresh_delay(now, minute, None, 1.0), minute);
+        assert_eq!(
+            crl_refresh_delay(now, minute, None, 0.0),
+            Duration::from_secs(48)
+        );
+        for i in 0..=100 {
+            let d = crl_refresh_delay(now, minute, Some(now + 6 * 3600), f64::from(i) / 100.0);
+            assert!(d >= Duration::from_secs(48) && d <= minute, "{d:?}");
+        }
+        // A long interval: half the time left to the earliest nextUpdate.
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            crl_refresh_delay(now, day, Some(now + 6 * 3600), 1.0),
+            Duration::from_secs(3 * 3600)
+        );
+        // A CA that keeps serving the same CRL: asked at 3 h, 1.5 h, …
+        // then every MIN_CRL_DELAY in the last seconds, never in a loop.
+        let mut t = now;
+        let next = now + 6 * 3600;
+        let mut asks = 0;
+        while t < next {
+            t += i64::try_from(crl_refresh_delay(t, day, Some(next), 1.0).as_secs()).unwrap_or(1);
+            asks += 1;
+        }
+        assert!(asks < 25, "{asks} refreshes before nextUpdate");
+        assert_eq!(
+            crl_refresh_delay(next - 2, day, Some(next), 1.0),
+            MIN_CRL_DELAY
+        );
+        // Past nextUpdate: the regular interval.
+        assert_eq!(crl_refresh_delay(now, day, Some(now - 1), 1.0), day);
+    }
+
+    #[test]
+    fn crl_failures_back_off_up_to_the_interval() {
+        let mut b = crl_backoff(DEFAULT_CRL_REFRESH);
+        let ceilings: Vec<u64> = (0..9)
+            .map(|_| {
+                let c = b.ceiling().as_secs();
+                let _ = retry_delay(FailureKind::Transient, &mut b, 0.5, None);
+                c
+            })
+            .collect();
+        assert_eq!(ceilings, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert!(retry_delay(FailureKind::Transient, &mut b, 1.0, None) <= DEFAULT_CRL_REFRESH);
+        // A long interval is capped by the renewal's cap.
+        assert_eq!(
+            crl_backoff(Duration::from_secs(86_400))
+                .clone()
+                .next_delay(1.0),
+            BACKOFF_BASE
+        );
+        let mut long = crl_backoff(Duration::from_secs(86_400));
+        for _ in 0..20 {
+            let _ = long.next_delay(0.5);
+        }
+        assert_eq!(long.ceiling(), BACKOFF_CAP);
+        // A CA without CRLs (404) is asked every PERMANENT_RETRY.
+        let d = retry_delay(FailureKind::Permanent, &mut b, 0.5, None);
+        assert_eq!(d, PERMANENT_RETRY);
     }
 
     #[test]

@@ -53,8 +53,9 @@
 //! `combined.pem` — should resolve the path first (`realpath`): the resolved
 //! `.gen-…` directory stays put until two switches later.
 //!
-//! Peer trust bundles (`DIR/trust/<class>.pem`) and the pinned-roots state
-//! (`DIR/.state/`) are single files written with [`write_atomic_in`].
+//! Peer trust bundles (`DIR/trust/<class>.pem`), their CRLs
+//! (`DIR/trust/<class>.crl.pem`), the pinned-roots state and the revocation
+//! marker (`DIR/.state/`) are single files written with [`write_atomic_in`].
 //!
 //! # Symbolic links
 //!
@@ -202,6 +203,11 @@ impl Layout {
     /// The trust bundle path of a class.
     pub fn trust_path(&self, class: &str) -> PathBuf {
         self.trust_dir.join(format!("{class}.pem"))
+    }
+
+    /// The CRL file of a class, next to its trust bundle.
+    pub fn crl_path(&self, class: &str) -> PathBuf {
+        self.trust_dir.join(format!("{class}.crl.pem"))
     }
 
     /// Attributes of a file kind.

@@ -17,9 +17,43 @@
 //! - [`server_config`] / [`client_config`]: rustls configs (ring, TLS 1.3 and
 //!   1.2) built on those; they never need rebuilding.
 //! - [`watch`]: a background thread that calls `reload` on a period, so
-//!   renewals and bundle changes show up in new handshakes without a
+//!   renewals, bundle and CRL changes show up in new handshakes without a
 //!   restart. (Call `reload` yourself from the reload action instead, if
 //!   you prefer.)
+//!
+//! # Revocation
+//!
+//! [`PeerTrust::for_classes`] also reads each class's CRLs from
+//! `trust/<class>.crl.pem`, which the sidecar keeps current
+//! ([`crate::revocation`]); [`PeerTrust::from_files_with_crls`] takes CRL
+//! files by path. Both verifiers enforce them (rustls/webpki, the same
+//! CRLs for the server and the client side):
+//!
+//! - **a listed serial is always refused**: a peer certificate that a CRL
+//!   of its issuer lists fails the handshake (`CertificateError::Revoked`);
+//! - **end-entity revocation**: webpki checks the peer's own certificate.
+//!   Intermediates are checked here against the class root's CRL (the
+//!   root-signed CRL of revoked intermediates, verified against the trusted
+//!   roots when the files are loaded): a peer that presents a listed
+//!   intermediate is refused too;
+//! - **unknown status is allowed**: a certificate whose issuer has no CRL
+//!   in the file (an intermediate activated since the sidecar's last
+//!   refresh, a CA that publishes no CRLs, a class without a CRL file yet)
+//!   is accepted, so that an intermediate rotation never makes every peer
+//!   fail at once; the sidecar fetches the new intermediate's CRL within
+//!   `crl_refresh`;
+//! - **expired CRLs are not enforced**: a CRL past its nextUpdate still
+//!   refuses what it lists and nothing else (revocations are final), so a
+//!   CA or sidecar outage does not turn into refused handshakes; staleness
+//!   shows in the sidecar's `trellis_client_crl_next_update_seconds`;
+//! - a CRL file that is missing means no CRL for that class; one that
+//!   cannot be parsed (or a CRL rustls refuses) fails the load: at start an
+//!   error, on `reload` the previous trust (bundles and CRLs) stays;
+//! - the files are trusted as the sidecar wrote them: it installs only CRLs
+//!   whose signature it verified against the class's CA certificates. (A
+//!   CRL carrying an intermediate's name but signed by another key would
+//!   make every handshake with that intermediate's leaves fail, since
+//!   webpki checks the signature of the CRL it finds by name.)
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -40,6 +74,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use thiserror::Error;
 
+use crate::crl::Crl;
 use crate::pem::parse_certs;
 
 /// Why an identity or trust store could not be (re)loaded.
@@ -226,15 +261,40 @@ pub enum NameCheck {
     ClassOnly,
 }
 
+/// The bytes of the files a trust state was built from (bundles, then CRL
+/// files; `None` for a CRL file that does not exist).
+type RawFiles = (Vec<Vec<u8>>, Vec<Option<Vec<u8>>>);
+
 struct TrustState {
-    raw: Vec<Vec<u8>>,
+    raw: RawFiles,
     server: Arc<WebPkiServerVerifier>,
     client: Arc<dyn ClientCertVerifier>,
+    /// CRLs signed by a trusted root: they list revoked intermediates.
+    root_crls: Vec<Crl>,
+}
+
+impl TrustState {
+    /// Refuses a presented intermediate that a root's CRL lists.
+    fn check_intermediates(
+        &self,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        if self.root_crls.is_empty() {
+            return Ok(());
+        }
+        for der in intermediates {
+            if crate::crl::revoking(&self.root_crls, der).is_some() {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The roots of the configured peer classes, following their files.
 pub struct PeerTrust {
     files: Vec<PathBuf>,
+    crl_files: Vec<PathBuf>,
     names: NameCheck,
     state: RwLock<Arc<TrustState>>,
 }
@@ -243,63 +303,120 @@ impl fmt::Debug for PeerTrust {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PeerTrust")
             .field("files", &self.files)
+            .field("crl_files", &self.crl_files)
             .field("names", &self.names)
             .finish()
     }
 }
 
-fn build_trust(files: &[PathBuf]) -> Result<TrustState, TlsError> {
+/// A file's bytes, `None` when it does not exist.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, TlsError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(TlsError::Read(path.to_path_buf(), e)),
+    }
+}
+
+fn read_all(files: &[PathBuf], crl_files: &[PathBuf]) -> Result<RawFiles, TlsError> {
+    let bundles = files.iter().map(|f| read(f)).collect::<Result<_, _>>()?;
+    let crls = crl_files
+        .iter()
+        .map(|f| read_optional(f))
+        .collect::<Result<_, _>>()?;
+    Ok((bundles, crls))
+}
+
+fn build_trust(files: &[PathBuf], crl_files: &[PathBuf]) -> Result<TrustState, TlsError> {
+    let raw = read_all(files, crl_files)?;
     let mut roots = RootCertStore::empty();
-    let mut raw = Vec::new();
-    for path in files {
-        let bytes = read(path)?;
+    let mut root_ders = Vec::new();
+    for (path, bytes) in files.iter().zip(&raw.0) {
         for cert in
-            parse_certs(&bytes).map_err(|e| TlsError::Content(path.clone(), e.to_string()))?
+            parse_certs(bytes).map_err(|e| TlsError::Content(path.clone(), e.to_string()))?
         {
             roots
-                .add(cert)
+                .add(cert.clone())
                 .map_err(|e| TlsError::Content(path.clone(), e.to_string()))?;
+            root_ders.push(cert);
         }
-        raw.push(bytes);
+    }
+    let mut crls = Vec::new();
+    let mut root_crls = Vec::new();
+    for (path, bytes) in crl_files.iter().zip(&raw.1) {
+        let Some(bytes) = bytes else { continue };
+        for crl in crate::crl::decode_pem(bytes)
+            .map_err(|e| TlsError::Content(path.clone(), e.to_string()))?
+        {
+            if root_ders.iter().any(|r| crl.signed_by(r).is_ok()) {
+                root_crls.push(crl.clone());
+            }
+            crls.push(crl.der().clone());
+        }
     }
     let roots = Arc::new(roots);
     let server = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+        .with_crls(crls.clone())
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let client = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     Ok(TrustState {
         raw,
         server,
         client,
+        root_crls,
     })
 }
 
 impl PeerTrust {
-    /// Trust exactly the roots in `files` (PEM bundles).
+    /// Trust exactly the roots in `files` (PEM bundles), without CRLs.
     pub fn from_files(files: Vec<PathBuf>, names: NameCheck) -> Result<Arc<PeerTrust>, TlsError> {
+        PeerTrust::from_files_with_crls(files, Vec::new(), names)
+    }
+
+    /// Trust exactly the roots in `files` (PEM bundles) and enforce the CRLs
+    /// in `crl_files` (PEM `X509 CRL` blocks; a file that does not exist
+    /// counts as none), as the module documentation says.
+    pub fn from_files_with_crls(
+        files: Vec<PathBuf>,
+        crl_files: Vec<PathBuf>,
+        names: NameCheck,
+    ) -> Result<Arc<PeerTrust>, TlsError> {
         if files.is_empty() {
             return Err(TlsError::Rustls("no trust bundle given".into()));
         }
-        let state = build_trust(&files)?;
+        let state = build_trust(&files, &crl_files)?;
         Ok(Arc::new(PeerTrust {
             files,
+            crl_files,
             names,
             state: RwLock::new(Arc::new(state)),
         }))
     }
 
-    /// Trust the classes `classes`, from `trust_dir/<class>.pem`.
+    /// Trust the classes `classes`, from `trust_dir/<class>.pem`, and
+    /// enforce their CRLs from `trust_dir/<class>.crl.pem` (the sidecar's
+    /// layout).
     pub fn for_classes(
         trust_dir: &Path,
         classes: &[&str],
         names: NameCheck,
     ) -> Result<Arc<PeerTrust>, TlsError> {
-        PeerTrust::from_files(
+        PeerTrust::from_files_with_crls(
             classes
                 .iter()
                 .map(|c| trust_dir.join(format!("{c}.pem")))
+                .collect(),
+            classes
+                .iter()
+                .map(|c| trust_dir.join(format!("{c}.crl.pem")))
                 .collect(),
             names,
         )
@@ -312,17 +429,13 @@ impl PeerTrust {
         }
     }
 
-    /// Re-reads the bundles. `Ok(true)` if they changed; on error the
-    /// previous roots stay in use.
+    /// Re-reads the bundles and CRL files. `Ok(true)` if they changed; on
+    /// error the previous roots and CRLs stay in use.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let mut raw = Vec::with_capacity(self.files.len());
-        for f in &self.files {
-            raw.push(read(f)?);
-        }
-        if raw == self.current().raw {
+        if read_all(&self.files, &self.crl_files)? == self.current().raw {
             return Ok(false);
         }
-        let state = build_trust(&self.files)?;
+        let state = build_trust(&self.files, &self.crl_files)?;
         let mut guard = match self.state.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -356,6 +469,7 @@ impl ServerCertVerifier for PeerServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let state = self.0.current();
+        state.check_intermediates(intermediates)?;
         match state.server.verify_server_cert(
             end_entity,
             intermediates,
@@ -429,8 +543,9 @@ impl ClientCertVerifier for PeerClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0
-            .current()
+        let state = self.0.current();
+        state.check_intermediates(intermediates)?;
+        state
             .client
             .verify_client_cert(end_entity, intermediates, now)
     }
@@ -541,7 +656,7 @@ pub fn watch(
             }
             for t in &trust {
                 match t.reload() {
-                    Ok(true) => tracing::info!("TLS trust bundles reloaded"),
+                    Ok(true) => tracing::info!("TLS trust bundles or CRLs reloaded"),
                     Ok(false) => {}
                     Err(e) => tracing::warn!(error = %e, "TLS trust reload failed"),
                 }
@@ -727,6 +842,270 @@ mod tests {
         dial(&web_client, port, "a.db.internal")
             .await
             .expect("web now trusted");
+    }
+
+    /// An api client identity under `dir`; returns it with its leaf.
+    fn api_client(ca: &TestCa, dir: &Path) -> (Arc<Identity>, CertificateDer<'static>) {
+        let layout = Layout::new(dir);
+        let leaf = issue(ca, &layout, "x.api.internal");
+        (Identity::from_dir(dir).expect("identity"), leaf)
+    }
+
+    fn serial(der: &[u8]) -> Vec<u8> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        X509Certificate::from_der(der)
+            .expect("cert")
+            .1
+            .raw_serial()
+            .to_vec()
+    }
+
+    fn write_crls(path: &Path, ders: &[Vec<u8>]) {
+        let crls: Vec<crate::crl::Crl> = ders
+            .iter()
+            .map(|d| crate::crl::Crl::parse(d.clone(), 1).expect("crl"))
+            .collect();
+        write_atomic(
+            path,
+            crate::crl::encode_pem(&crls).as_bytes(),
+            FileAttrs::CERT_DEFAULT,
+        )
+        .expect("crl file");
+    }
+
+    #[tokio::test]
+    async fn revoked_peers_are_refused_and_new_crls_apply_without_rebuilding() {
+        use crate::crl::testcrl::crl;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let db = TestCa::new("db");
+        let api = TestCa::new("api");
+        let trust = tmp.path().join("trust");
+        bundle(&trust, "api", &api);
+        bundle(&trust, "db", &db);
+        let api_crl = trust.join("api.crl.pem");
+        let now = crate::unix_now();
+
+        // The db server requires api clients, with the api CRLs.
+        let server_dir = Layout::new(tmp.path().join("db"));
+        let db_leaf = issue(&db, &server_dir, "a.db.internal");
+        let server_id = Identity::from_dir(&server_dir.dir).expect("identity");
+        let api_trust = PeerTrust::for_classes(&trust, &["api"], NameCheck::Verify).expect("t");
+        let port = serve(server_config(server_id.clone(), Some(&api_trust)).expect("cfg")).await;
+        let db_trust = PeerTrust::for_classes(&trust, &["db"], NameCheck::Verify).expect("t");
+
+        let (revoked_id, revoked_leaf) = api_client(&api, &tmp.path().join("api-1"));
+        let (good_id, _) = api_client(&api, &tmp.path().join("api-2"));
+        let revoked = fresh(client_config(Some(revoked_id), &db_trust).expect("cfg"));
+        let good = fresh(client_config(Some(good_id), &db_trust).expect("cfg"));
+
+        // No CRL file yet: unknown status is allowed.
+        dial(&revoked, port, "a.db.internal")
+            .await
+            .expect("no CRL yet");
+
+        // The api intermediate's CRL lists one client: it is refused, the
+        // other is not, and the server config was never rebuilt.
+        write_crls(
+            &api_crl,
+            &[crl(
+                api.int_issuer(),
+                &[&serial(&revoked_leaf)],
+                now,
+                now + 600,
+                1,
+            )],
+        );
+        assert!(api_trust.reload().expect("reload"));
+        assert!(!api_trust.reload().expect("reload"), "unchanged");
+        assert!(dial(&revoked, port, "a.db.internal").await.is_err());
+        dial(&good, port, "a.db.internal").await.expect("unrevoked");
+
+        // A CRL past its nextUpdate still refuses what it lists (expiry is
+        // not enforced), and nothing else.
+        write_crls(
+            &api_crl,
+            &[crl(
+                api.int_issuer(),
+                &[&serial(&revoked_leaf)],
+                now - 900,
+                now - 300,
+                2,
+            )],
+        );
+        assert!(api_trust.reload().expect("reload"));
+        assert!(dial(&revoked, port, "a.db.internal").await.is_err());
+        dial(&good, port, "a.db.internal").await.expect("unrevoked");
+
+        // A broken CRL file: the reload fails, the previous CRLs stay.
+        std::fs::write(
+            &api_crl,
+            "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+        )
+        .expect("w");
+        assert!(api_trust.reload().is_err());
+        assert!(dial(&revoked, port, "a.db.internal").await.is_err());
+        dial(&good, port, "a.db.internal").await.expect("unrevoked");
+        assert!(
+            PeerTrust::for_classes(&trust, &["api"], NameCheck::Verify).is_err(),
+            "a broken CRL file fails a fresh load"
+        );
+
+        // The root's CRL lists the api intermediate: every api client is
+        // refused, although webpki checks only the end entity.
+        write_crls(
+            &api_crl,
+            &[
+                crl(api.int_issuer(), &[], now, now + 600, 3),
+                crl(
+                    api.root_issuer(),
+                    &[&serial(&api.int_der)],
+                    now,
+                    now + 600,
+                    1,
+                ),
+            ],
+        );
+        assert!(api_trust.reload().expect("reload"));
+        assert!(dial(&good, port, "a.db.internal").await.is_err());
+        // A root CRL that does not list it changes nothing.
+        write_crls(
+            &api_crl,
+            &[
+                crl(api.int_issuer(), &[], now, now + 600, 4),
+                crl(api.root_issuer(), &[&[0x42]], now, now + 600, 2),
+            ],
+        );
+        assert!(api_trust.reload().expect("reload"));
+        dial(&good, port, "a.db.internal")
+            .await
+            .expect("intermediate not revoked");
+        dial(&revoked, port, "a.db.internal")
+            .await
+            .expect("no longer listed");
+
+        // The client side: a revoked db server is refused; after its
+        // renewal the new certificate is accepted.
+        write_crls(
+            &trust.join("db.crl.pem"),
+            &[crl(
+                db.int_issuer(),
+                &[&serial(&db_leaf)],
+                now,
+                now + 600,
+                1,
+            )],
+        );
+        assert!(db_trust.reload().expect("reload"));
+        assert!(dial(&good, port, "a.db.internal").await.is_err());
+        let renewed = issue(&db, &server_dir, "a.db.internal");
+        assert!(server_id.reload().expect("reload"));
+        assert_eq!(
+            dial(&good, port, "a.db.internal").await.expect("renewed"),
+            renewed
+        );
+        // Name checks and revocation together: ClassOnly still refuses a
+        // revoked server.
+        let class_only = PeerTrust::for_classes(&trust, &["db"], NameCheck::ClassOnly).expect("t");
+        write_crls(
+            &trust.join("db.crl.pem"),
+            &[crl(
+                db.int_issuer(),
+                &[&serial(&renewed)],
+                now,
+                now + 600,
+                2,
+            )],
+        );
+        assert!(class_only.reload().expect("reload"));
+        let (id, _) = api_client(&api, &tmp.path().join("api-3"));
+        let lax = fresh(client_config(Some(id), &class_only).expect("cfg"));
+        assert!(dial(&lax, port, "b.db.internal").await.is_err());
+    }
+
+    #[test]
+    fn only_the_issuers_own_crl_speaks_for_a_leaf() {
+        use crate::crl::testcrl::crl;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let api = TestCa::new("api");
+        let other = TestCa::new("other");
+        let trust = tmp.path().join("trust");
+        bundle(&trust, "api", &api);
+        let layout = Layout::new(tmp.path().join("api"));
+        let leaf = issue(&api, &layout, "x.api.internal");
+        let now = crate::unix_now();
+        let verify = |t: &Arc<PeerTrust>| {
+            t.client_verifier().verify_client_cert(
+                &leaf,
+                std::slice::from_ref(&api.int_der),
+                UnixTime::now(),
+            )
+        };
+        // Another issuer's CRL does not speak for this leaf.
+        write_crls(
+            &trust.join("api.crl.pem"),
+            &[crl(
+                other.int_issuer(),
+                &[&serial(&leaf)],
+                now,
+                now + 600,
+                1,
+            )],
+        );
+        let t = PeerTrust::for_classes(&trust, &["api"], NameCheck::Verify).expect("t");
+        verify(&t).expect("unknown status allowed");
+        // The right issuer lists it.
+        write_crls(
+            &trust.join("api.crl.pem"),
+            &[crl(api.int_issuer(), &[&serial(&leaf)], now, now + 600, 1)],
+        );
+        assert!(t.reload().expect("reload"));
+        let err = verify(&t).unwrap_err();
+        assert_eq!(
+            err,
+            rustls::Error::InvalidCertificate(CertificateError::Revoked)
+        );
+        // A CRL with the issuer's name and another key fails every
+        // handshake of that issuer's leaves: why the sidecar installs only
+        // CRLs it verified (crate::crl::verify).
+        let forged = TestCa::shaped("api", |_| {});
+        write_crls(
+            &trust.join("api.crl.pem"),
+            &[crl(forged.int_issuer(), &[], now, now + 600, 1)],
+        );
+        assert!(t.reload().expect("reload"));
+        assert!(verify(&t).is_err());
+    }
+
+    #[test]
+    fn the_watcher_picks_up_a_changed_crl_file() {
+        use crate::crl::testcrl::crl;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let api = TestCa::new("api");
+        let trust = tmp.path().join("trust");
+        bundle(&trust, "api", &api);
+        let leaf = issue(&api, &Layout::new(tmp.path().join("api")), "x.api.internal");
+        let t = PeerTrust::for_classes(&trust, &["api"], NameCheck::Verify).expect("t");
+        let verifier = t.client_verifier();
+        let check = || {
+            verifier.verify_client_cert(&leaf, std::slice::from_ref(&api.int_der), UnixTime::now())
+        };
+        check().expect("accepted");
+        let w = watch(None, vec![t.clone()], Duration::from_millis(20));
+        let now = crate::unix_now();
+        write_crls(
+            &trust.join("api.crl.pem"),
+            &[crl(api.int_issuer(), &[&serial(&leaf)], now, now + 600, 1)],
+        );
+        let mut refused = false;
+        for _ in 0..200 {
+            if check().is_err() {
+                refused = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(w);
+        assert!(refused, "the watcher applied the new CRL file");
     }
 
     #[test]
