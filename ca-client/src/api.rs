@@ -682,12 +682,27 @@ impl ApiClient {
     /// `GET /v1/classes/{class}/chain`: the active intermediate, any cross
     /// certificate, the root (at most [`crate::verify::MAX_CHAIN_CERTS`]).
     pub async fn chain(&self, class: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
+        self.chain_of(class, "").await
+    }
+
+    /// `GET /v1/classes/{class}/chain?which=all`: every intermediate the
+    /// class still names (whose CRLs the CA serves), any cross certificate,
+    /// the root — the signers a class's CRLs are verified against.
+    pub async fn chain_all(&self, class: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
+        self.chain_of(class, "?which=all").await
+    }
+
+    async fn chain_of(
+        &self,
+        class: &str,
+        query: &'static str,
+    ) -> Result<Vec<CertificateDer<'static>>, ApiError> {
         let tls = self.tls.clone();
         self.with_failover(|server| {
             let tls = tls.clone();
             let class = class.to_owned();
             async move {
-                let path = class_chain_path(&class);
+                let path = format!("{}{query}", class_chain_path(&class));
                 let answer = exchange(&tls, &server, Method::GET, &path, None, Vec::new()).await?;
                 if answer.status != 200 {
                     return Err(status_error(&server.url, &answer));

@@ -345,15 +345,7 @@ pub fn encode_pem(crls: &[Crl]) -> String {
 }
 
 fn pem_block(der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {PEM_LABEL}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {PEM_LABEL}-----\n"));
-    out
+    ca_proto::pem::encode(ca_proto::pem::Label::Crl, der)
 }
 
 /// The earliest nextUpdate of `crls`.

@@ -28,13 +28,12 @@
 //! CRL of it was refused: the CA re-issues its CRLs at least hourly and at
 //! every revocation, and a changed set is judged afresh.
 //!
-//! A known limit: `/chain` shows only the class's active intermediate, so a
-//! process started after an intermediate rotation cannot verify the CRL of
-//! the previous intermediate (whose leaves are still valid) unless it saw
-//! that intermediate before (or, for the own class, holds a certificate it
-//! issued). That CRL is then not installed (logged at warning level,
-//! counted) and the previous intermediate's leaves are accepted with
-//! unknown status by the library ([`crate::tls`]).
+//! The signers are learnt from `/chain?which=all`: every intermediate the
+//! class state still names (active, prepared, retired with live leaves),
+//! each accepted only when it chains to a pinned root. A CRL whose signer is
+//! still unknown (a CA too old to answer `which=all`) is not installed
+//! (logged at warning level, counted), and that intermediate's leaves are
+//! accepted with unknown status by the library ([`crate::tls`]).
 
 use std::collections::HashMap;
 
@@ -308,7 +307,7 @@ impl CrlRefresher {
             cas.add(ca, now);
         }
         if served.iter().any(|c| !cas.knows_issuer_of(c)) {
-            match api.chain(class).await {
+            match api.chain_all(class).await {
                 Ok(chain) => {
                     for ca in &chain {
                         cas.add(ca, now);
@@ -338,8 +337,7 @@ impl CrlRefresher {
         for refusal in &merged.refused {
             metrics.crl_refused(class);
             match refusal {
-                // Typically the CRL of an intermediate this process has not
-                // seen (the class chain shows only the active one).
+                // An intermediate this process could not learn.
                 Refusal::UnknownIssuer { .. } => {
                     tracing::warn!(class, "CRL not installed: {refusal}")
                 }
@@ -494,10 +492,12 @@ mod tests {
                     ),
                 }
             }
-            ["", "v1", "classes", class, "chain"] => match s.chains.get(*class) {
-                Some(body) => (200, String::new(), body.clone()),
-                None => (404, String::new(), Vec::new()),
-            },
+            ["", "v1", "classes", class, "chain"] if req.uri().query() == Some("which=all") => {
+                match s.chains.get(*class) {
+                    Some(body) => (200, String::new(), body.clone()),
+                    None => (404, String::new(), Vec::new()),
+                }
+            }
             _ => (404, String::new(), Vec::new()),
         };
         let mut resp = Response::builder().status(status);
@@ -668,11 +668,13 @@ mod tests {
         assert!(!f.settings.layout.crl_path("db").exists());
         let seen = f.seen();
         assert!(
-            seen.contains(&("/v1/classes/api/chain".into(), None)),
+            seen.contains(&("/v1/classes/api/chain?which=all".into(), None)),
             "{seen:?}"
         );
         assert!(
-            !seen.iter().any(|(p, _)| p == "/v1/classes/db/chain"),
+            !seen
+                .iter()
+                .any(|(p, _)| p.starts_with("/v1/classes/db/chain")),
             "the own intermediate came from the installed chain: {seen:?}"
         );
         use std::os::unix::fs::PermissionsExt;
