@@ -14,6 +14,13 @@ pub fn run(config: &Config) -> Result<()> {
     for class in &created {
         println!("created class '{class}': root and active intermediate");
     }
+    let classes: Vec<String> = policies.names().map(str::to_string).collect();
+    for class in super::revoke::ensure_root_crls(config, &classes) {
+        println!(
+            "signed the root CRL of class '{class}' (valid {} days)",
+            super::revoke::DEFAULT_ROOT_CRL_DAYS
+        );
+    }
     if admin::ensure_log_key(config, &module)? {
         println!(
             "created the issuance log key for log '{}'",

@@ -17,6 +17,35 @@ use anyhow::{anyhow, Result};
 use ca_proto::revocation::RevocationReason;
 use time::OffsetDateTime;
 
+/// Validity of a root-signed CRL, in days. The root key is offline, so
+/// the CRL is long-lived; verifiers that check every CA of a chain
+/// (PostgreSQL's `ssl_crl_file`, `openssl verify -crl_check_all`) refuse
+/// every leaf of the class once it lapses, so it is re-signed well before
+/// (`ca-server root-crl`; `trellis_crl_next_update_timestamp_seconds` of the
+/// root's key label tells when).
+pub const DEFAULT_ROOT_CRL_DAYS: u32 = 365;
+
+/// Sign the root CRL of every class that has none (at `init`): verifiers
+/// that check the whole chain need one per root even when no intermediate
+/// was revoked. A failure is reported, not fatal (the root token may be
+/// elsewhere): `ca-server root-crl --class C` makes it later.
+pub fn ensure_root_crls(config: &Config, classes: &[String]) -> Vec<String> {
+    let state = StateDir::new(&config.state_dir);
+    let mut made = Vec::new();
+    for class in classes {
+        if revoke::root_crl_path(&state, class).exists() || !ClassState::exists(&state, class) {
+            continue;
+        }
+        match sign_root_crl(config, &state, class, DEFAULT_ROOT_CRL_DAYS) {
+            Ok(()) => made.push(class.clone()),
+            Err(e) => eprintln!(
+                "class '{class}': no root-signed CRL yet ({e:#}); run `ca-server root-crl --class {class}` with the root token"
+            ),
+        }
+    }
+    made
+}
+
 /// What to revoke.
 pub enum Target {
     Serial(String),

@@ -48,6 +48,8 @@ pub fn root_prepare(config: &Config, class: &str) -> Result<()> {
 pub fn root_activate(config: &Config, class: &str) -> Result<()> {
     let (state, _, _) = admin_context(config, class)?;
     let (new, previous) = roots::activate(&state, class)?;
+    // The class's root-signed CRL comes from the root in force.
+    super::revoke::sign_root_crl(config, &state, class, super::revoke::DEFAULT_ROOT_CRL_DAYS)?;
     println!("class '{class}' root is now '{new}' ('{previous}' stays in the bundle);");
     println!(
         "next: ca-server rotate prepare/activate --class {class} to move issuance under the new root"
