@@ -19,6 +19,7 @@ if [ "$want" = test ]; then
   command -v multirootca >/dev/null || missing+=(golang-cfssl)
   command -v cc >/dev/null || missing+=(gcc)          # builds the fault-injecting PKCS#11 module
   command -v curl >/dev/null || missing+=(curl)       # HTTP/2 flood test
+  command -v wrk >/dev/null || missing+=(wrk)         # make bench: the independent load generator
   command -v psql >/dev/null || missing+=(postgresql-client)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
   # The HSM conformance suite's other PKCS#11 modules (tests/src/hsm_env/).
@@ -39,6 +40,10 @@ if [ "$want" = test ]; then
   have certutil || missing+=(libnss3-tools)
   have_lib libsoftokn3.so || missing+=(libnss3)
   have nsenter || missing+=(util-linux)
+  # promtool checks and unit-tests deploy/prometheus/ (tests/tests/operator_rules.rs).
+  command -v promtool >/dev/null || missing+=(prometheus)
+  # Headless browser for the web console's end-to-end test.
+  command -v chromium >/dev/null || missing+=(chromium)
 fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0
@@ -51,7 +56,9 @@ if command -v apt-get >/dev/null; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 elif command -v dnf >/dev/null; then
-  $SUDO dnf install -y "${missing[@]/golang-cfssl/golang-github-cloudflare-cfssl}"
+  missing=("${missing[@]/golang-cfssl/golang-github-cloudflare-cfssl}")
+  missing=("${missing[@]/#prometheus/golang-github-prometheus}")
+  $SUDO dnf install -y "${missing[@]}"
 else
   echo "please install: ${missing[*]}" >&2
   exit 1

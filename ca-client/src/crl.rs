@@ -23,7 +23,7 @@
 //!
 //! Time: a CRL past its nextUpdate still refuses what it lists, so it is
 //! installed and kept (with a warning in the logs and in the
-//! `trellis_client_crl_next_update_seconds` metric); thisUpdate is not
+//! `trellis_client_crl_next_update_timestamp_seconds` metric); thisUpdate is not
 //! judged against the local clock.
 
 use std::collections::BTreeSet;

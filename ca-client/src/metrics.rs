@@ -12,7 +12,7 @@
 //! | `trellis_client_reload_failures_total{reason}` | counter | failed reload actions |
 //! | `trellis_client_bundle_refresh_failures_total` | counter | failed trust-bundle refreshes |
 //! | `trellis_client_bundle_roots_refused_total{class}` | counter | roots of a served bundle that were neither pinned nor cross-signed by a pinned root (kept out) |
-//! | `trellis_client_crl_next_update_seconds{class}` | gauge | earliest nextUpdate of the class's installed CRLs, Unix seconds (alert when it is in the past: the CRLs are stale, see [`crate::revocation`]) |
+//! | `trellis_client_crl_next_update_timestamp_seconds{class}` | gauge | earliest nextUpdate of the class's installed CRLs, Unix seconds (alert when it is in the past: the CRLs are stale, see [`crate::revocation`]) |
 //! | `trellis_client_crl_refresh_failures_total{class}` | counter | CRL refreshes of the class that failed (CA unreachable, malformed answer, write error) |
 //! | `trellis_client_crl_refused_total{class}` | counter | CRLs served for the class that could not be verified against its CA certificates and were not installed |
 //! | `trellis_client_revoked_reenrolments_total` | counter | new certificates (with new keys) installed because the previous one was revoked |
@@ -121,7 +121,7 @@ impl Metrics {
         registry.register(Box::new(roots_refused.clone()))?;
         let crl_next_update = GaugeVec::new(
             Opts::new(
-                "trellis_client_crl_next_update_seconds",
+                "trellis_client_crl_next_update_timestamp_seconds",
                 "Earliest nextUpdate of the class's installed CRLs, Unix seconds.",
             ),
             &["class"],
@@ -387,7 +387,7 @@ mod tests {
         assert!(m.health(1_500).is_ok());
         let text = m.render(1_500);
         for line in [
-            "trellis_client_crl_next_update_seconds{class=\"api\"} 1700000000",
+            "trellis_client_crl_next_update_timestamp_seconds{class=\"api\"} 1700000000",
             "trellis_client_crl_refresh_failures_total{class=\"api\"} 2",
             "trellis_client_crl_refused_total{class=\"db\"} 1",
             "trellis_client_revoked_reenrolments_total 1",

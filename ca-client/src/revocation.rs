@@ -686,7 +686,7 @@ mod tests {
         let text = f.metrics.render(now);
         assert!(
             text.contains(&format!(
-                "trellis_client_crl_next_update_seconds{{class=\"api\"}} {}",
+                "trellis_client_crl_next_update_timestamp_seconds{{class=\"api\"}} {}",
                 now + 600
             )),
             "{text}"

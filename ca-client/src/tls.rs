@@ -45,7 +45,7 @@
 //! - **expired CRLs are not enforced**: a CRL past its nextUpdate still
 //!   refuses what it lists and nothing else (revocations are final), so a
 //!   CA or sidecar outage does not turn into refused handshakes; staleness
-//!   shows in the sidecar's `trellis_client_crl_next_update_seconds`;
+//!   shows in the sidecar's `trellis_client_crl_next_update_timestamp_seconds`;
 //! - a CRL file that is missing means no CRL for that class; one that
 //!   cannot be parsed (or a CRL rustls refuses) fails the load: at start an
 //!   error, on `reload` the previous trust (bundles and CRLs) stays;

@@ -35,6 +35,8 @@ pub const PATH_METRICS: &str = "/metrics";
 pub const PATH_HEALTHZ: &str = "/healthz";
 /// `GET`: readiness (log writable, HSM reachable).
 pub const PATH_READYZ: &str = "/readyz";
+/// The read-only web console: `/ui/` and the pages under it.
+pub const PATH_UI: &str = "/ui/";
 
 /// Path of a class's trust bundle (PEM of the class root(s)).
 pub fn class_bundle_path(class: &str) -> String {
@@ -65,6 +67,12 @@ pub fn ocsp_path(class: &str) -> String {
 /// Path of one resource of the issuance log `log_id`.
 pub fn log_path(log_id: &str, resource: LogResource) -> String {
     format!("{PATH_LOG}/{log_id}/{}", resource.as_str())
+}
+
+/// Path of the inventory search of the issuance log `log_id`
+/// (`?name=…&serial=…&…`).
+pub fn log_search_path(log_id: &str) -> String {
+    format!("{PATH_LOG}/{log_id}/search")
 }
 
 /// What `GET /v1/log/{log_id}/…` serves.
@@ -156,6 +164,16 @@ pub enum Route<'a> {
         /// Which resource of the log.
         resource: LogResource,
     },
+    /// `GET /v1/log/{log_id}/search`: the inventory's search.
+    LogSearch {
+        /// The log id segment, as sent.
+        log_id: &'a str,
+    },
+    /// `GET /ui` and everything under `/ui/`: the web console.
+    Ui {
+        /// The path after `/ui` (empty or starting with `/`), as sent.
+        page: &'a str,
+    },
     /// `POST /api/v1/cfssl/authsign`.
     CfsslAuthsign,
     /// `POST /api/v1/cfssl/info`.
@@ -198,6 +216,14 @@ impl<'a> Route<'a> {
             };
             return Ok(route);
         }
+        if let Some(page) = path.trim_start_matches('/').strip_prefix("ui") {
+            if page.is_empty() || page.starts_with('/') {
+                return match method {
+                    "GET" => Ok(Route::Ui { page }),
+                    _ => Err(NoRoute::MethodNotAllowed),
+                };
+            }
+        }
         let segments: Vec<&'a str> = path.trim_start_matches('/').split('/').collect();
         let route = match segments.as_slice() {
             ["v1", "sign"] => Some(Route::Sign),
@@ -207,6 +233,7 @@ impl<'a> Route<'a> {
             ["v1", "classes", class, "crl"] => Some(Route::ClassCrl { class }),
             ["v1", "classes", class, "crl", key] => Some(Route::ClassCrlOf { class, key }),
             ["v1", "revoke"] => Some(Route::Revoke),
+            ["v1", "log", log_id, "search"] => Some(Route::LogSearch { log_id }),
             ["v1", "log", log_id, what] => {
                 LogResource::from_segment(what).map(|resource| Route::Log { log_id, resource })
             }
@@ -253,6 +280,8 @@ impl<'a> Route<'a> {
             | Route::ClassBundle { .. }
             | Route::ClassChain { .. }
             | Route::Log { .. }
+            | Route::LogSearch { .. }
+            | Route::Ui { .. }
             | Route::Metrics
             | Route::Healthz
             | Route::Readyz => "GET",
@@ -273,6 +302,8 @@ impl<'a> Route<'a> {
             Route::OcspPost { class } => ocsp_path(class),
             Route::OcspGet { class, request } => format!("{}/{request}", ocsp_path(class)),
             Route::Log { log_id, resource } => log_path(log_id, *resource),
+            Route::LogSearch { log_id } => log_search_path(log_id),
+            Route::Ui { page } => format!("/ui{page}"),
             Route::CfsslAuthsign => PATH_CFSSL_AUTHSIGN.to_owned(),
             Route::CfsslInfo => PATH_CFSSL_INFO.to_owned(),
             Route::Metrics => PATH_METRICS.to_owned(),
@@ -318,6 +349,8 @@ mod tests {
             log_id: "dev-1",
             resource,
         }));
+        routes.push(Route::LogSearch { log_id: "dev-1" });
+        routes.extend(["", "/", "/search", "/entry/dev-1/7"].map(|page| Route::Ui { page }));
         routes
     }
 
@@ -361,6 +394,11 @@ mod tests {
                 "/v1/log/dev-1/key",
                 "/v1/log/dev-1/entries",
                 "/v1/log/dev-1/proof",
+                "/v1/log/dev-1/search",
+                "/ui",
+                "/ui/",
+                "/ui/search",
+                "/ui/entry/dev-1/7",
             ]
         );
     }
@@ -385,6 +423,8 @@ mod tests {
             "/metrics/",
             "/healthz/x",
             "/readyz.txt",
+            "/uix",
+            "/v1/ui/",
         ] {
             for method in ["GET", "POST", "PUT"] {
                 assert_eq!(
@@ -411,6 +451,8 @@ mod tests {
             ("POST", "/metrics"),
             ("HEAD", "/healthz"),
             ("POST", "/readyz"),
+            ("POST", "/ui/"),
+            ("HEAD", "/ui/search"),
         ] {
             assert_eq!(
                 Route::resolve(method, path),

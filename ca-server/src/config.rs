@@ -90,6 +90,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub revocation: RevocationConfig,
+    #[serde(default)]
+    pub ui: UiConfig,
     /// Set when the file was read; paths below are already absolute.
     #[serde(skip)]
     pub path: PathBuf,
@@ -441,6 +443,64 @@ impl RevocationConfig {
     }
 }
 
+/// The read-only web console under `/ui/` and the inventory search
+/// (`GET /v1/log/{log_id}/search`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// Serve the console at all (default true). Off: `/ui/` is 404 and
+    /// search finds nothing, on every listener.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// On a listener that is not loopback, the console and search need a
+    /// client certificate chaining to a root of one of these classes
+    /// (mTLS on the same listener; the server asks for, but does not
+    /// require, a client certificate). Empty (default): off unless the
+    /// listener is loopback.
+    #[serde(default)]
+    pub client_classes: Vec<String>,
+    /// How many of the newest entries the findings page re-checks at start
+    /// (1 ..= 1000000; every later entry is checked as it is logged).
+    #[serde(default = "default_findings_entries")]
+    pub findings_entries: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_findings_entries() -> u64 {
+    10_000
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: true,
+            client_classes: Vec::new(),
+            findings_entries: default_findings_entries(),
+        }
+    }
+}
+
+impl UiConfig {
+    fn check(&self) -> Result<(), SettingError> {
+        if !(1..=1_000_000).contains(&self.findings_entries) {
+            return Err(out_of_range("ui.findings_entries", "between 1 and 1000000"));
+        }
+        if self
+            .client_classes
+            .iter()
+            .any(|c| c.is_empty() || c.len() > 64)
+        {
+            return Err(out_of_range(
+                "ui.client_classes",
+                "class names of 1 to 64 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The issuance log of this replica.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -606,6 +666,7 @@ impl Config {
         }
         self.log.check()?;
         self.revocation.check()?;
+        self.ui.check()?;
         self.server.check_limits()?;
         if !(1024..=16 * 1024 * 1024).contains(&self.server.max_body_bytes) {
             return Err(out_of_range(

@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod config;
 pub mod dev;
 pub mod hierarchy;
+pub mod inventory;
 pub mod issue;
 pub mod log;
 pub mod metrics;

@@ -108,7 +108,7 @@ enum Command {
         #[arg(long, value_parser = parse_reason)]
         reason: ca_proto::revocation::RevocationReason,
         /// Days the root-signed CRL is valid (intermediate revocations).
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = cmd::revoke::DEFAULT_ROOT_CRL_DAYS)]
         root_crl_days: u32,
     },
     /// Re-sign the root-signed CRL of a class (needs the root token PIN);
@@ -118,7 +118,7 @@ enum Command {
         target: Target,
         #[arg(long)]
         class: String,
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = cmd::revoke::DEFAULT_ROOT_CRL_DAYS)]
         days: u32,
     },
     /// Per class: root and intermediates with expiries, and warnings.
@@ -246,6 +246,37 @@ enum LogCommand {
         /// Write Prometheus text-format counts here (node_exporter textfile).
         #[arg(long)]
         metrics_file: Option<PathBuf>,
+    },
+    /// Search the log through its inventory (built from the file first):
+    /// every matching entry, newest first (soonest expiry first with
+    /// --expiring-before).
+    Search {
+        #[command(flatten)]
+        target: Target,
+        /// A DNS name, IP address or URI (or a common name); `*.suffix`
+        /// matches every DNS name under the suffix.
+        #[arg(long)]
+        name: Option<String>,
+        /// Serial number, hex.
+        #[arg(long)]
+        serial: Option<String>,
+        /// SHA-256 of the SubjectPublicKeyInfo, hex.
+        #[arg(long)]
+        spki: Option<String>,
+        /// The auth key that asked.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        class: Option<String>,
+        /// issued, denied or revoked.
+        #[arg(long)]
+        decision: Option<String>,
+        /// Certificates valid now that expire before this RFC 3339 time.
+        #[arg(long)]
+        expiring_before: Option<String>,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -429,6 +460,31 @@ fn log(command: LogCommand) -> Result<Exit> {
                 denied_only: denied,
             };
             cmd::log::show(&target.config()?, &filter, json).map(|()| Exit::Success)
+        }
+        LogCommand::Search {
+            target,
+            name,
+            serial,
+            spki,
+            key,
+            class,
+            decision,
+            expiring_before,
+            json,
+        } => {
+            let filters = [
+                ("name", name),
+                ("serial", serial),
+                ("spki", spki),
+                ("key", key),
+                ("class", class),
+                ("decision", decision),
+                ("expiring_before", expiring_before),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v?)))
+            .collect();
+            cmd::log::search(&target.config()?, filters, json)
         }
         LogCommand::Monitor {
             target,

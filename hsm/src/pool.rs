@@ -58,6 +58,10 @@ impl PoolSession {
 
     /// Check that this session can still reach the token and find the key.
     pub fn probe(&mut self, key_label: &str) -> HsmResult<()> {
+        // Look the key up in the token again (a real call), rather than
+        // trusting the cached handle: a session whose token went away still
+        // holds one, and readiness must see the token, not the cache.
+        self.handles.remove(key_label);
         // Like `sign`: a session lost (or voided by a re-initialisation of
         // the module) is replaced once before the probe says no.
         let result = match self.handle(key_label).map(|_| ()) {

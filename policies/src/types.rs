@@ -225,6 +225,9 @@ pub struct Request<'a> {
 }
 
 /// The outcome of [`crate::ClassPolicy::decide`].
+// A Decision lives for one request and is matched at once; boxing the grant
+// would add an allocation per issuance to save stack bytes nobody keeps.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {

@@ -266,7 +266,7 @@ fn http2_unfinished_bodies_are_bounded_and_fresh_clients_served() {
     // buffered-bytes gauge is non-zero and stable.
     let mut last = -1.0;
     for _ in 0..50 {
-        let now = server.metric("trellis_body_bytes_buffered", "");
+        let now = server.metric("trellis_body_buffered_bytes", "");
         if now > 0.0 && now == last {
             break;
         }
@@ -408,7 +408,7 @@ fn http2_readers_that_never_read_cannot_make_the_server_hold_their_responses() {
         (ok, busy, held, senders)
     });
     let peak = rss_kib(pid);
-    let queued = server.metric("trellis_response_bytes_queued", "");
+    let queued = server.metric("trellis_response_queued_bytes", "");
     eprintln!(
         "{ok} pages answered and unread, {busy} refused; resident set {before} KiB -> {peak} KiB; {queued} bytes queued"
     );
@@ -452,7 +452,7 @@ fn http2_readers_that_never_read_cannot_make_the_server_hold_their_responses() {
     // (idle_timeout_secs = 20: poll up to 30 s.)
     let mut released = false;
     for _ in 0..150 {
-        if server.metric("trellis_response_bytes_queued", "") < 1024.0 * 1024.0 {
+        if server.metric("trellis_response_queued_bytes", "") < 1024.0 * 1024.0 {
             released = true;
             break;
         }

@@ -111,7 +111,8 @@ fn revoked_leaf_is_in_the_crl_and_ocsp_and_openssl_refuses_it() {
     let crl_pem = dir.join("crl.pem");
     let bundle = get(&server, "/v1/classes/db/crl?format=pem");
     assert_eq!(bundle.status, 200);
-    assert_eq!(bundle.text().matches("BEGIN X509 CRL").count(), 1);
+    // the intermediate's CRL and the root's (every class has one from init)
+    assert_eq!(bundle.text().matches("BEGIN X509 CRL").count(), 2);
     std::fs::write(&crl_pem, bundle.body).unwrap();
     let (ok, msg) = verify_with_crls("-crl_check", &root, &bad.intermediate, &crl_pem, &bad.cert);
     assert!(!ok && msg.contains("certificate revoked"), "{msg}");
@@ -820,7 +821,8 @@ fn revoked_intermediate_is_in_the_root_crl() {
         "{}",
         text(&out)
     );
-    assert!(!server.dir.join("classes/db/root-crl.der").exists());
+    let root_crl_before = std::fs::read(server.dir.join("classes/db/root-crl.der"))
+        .expect("every class has a root CRL from init");
 
     let out = ca_server(
         &server.dir,
@@ -835,7 +837,11 @@ fn revoked_intermediate_is_in_the_root_crl() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
-    assert!(server.dir.join("classes/db/root-crl.der").exists());
+    assert_ne!(
+        std::fs::read(server.dir.join("classes/db/root-crl.der")).unwrap(),
+        root_crl_before,
+        "the root CRL was not re-signed"
+    );
     let out = ca_server(
         &server.dir,
         &[
@@ -856,14 +862,21 @@ fn revoked_intermediate_is_in_the_root_crl() {
 
     // the class's PEM bundle: both intermediates' CRLs and the root's
     let bundle = dir.join("bundle.pem");
-    wait_for("the root-signed CRL in the served bundle", 20, || {
-        let response = get(&server, "/v1/classes/db/crl?format=pem");
-        let pem = response.text();
-        std::fs::write(&bundle, &pem).unwrap();
-        pem.matches("BEGIN X509 CRL").count() == 3
-    });
-    let crls = split_pem(&std::fs::read_to_string(&bundle).unwrap(), "X509 CRL");
     let old_int_serial = cert_serial(&old.intermediate);
+    wait_for(
+        "the root-signed CRL listing the old intermediate",
+        20,
+        || {
+            let response = get(&server, "/v1/classes/db/crl?format=pem");
+            let pem = response.text();
+            std::fs::write(&bundle, &pem).unwrap();
+            pem.matches("BEGIN X509 CRL").count() == 3
+                && split_pem(&pem, "X509 CRL")
+                    .iter()
+                    .any(|p| pem_crl_text(dir, p).contains(&old_int_serial))
+        },
+    );
+    let crls = split_pem(&std::fs::read_to_string(&bundle).unwrap(), "X509 CRL");
     let root_crls: Vec<String> = crls
         .iter()
         .map(|pem| pem_crl_text(dir, pem))
@@ -982,13 +995,18 @@ fn an_aging_root_crl_does_not_make_the_class_resign_every_second() {
             "superseded",
         ],
     );
-    wait_for("the root-signed CRL in the served bundle", 20, || {
-        get(&server, "/v1/classes/db/crl?format=pem")
-            .text()
-            .matches("BEGIN X509 CRL")
-            .count()
-            == 3
-    });
+    let old_serial = cert_serial(&var.join(format!("classes/db/intermediates/{old_label}.pem")));
+    wait_for(
+        "the root-signed CRL listing the old intermediate",
+        20,
+        || {
+            let pem = get(&server, "/v1/classes/db/crl?format=pem").text();
+            pem.matches("BEGIN X509 CRL").count() == 3
+                && split_pem(&pem, "X509 CRL")
+                    .iter()
+                    .any(|p| pem_crl_text(&var, p).contains(&old_serial))
+        },
+    );
     let etag = || header(&get(&server, "/v1/classes/db/crl"), "etag").to_string();
     let adopted = etag();
     // the scheduled refresh, a minute after the root CRL was signed

@@ -81,6 +81,16 @@ impl Follower {
         until: Until,
         mut visit: impl FnMut(LogEntry) -> Result<(), E>,
     ) -> Result<Polled, E> {
+        self.poll_located(until, |_, entry| visit(entry))
+    }
+
+    /// [`poll`](Self::poll), also handing out the file offset of each
+    /// entry's record (for indexes that read entries back by offset).
+    pub fn poll_located<E: From<AuditError>>(
+        &mut self,
+        until: Until,
+        mut visit: impl FnMut(u64, LogEntry) -> Result<(), E>,
+    ) -> Result<Polled, E> {
         let mut polled = Polled::default();
         if !self.last_head_is_there()? {
             tracing::warn!(
@@ -116,7 +126,7 @@ impl Follower {
                         offset: found.offset,
                         source,
                     })?;
-                visit(entry)?;
+                visit(found.offset, entry)?;
                 polled.entries += 1;
                 if until == Until::End {
                     self.offset = reader.offset();

@@ -1,5 +1,7 @@
-//! `ca-server log verify|show|monitor`: the audit tools of `crate::audit`
-//! with their output for operators (and for the tests that read it).
+//! `ca-server log verify|show|monitor|search`: the audit tools of
+//! `crate::audit` and the inventory's search (`crate::inventory`, built
+//! from the file then asked) with their output for operators (and for the
+//! tests that read it).
 
 use super::Exit;
 use crate::admin;
@@ -58,6 +60,89 @@ pub fn show(config: &Config, filter: &show::Filter, json: bool) -> Result<()> {
         },
     )?;
     Ok(())
+}
+
+/// What `log search` looks for: the API's parameters (`--name`,
+/// `--serial`, `--spki`, `--key`, `--class`, `--decision`,
+/// `--expiring-before`), as `(parameter, value)` pairs.
+pub fn search(config: &Config, filters: Vec<(String, String)>, json: bool) -> Result<Exit> {
+    use crate::inventory::{query::Query, Inventory, SearchLimits};
+    let mut query = Query::from_pairs(filters)?;
+    query.limit = crate::inventory::query::MAX_LIMIT;
+    let state = StateDir::new(&config.state_dir);
+    let path = log_paths(&state, &config.log.log_id).data();
+    let started = Instant::now();
+    let inventory = Inventory::build(&config.log.log_id, &path)?;
+    eprintln!(
+        "indexed {} entries of log {} in {:.1} s",
+        inventory.len(),
+        config.log.log_id,
+        started.elapsed().as_secs_f64()
+    );
+    let limits = SearchLimits {
+        now: crate::inventory::now_unix(),
+        tree_size: u64::MAX,
+        max_bytes: usize::MAX,
+        budget: usize::MAX,
+    };
+    let mut found = 0u64;
+    loop {
+        let page = inventory.search(&query, limits)?;
+        for r in &page.results {
+            found += 1;
+            if json {
+                println!("{}", serde_json::to_string(r)?);
+            } else {
+                println!("{}", search_line(r));
+            }
+        }
+        match page.next {
+            Some(next) => query.cursor = Some(crate::inventory::query::Cursor::decode(&next)?),
+            None => break,
+        }
+    }
+    eprintln!("{found} match(es)");
+    Ok(Exit::Success)
+}
+
+/// One result on one line: entry, time, class, decision, names, serial,
+/// key, then expiry, reasons or the revocation reason.
+fn search_line(r: &crate::inventory::fetch::SearchResult) -> String {
+    let decision = crate::inventory::query::decision_name(r.decision);
+    let decision = if r.revoked {
+        "issued(revoked)"
+    } else {
+        decision
+    };
+    let detail = if !r.reasons.is_empty() {
+        r.reasons
+            .iter()
+            .map(|x| format!("{}: {}", x.code, x.detail))
+            .collect::<Vec<_>>()
+            .join("; ")
+    } else if let Some(reason) = &r.revocation_reason {
+        format!("reason={reason}")
+    } else {
+        r.not_after
+            .as_deref()
+            .map(|t| format!("not_after={t}"))
+            .unwrap_or_default()
+    };
+    format!(
+        "#{} {} {} {} {} serial={} key={} {}",
+        r.seq,
+        r.time,
+        r.class,
+        decision,
+        if r.names.is_empty() {
+            "-".to_string()
+        } else {
+            r.names.join(",")
+        },
+        r.serial.as_deref().unwrap_or("-"),
+        r.key_id,
+        detail
+    )
 }
 
 /// How `log monitor` runs.

@@ -68,7 +68,13 @@ pub fn run(config: &Config, listen: &Listen) -> Result<()> {
             &state.tls_key(),
         )?))
     };
-    let tls = cert.clone().map(tls::server_config).transpose()?;
+    // With `[ui] client_classes`, client certificates of those classes are
+    // asked for (not required): they open the console off loopback.
+    let client_roots = server::ui::access::client_roots(&config.ui, &authority)?;
+    let tls = cert
+        .clone()
+        .map(|cert| tls::server_config(cert, client_roots))
+        .transpose()?;
     let keys = AuthKeys::load_with(&config.server.auth_keys, config.server.secret_file_mode)?;
     let app = Arc::new(App::new(
         authority.clone(),
@@ -93,7 +99,10 @@ pub fn run(config: &Config, listen: &Listen) -> Result<()> {
             "{e}; retried every second"
         );
     }
-    let options = config.server.serve_options();
+    start_metrics(config, &app);
+    let mut options = config.server.serve_options();
+    // The console and its inventory (which starts indexing the log now).
+    options.console = server::ui::Console::start(config, &app)?;
     let reloader = Reloader {
         app: app.clone(),
         config: config.clone(),
@@ -127,9 +136,31 @@ pub fn run(config: &Config, listen: &Listen) -> Result<()> {
         Ok::<_, anyhow::Error>(())
     })?;
     authority.pool().shutdown();
-    let _ = std::fs::remove_file(&pidfile);
+    // Replicas sharing a state directory share the pid file: remove it only
+    // when it still names this process.
+    if std::fs::read_to_string(&pidfile)
+        .is_ok_and(|text| text.trim() == std::process::id().to_string())
+    {
+        let _ = std::fs::remove_file(&pidfile);
+    }
     tracing::info!(event = "stopped", "server stopped");
     Ok(())
+}
+
+/// The metrics the alert rules need from the first scrape on: every
+/// class's CA certificate expiry (as `status` reads them), none suspended,
+/// the log healthy, no CRL refresh failed yet.
+fn start_metrics(config: &Config, app: &App) {
+    let policies = app.authority.policies();
+    crate::metrics::export_ca_certificates(config, policies, policies.names());
+    let metrics = crate::metrics::metrics();
+    metrics.set_suspended(policies.names(), &app.authority.suspended());
+    metrics.log_healthy.set(i64::from(
+        app.log.as_ref().is_none_or(|log| log.is_healthy()),
+    ));
+    for class in policies.names() {
+        metrics.crl_failures.with_label_values(&[class]);
+    }
 }
 
 async fn shutdown_signal() {

@@ -16,6 +16,7 @@ pub mod respond;
 pub mod revocation;
 pub mod throttle;
 pub mod tls;
+pub mod ui;
 
 use crate::metrics::metrics;
 use app::App;
@@ -40,6 +41,8 @@ pub struct ServeOptions {
     /// HTTP/1.1 header read timeout (hyper's own, per request).
     pub header_read_timeout: Duration,
     pub drain_timeout: Duration,
+    /// The web console and inventory search (`None`: off).
+    pub console: Option<Arc<ui::Console>>,
 }
 
 impl Default for ServeOptions {
@@ -53,6 +56,7 @@ impl Default for ServeOptions {
             budgets: budget::BudgetLimits::default(),
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            console: None,
         }
     }
 }
@@ -71,6 +75,9 @@ struct Shared {
     deadlines: conn::Deadlines,
     budgets: Arc<budget::Budgets>,
     ready: ReadyCache,
+    console: Option<Arc<ui::Console>>,
+    /// Who may see the console on this listener.
+    ui_rule: ui::access::Rule,
 }
 
 /// Serve until `shutdown` completes, then stop accepting and let in-flight
@@ -104,6 +111,15 @@ pub async fn serve(
         deadlines: options.deadlines.clone(),
         budgets: Arc::new(budget::Budgets::new(options.budgets.clone())),
         ready: ReadyCache::default(),
+        ui_rule: match (&options.console, listener.local_addr()) {
+            (Some(console), Ok(addr)) => ui::access::Rule::new(&console.config.ui, addr),
+            _ => ui::access::Rule {
+                enabled: false,
+                listener_loopback: false,
+                client_classes: false,
+            },
+        },
+        console: options.console.clone(),
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
@@ -154,15 +170,22 @@ pub async fn serve(
         let handshake_timeout = options.deadlines.handshake;
         tokio::spawn(async move {
             let state = registered.state.clone();
+            // Set once the TLS handshake verified a client certificate
+            // (only requested with `[ui] client_classes`).
+            let verified = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let service = {
                 let state = state.clone();
                 let shared = shared.clone();
+                let verified = verified.clone();
                 hyper::service::service_fn(move |req| {
                     let app = app.clone();
                     let shared = shared.clone();
                     let guard = state.request();
+                    let verified = verified.load(std::sync::atomic::Ordering::Relaxed);
                     async move {
-                        Ok::<_, std::convert::Infallible>(handle(&app, &shared, req, guard).await)
+                        Ok::<_, std::convert::Infallible>(
+                            handle(&app, &shared, req, guard, verified).await,
+                        )
                     }
                 })
             };
@@ -193,6 +216,13 @@ pub async fn serve(
                         }
                     };
                     state.mark_idle_now();
+                    verified.store(
+                        tls.get_ref()
+                            .1
+                            .peer_certificates()
+                            .is_some_and(|c| !c.is_empty()),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     let conn = builder
                         .serve_connection(TokioIo::new(linger::Lingering::new(tls)), service)
                         .into_owned();
@@ -253,6 +283,7 @@ async fn handle(
     shared: &Shared,
     req: Request<Incoming>,
     mut guard: conn::RequestGuard,
+    verified_client_cert: bool,
 ) -> Response<Body> {
     let _in_flight = InFlight::enter();
     let (parts, body) = req.into_parts();
@@ -317,18 +348,36 @@ async fn handle(
             ),
             Ok(Route::ClassCrl { class }) => (
                 "crl",
-                revocation::crl(app, class, None, parts.uri.query().unwrap_or("")),
+                revocation::crl(
+                    app,
+                    class,
+                    None,
+                    parts.uri.query().unwrap_or(""),
+                    parts
+                        .headers
+                        .get(header::IF_NONE_MATCH)
+                        .and_then(|v| v.to_str().ok()),
+                ),
             ),
             Ok(Route::ClassCrlOf { class, key }) => (
                 "crl",
-                revocation::crl(app, class, Some(key), parts.uri.query().unwrap_or("")),
+                revocation::crl(
+                    app,
+                    class,
+                    Some(key),
+                    parts.uri.query().unwrap_or(""),
+                    parts
+                        .headers
+                        .get(header::IF_NONE_MATCH)
+                        .and_then(|v| v.to_str().ok()),
+                ),
             ),
             Ok(Route::OcspPost { class }) => (
                 "ocsp",
                 async {
                     body.check_declared(&parts)?;
                     let (body, _room) = body.read(&parts).await?;
-                    Ok(revocation::ocsp(app, class, Ok(body.to_vec())).await)
+                    Ok(revocation::ocsp(app, class, Some(body.to_vec())).await)
                 }
                 .await,
             ),
@@ -354,6 +403,36 @@ async fn handle(
                     .await,
                 )
             }
+            Ok(Route::LogSearch { log_id }) => (
+                "log_search",
+                ui::api::search(
+                    app,
+                    shared.console.as_ref(),
+                    shared.ui_rule,
+                    verified_client_cert,
+                    log_id,
+                    parts.uri.query().unwrap_or(""),
+                    parts
+                        .headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok()),
+                    &path_and_query,
+                )
+                .await,
+            ),
+            Ok(Route::Ui { page }) => (
+                "ui",
+                Ok(ui::handle(
+                    app,
+                    shared.console.as_ref(),
+                    &shared.ready,
+                    shared.ui_rule,
+                    verified_client_cert,
+                    page,
+                    parts.uri.query().unwrap_or(""),
+                )
+                .await),
+            ),
             Ok(Route::CfsslAuthsign) => (
                 "cfssl_authsign",
                 async {
@@ -372,11 +451,16 @@ async fn handle(
             ),
             Ok(Route::Metrics) => (
                 "metrics",
-                Ok(respond::text(
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    metrics().render(),
-                )),
+                // `trellis_ready` as of this scrape, from the same cached
+                // probe as `/readyz` (one pool job per second at most).
+                Ok({
+                    let _ = shared.ready.get(app).await;
+                    respond::text(
+                        StatusCode::OK,
+                        "text/plain; version=0.0.4",
+                        metrics().render(),
+                    )
+                }),
             ),
             Ok(Route::Healthz) => (
                 "healthz",
@@ -559,6 +643,9 @@ impl BodyReader<'_> {
 /// never have more than one pool job queued for readiness, and a failing
 /// HSM is re-probed (one at a time) until it answers again.
 /// (An HSM error seen by signing since the last good probe voids it.)
+/// Every answer sets `trellis_ready` and `trellis_log_healthy`; each
+/// `/metrics` scrape asks it too, so the gauges are never older than the
+/// scrape even where nothing polls `/readyz`.
 #[derive(Default)]
 struct ReadyCache {
     last_ok: tokio::sync::Mutex<Option<(tokio::time::Instant, u64)>>,
@@ -568,6 +655,16 @@ impl ReadyCache {
     const FRESH: Duration = Duration::from_secs(1);
 
     async fn get(&self, app: &App) -> Response<Body> {
+        let response = self.answer(app).await;
+        let m = metrics();
+        m.ready.set(i64::from(response.status() == StatusCode::OK));
+        m.log_healthy.set(i64::from(
+            app.log.as_ref().is_none_or(|log| log.is_healthy()),
+        ));
+        response
+    }
+
+    async fn answer(&self, app: &App) -> Response<Body> {
         if app.log.as_ref().is_some_and(|log| !log.is_healthy()) {
             return respond::text(
                 StatusCode::SERVICE_UNAVAILABLE,

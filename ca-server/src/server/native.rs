@@ -117,6 +117,20 @@ pub fn class_pem(
                 "{}{}{}",
                 loaded.active.cert_pem, loaded.active.chain_extra_pem, loaded.root_pem
             ),
+            // Every intermediate the class state still names (those whose
+            // CRLs are served: active first), then the root.
+            "which=all" => {
+                let mut pem = String::new();
+                if let Some(view) = app.revocations.get().and_then(|r| r.view(class)) {
+                    for crl in view.crls.iter().filter(|c| !c.root) {
+                        pem.push_str(&crate::hierarchy::to_pem(&crl.issuer_der));
+                    }
+                }
+                if pem.is_empty() {
+                    pem.push_str(&loaded.active.cert_pem);
+                }
+                format!("{pem}{}{}", loaded.active.chain_extra_pem, loaded.root_pem)
+            }
             "which=prepared" => match &loaded.prepared_pem {
                 Some(pem) => format!("{pem}{}", loaded.root_pem),
                 None => {
@@ -129,7 +143,7 @@ pub fn class_pem(
             _ => {
                 return Err(ApiError::new(
                     ErrorCode::MalformedRequest,
-                    "which must be 'active' or 'prepared'",
+                    "which must be 'active', 'prepared' or 'all'",
                 ))
             }
         },

@@ -92,9 +92,15 @@ impl Reloader {
             .collect()
     }
 
-    /// Reload the named classes (their state changed, or SIGHUP).
+    /// Reload the named classes (their state changed, or SIGHUP), and
+    /// refresh their expiry and suspension metrics.
     pub fn reload(&self, classes: &[String]) {
         let state = StateDir::new(&self.config.state_dir);
+        crate::metrics::export_ca_certificates(
+            &self.config,
+            self.app.authority.policies(),
+            classes.iter().map(String::as_str),
+        );
         for class in self
             .app
             .authority
@@ -144,6 +150,10 @@ impl Reloader {
                 }
             }
         }
+        crate::metrics::metrics().set_suspended(
+            classes.iter().map(String::as_str),
+            &self.app.authority.suspended(),
+        );
     }
 
     /// Record whether the class's last reload failed; returns whether it had

@@ -158,6 +158,7 @@ pub fn crl(
     class: &str,
     key: Option<&str>,
     query: &str,
+    if_none_match: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let revs = revocations(app)?;
     if app.authority.policies().get(class).is_none() {
@@ -207,20 +208,31 @@ pub fn crl(
         };
         (body, ct, format!("{:x}", found.number))
     };
-    let mut response = super::respond::text(StatusCode::OK, content_type, body);
+    let quoted = format!("\"{etag}\"");
+    let unchanged = if_none_match.is_some_and(|tags| {
+        tags.split(',')
+            .map(str::trim)
+            .any(|t| t == quoted || t.trim_start_matches("W/") == quoted || t == "*")
+    });
+    let (status, body) = if unchanged {
+        (StatusCode::NOT_MODIFIED, Vec::new())
+    } else {
+        (StatusCode::OK, body)
+    };
+    let mut response = super::respond::text(status, content_type, body);
     let headers = response.headers_mut();
     if let Ok(v) = header::HeaderValue::from_str(&format!("max-age={max_age}")) {
         headers.insert(header::CACHE_CONTROL, v);
     }
-    if let Ok(v) = header::HeaderValue::from_str(&format!("\"{etag}\"")) {
+    if let Ok(v) = header::HeaderValue::from_str(&quoted) {
         headers.insert(header::ETAG, v);
     }
     Ok(response)
 }
 
 /// The DER request of a GET (`/ocsp/{class}/{url-encoded base64}`).
-pub fn ocsp_get_request(segment: &str) -> Result<Vec<u8>, ()> {
-    ca_proto::ocsp::decode_get_path_segment(segment).map_err(|_| ())
+pub fn ocsp_get_request(segment: &str) -> Option<Vec<u8>> {
+    ca_proto::ocsp::decode_get_path_segment(segment).ok()
 }
 
 /// Answer an OCSP request for `class`. Always an OCSP response (errors are
@@ -228,7 +240,7 @@ pub fn ocsp_get_request(segment: &str) -> Result<Vec<u8>, ()> {
 /// intermediate issued (known from the logs) and not revoked, revoked with
 /// time and reason, unknown otherwise; signed in the HSM by the issuing
 /// intermediate, nonce echoed, thisUpdate/nextUpdate those of its CRL.
-pub async fn ocsp(app: &Arc<App>, class: &str, request: Result<Vec<u8>, ()>) -> Response<Body> {
+pub async fn ocsp(app: &Arc<App>, class: &str, request: Option<Vec<u8>>) -> Response<Body> {
     use ca_proto::ocsp::ResponseStatus;
     let (label, der) = match answer(app, class, request).await {
         Ok((label, der)) => (label, der),
@@ -262,13 +274,13 @@ pub async fn ocsp(app: &Arc<App>, class: &str, request: Result<Vec<u8>, ()>) -> 
 async fn answer(
     app: &Arc<App>,
     class: &str,
-    request: Result<Vec<u8>, ()>,
+    request: Option<Vec<u8>>,
 ) -> Result<(&'static str, Vec<u8>), ca_proto::ocsp::ResponseStatus> {
     use ca_proto::ocsp::{
         build_response, parse_request, CertStatus, ResponseParams, ResponseStatus,
         SignatureAlgorithm,
     };
-    let der = request.map_err(|()| ResponseStatus::MalformedRequest)?;
+    let der = request.ok_or(ResponseStatus::MalformedRequest)?;
     let parsed = parse_request(&der).map_err(|_| ResponseStatus::MalformedRequest)?;
     let revs = app.revocations.get().ok_or(ResponseStatus::TryLater)?;
     if app.authority.policies().get(class).is_none() {

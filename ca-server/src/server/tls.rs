@@ -1,6 +1,10 @@
 //! The server's rustls configuration: its `ca`-class certificate chain and
 //! key from the state directory (swappable at run time, for rotations), TLS
-//! 1.3 and 1.2, ALPN h2 and http/1.1.
+//! 1.3 and 1.2, ALPN h2 and http/1.1. With `[ui] client_classes`, client
+//! certificates are requested, not required: API clients without one go on
+//! as before, and one that chains to a console class root opens the console
+//! on a non-loopback listener (a presented certificate that does not chain
+//! fails the handshake).
 
 use rustls::crypto::ring as provider;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -52,11 +56,24 @@ fn read(chain_path: &Path, key_path: &Path) -> anyhow::Result<CertifiedKey> {
     Ok(CertifiedKey::new(chain, signing_key))
 }
 
-pub fn server_config(cert: Arc<ReloadableCert>) -> anyhow::Result<Arc<ServerConfig>> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(cert);
+/// `client_roots`: ask clients for a certificate chaining to one of these
+/// (optional); `None`: ask for none.
+pub fn server_config(
+    cert: Arc<ReloadableCert>,
+    client_roots: Option<rustls::RootCertStore>,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let provider = Arc::new(provider::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_roots {
+        Some(roots) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()?,
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
