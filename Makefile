@@ -28,7 +28,8 @@ hsm-bench:
 	$(CARGO) run --release -p hsm --features bench --bin hsm-bench
 
 # make bench — build release, run every configuration (Trellis, cfssl serve,
-# multirootca, in-process limit, raw HSM, idle ca-client memory), write
+# multirootca over HTTPS with the own load generator and with wrk, in-process
+# limit, raw HSM, crypto floor, container start, idle ca-client memory), write
 # docs/benchmarks.md. Extra ca-bench options: make bench BENCH_ARGS="--seconds 5".
 bench: deps-test
 	$(CARGO) build --release -p ca-server -p ca-client -p ca-bench

@@ -18,6 +18,7 @@ const BENCH: Caller<'static> = Caller {
     key_id: "bench",
     scope: &Operator,
 };
+use ca_server::issue::{decode, prove};
 use ca_server::{admin, dev};
 use hsm::{KeyInfo, PoolSession, Token};
 use std::sync::{mpsc, Arc};
@@ -257,5 +258,100 @@ impl InProcess {
             crls,
             ocsp_per_second,
         })
+    }
+}
+
+/// Seconds per CSR signature verification on one thread, through the
+/// pipeline's own step (`issue::prove::proof_of_possession`: key and
+/// signature algorithm checked to agree, then x509-parser/ring verify),
+/// over up to 256 distinct CSRs parsed beforehand, for at least `seconds`.
+/// Returns (seconds per verification, verifications).
+pub fn verify_seconds(csrs: &[Csr], seconds: f64) -> Result<(f64, u64)> {
+    let ders = csrs
+        .iter()
+        .take(256)
+        .map(|c| decode::csr_der_from_input(c.pem.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let parsed = ders
+        .iter()
+        .map(|d| decode::parse(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    if parsed.is_empty() {
+        bail!("no CSRs");
+    }
+    let verify = |csr| prove::proof_of_possession(csr).map_err(|e| anyhow!("CSR: {e}"));
+    for csr in &parsed {
+        verify(csr)?;
+    }
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        for csr in &parsed {
+            verify(csr)?;
+        }
+        done += parsed.len() as u64;
+    }
+    Ok((started.elapsed().as_secs_f64() / done as f64, done))
+}
+
+impl crate::Bench {
+    /// The crypto floor: cores × 1 / (one CSR verification + one HSM
+    /// signature), both measured here (the signature from the 1-thread raw
+    /// HSM row), and the in-process limit against it.
+    pub(crate) fn crypto_floor(&mut self, seconds: f64) {
+        if self.csrs.is_empty() {
+            return;
+        }
+        eprintln!("CSR signature verification, 1 thread ...");
+        let (t_verify, n) = match verify_seconds(&self.csrs, seconds) {
+            Ok(v) => v,
+            Err(e) => return self.fail(format!("CSR verification rate: {e:#}")),
+        };
+        eprintln!("  {:.0} verifications/s", 1.0 / t_verify);
+        self.report.rows.push(crate::report::Row {
+            id: "verify-1".into(),
+            target: "P-256 CSR signature verification (verifications/s)".into(),
+            protocol: "issue::prove::proof_of_possession".into(),
+            tls: "–",
+            clients: "1 thread".into(),
+            load: format!("closed loop, {seconds} s, {n} verifications"),
+            rate: 1.0 / t_verify,
+            latency: None,
+            errors: 0,
+            validated: "–".into(),
+        });
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (floor_value, ratio_value) = match self.report.rate("hsm-1").filter(|r| *r > 0.0) {
+            Some(sign_rate) => {
+                let t_sign = 1.0 / sign_rate;
+                let floor = cores as f64 / (t_verify + t_sign);
+                (
+                    format!(
+                        "{floor:.0} certs/s ({cores} cores / ({:.1} µs verify + {:.1} µs HSM sign))",
+                        t_verify * 1e6,
+                        t_sign * 1e6
+                    ),
+                    match self.report.rate("inprocess") {
+                        Some(limit) => format!("{:.2}", limit / floor),
+                        None => "not measured".into(),
+                    },
+                )
+            }
+            None => (
+                "not measured (no raw HSM rate)".into(),
+                "not measured".into(),
+            ),
+        };
+        self.report.ratios.push(crate::report::Ratio {
+            name: "crypto floor = cores × 1 / (t_verify + t_sign), both measured in this run"
+                .into(),
+            value: floor_value,
+            target: "(the bound)".into(),
+        });
+        self.report.ratios.push(crate::report::Ratio {
+            name: "in-process limit / crypto floor".into(),
+            value: ratio_value,
+            target: "≥ 0.85".into(),
+        });
     }
 }

@@ -67,7 +67,7 @@ impl Protocol {
 
     /// The part of each request that does not depend on time: the native
     /// JSON body, or the CFSSL inner request that the token covers.
-    fn prepare(&self, csr: &Csr) -> Bytes {
+    pub(crate) fn prepare(&self, csr: &Csr) -> Bytes {
         let value = match self {
             Protocol::Native { class, profile, .. } => serde_json::json!({
                 "class": class, "profile": profile, "csr": csr.pem,
@@ -135,7 +135,7 @@ impl Protocol {
     }
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::process::Command;
 
 /// Latency percentiles in milliseconds.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Latency {
     pub p50: f64,
     pub p90: f64,
@@ -58,6 +58,8 @@ pub struct Report {
     pub ratios: Vec<Ratio>,
     pub notes: Vec<String>,
     pub failures: Vec<String>,
+    /// Further sections (title, markdown body), after the ratios.
+    pub sections: Vec<(String, String)>,
 }
 
 impl Report {
@@ -127,6 +129,9 @@ impl Report {
         for r in &self.ratios {
             let _ = writeln!(s, "| {} | {} | {} |", r.name, r.value, r.target);
         }
+        for (title, body) in &self.sections {
+            let _ = write!(s, "\n## {title}\n\n{}\n", body.trim_end());
+        }
         if !self.failures.is_empty() {
             s.push_str("\n## Failures\n\n");
             for f in &self.failures {
@@ -141,6 +146,37 @@ impl Report {
         }
         s
     }
+}
+
+/// "Where the time goes": how to profile the server under the wrk load.
+/// `make bench` does not run `perf` itself (it needs a quiet machine, and
+/// permission to read the server's stacks); the figures change with the
+/// server, so the section gives the commands, not a profile.
+pub fn profile_section() -> (String, String) {
+    (
+        "Where the time goes".into(),
+        r#"Profile the server while wrk drives it. `make bench` does not run `perf` (it needs a
+quiet machine and access to the server's stacks: root, or `kernel.perf_event_paranoid` ≤ 1;
+`apt-get install linux-perf`). `ca-bench wrk` prints each server's pid as it starts them and a
+line before each run; Trellis (log on) is the first target of the first load (16 connections,
+keep-alive), so a long first run is the one to profile:
+
+```sh
+cargo build --release -p ca-server -p ca-client -p ca-bench
+target/release/ca-bench wrk --csrs 2000 --wrk-seconds 30 --wrk-warmup 0 --wrk-repeats 1 2>&1 | tee /tmp/wrk.log &
+# wait for "wrk: Trellis, log on: pid <PID> ..." and then "wrk: running Trellis, log on (16 connections, keep-alive) ..."
+perf record -F 999 -g -p <PID> -o /tmp/perf.data -- sleep 20     # add -e cpu-clock on a VM without hardware counters
+perf report -i /tmp/perf.data --no-children --sort dso --stdio | head -20       # per library
+perf report -i /tmp/perf.data --no-children --sort dso,sym --stdio | head -60   # per symbol
+```
+
+The other loads follow in the same run (64 connections, then a new TLS connection per
+request), each 30 s per target with these options: wait for their "running" line to profile
+them. Read the per-library split first (kernel, libc's allocator, SoftHSM2's libcrypto, ring's
+P-256 for CSR verification and TLS, the server itself), then the symbols; `--children` shows
+which of the server's own functions the time is spent under."#
+            .into(),
+    )
 }
 
 /// What the numbers depend on.

@@ -1,12 +1,14 @@
-//! CFSSL as a target (Debian's `golang-cfssl`, file keys, plain HTTP): one
-//! CA made with `cfssl genkey -initca` (ECDSA P-256) in a temporary
-//! directory, a signing config whose every profile needs the HMAC key `k`
-//! (so `/api/v1/cfssl/authsign` is served, and multirootca accepts it), and
-//! the two servers over it:
+//! CFSSL as a target (Debian's `golang-cfssl`, file keys, HTTPS): one CA
+//! made with `cfssl genkey -initca` (ECDSA P-256) in a temporary directory,
+//! a signing config whose every profile needs the HMAC key `k` (so
+//! `/api/v1/cfssl/authsign` is served, and multirootca accepts it), a TLS
+//! server certificate from that CA (`cfssl gencert`, ECDSA P-256 like
+//! Trellis's own, SANs `localhost` and `127.0.0.1`, signed under a separate
+//! config without the auth key), and the two servers over it:
 //!
-//! - `cfssl serve -address 127.0.0.1 -port P -ca ca.pem -ca-key ca-key.pem -config config.json`
-//! - `multirootca -a 127.0.0.1:P -roots roots.conf -l default`, where
-//!   `roots.conf` is `[default]` with `private = file://ca-key.pem`,
+//! - `cfssl serve -address 127.0.0.1 -port P -ca ca.pem -ca-key ca-key.pem -config config.json -tls-cert tls.pem -tls-key tls-key.pem`
+//! - `multirootca -a 127.0.0.1:P -roots roots.conf -l default -tls-cert tls.pem -tls-key tls-key.pem`,
+//!   where `roots.conf` is `[default]` with `private = file://ca-key.pem`,
 //!   `certificate = ca.pem`, `config = config.json`.
 
 use super::{free_port, log_file, wait_for_port, ChildGuard, Server};
@@ -23,6 +25,8 @@ pub struct CfsslCa {
     pub dir: tempfile::TempDir,
     secret: Vec<u8>,
     trust: Arc<Trust>,
+    /// Clients trust the throwaway CA for the servers' TLS certificate.
+    client: Arc<rustls::ClientConfig>,
 }
 
 /// Every profile the benchmark uses, each requiring the auth key.
@@ -76,11 +80,14 @@ impl CfsslCa {
             d.join("roots.conf"),
             "[default]\nprivate = file://ca-key.pem\ncertificate = ca.pem\nconfig = config.json\n",
         )?;
+        tls_certificate(d)?;
         let trust = Trust::from_files(&d.join("ca.pem"), &d.join("ca.pem"))?;
+        let client = super::trellis::client_tls(&d.join("ca.pem"))?;
         Ok(CfsslCa {
             dir,
             secret,
             trust: Arc::new(trust),
+            client,
         })
     }
 
@@ -109,6 +116,10 @@ impl CfsslCa {
                 "ca-key.pem",
                 "-config",
                 "config.json",
+                "-tls-cert",
+                "tls.pem",
+                "-tls-key",
+                "tls-key.pem",
             ],
             &port,
         )
@@ -120,7 +131,18 @@ impl CfsslCa {
         self.start(
             "multirootca",
             "multirootca",
-            &["-a", &address, "-roots", "roots.conf", "-l", "default"],
+            &[
+                "-a",
+                &address,
+                "-roots",
+                "roots.conf",
+                "-l",
+                "default",
+                "-tls-cert",
+                "tls.pem",
+                "-tls-key",
+                "tls-key.pem",
+            ],
             &port,
         )
     }
@@ -144,13 +166,56 @@ impl CfsslCa {
         Ok(Server {
             label: label.into(),
             addr,
-            tls: None,
+            tls: Some(self.client.clone()),
             trust: self.trust.clone(),
             protocols: vec![self.protocol()],
             log: log.with_extension("err.log"),
             _guard: guard,
         })
     }
+}
+
+/// `tls.pem` and `tls-key.pem` in `d`: the servers' TLS certificate from
+/// the CA in `d` (ECDSA P-256, SANs `localhost` and `127.0.0.1`, 24 h).
+fn tls_certificate(d: &Path) -> Result<()> {
+    std::fs::write(
+        d.join("tls-csr.json"),
+        r#"{"CN":"localhost","hosts":["localhost","127.0.0.1"],"key":{"algo":"ecdsa","size":256}}"#,
+    )?;
+    let usages = [
+        "signing",
+        "digital signature",
+        "key encipherment",
+        "server auth",
+    ];
+    let config = serde_json::json!({
+        "signing": {"default": {"expiry": "24h", "usages": usages}}
+    });
+    std::fs::write(d.join("tls-config.json"), serde_json::to_vec(&config)?)?;
+    let out = Command::new("cfssl")
+        .current_dir(d)
+        .args([
+            "gencert",
+            "-ca",
+            "ca.pem",
+            "-ca-key",
+            "ca-key.pem",
+            "-config",
+            "tls-config.json",
+            "tls-csr.json",
+        ])
+        .output()
+        .context("running cfssl gencert")?;
+    if !out.status.success() {
+        bail!("cfssl gencert: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let made: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("cfssl gencert output")?;
+    let (Some(cert), Some(key)) = (made["cert"].as_str(), made["key"].as_str()) else {
+        bail!("cfssl gencert printed no cert or key");
+    };
+    std::fs::write(d.join("tls.pem"), cert)?;
+    write_private(&d.join("tls-key.pem"), key.as_bytes())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -1,8 +1,9 @@
 //! The servers under test, each set up by the harness in a temporary
 //! directory and run as a child process on 127.0.0.1: Trellis (`trellis.rs`:
 //! native and CFSSL-compatible APIs, HTTPS or plain HTTP) and CFSSL
-//! (`cfssl.rs`: `cfssl serve` and `multirootca`, plain HTTP). A running
-//! server is a [`Server`]; dropping it kills the child, also on error paths.
+//! (`cfssl.rs`: `cfssl serve` and `multirootca`, HTTPS with a certificate
+//! from their own CA). A running server is a [`Server`]; dropping it kills
+//! the child, also on error paths.
 
 pub mod cfssl;
 pub mod trellis;

@@ -187,8 +187,9 @@ impl Deployment {
     }
 }
 
-/// Trust only the deployment's `ca` root; speak HTTP/1.1.
-fn client_tls(root: &Path) -> Result<Arc<rustls::ClientConfig>> {
+/// Trust only `root` (the deployment's `ca` root, or the CFSSL CA); speak
+/// HTTP/1.1.
+pub fn client_tls(root: &Path) -> Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(root)
         .map_err(|e| anyhow!("reading {}: {e}", root.display()))?
