@@ -825,9 +825,18 @@ fn group_commit_note(
     if batches <= 0.0 {
         return None;
     }
+    let phases: Vec<String> = ca_server::metrics::LOG_COMMIT_PHASES
+        .iter()
+        .filter_map(|phase| {
+            let line = format!("trellis_log_commit_phase_seconds_total{{phase=\"{phase}\"}}");
+            let secs = value(&line)?;
+            Some(format!("{phase} {:.3} ms", secs / batches * 1000.0))
+        })
+        .collect();
     Some(format!(
-        "Group commit ({scheme}, log on, after the closed-loop runs): {entries:.0} entries in {batches:.0} batches = {:.1} entries per fsync and signed tree head on average; mean batch commit (write + HSM-signed head + fsync) {:.2} ms.",
+        "Group commit ({scheme}, log on, after the closed-loop runs): {entries:.0} entries in {batches:.0} batches = {:.1} entries per fsync and signed tree head on average; mean batch commit (write + HSM-signed head + fsync) {:.2} ms; per batch by phase: {}.",
         entries / batches,
-        commit / batches * 1000.0
+        commit / batches * 1000.0,
+        phases.join(", ")
     ))
 }

@@ -322,6 +322,10 @@ impl Target {
     }
 }
 
+/// See `Cargo.toml`: the allocator is a measured choice for the server.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cmd::init_logging(matches!(cli.log_format, LogFormat::Json));

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub hsm_errors: IntCounterVec,
     pub log_batch_entries: Histogram,
     pub log_commit_seconds: Histogram,
+    /// Seconds spent in each phase of the log's batch commits (encode the
+    /// entries, sign the tree head, write, fdatasync, reply with proofs).
+    pub log_commit_phase_seconds: prometheus::CounterVec,
     /// Authentication failures by code (unauthenticated, stale_timestamp).
     pub auth_failures: IntCounterVec,
     /// Requests refused by a key's rate limit, by key id (configured keys
@@ -86,6 +89,9 @@ pub struct Metrics {
     /// than the last failure is not reused.
     pub hsm_failure_epoch: std::sync::atomic::AtomicU64,
 }
+
+/// The phases of a log batch commit, in order (`log_commit_phase_seconds_total`).
+pub const LOG_COMMIT_PHASES: [&str; 5] = ["encode", "sign", "write", "sync", "reply"];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -157,6 +163,17 @@ impl Metrics {
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;
+        let log_commit_phase_seconds = prometheus::CounterVec::new(
+            Opts::new(
+                "log_commit_phase_seconds_total",
+                "Seconds spent in each phase of the issuance log's batch commits",
+            ),
+            &["phase"],
+        )?;
+        for phase in LOG_COMMIT_PHASES {
+            log_commit_phase_seconds.with_label_values(&[phase]);
+        }
+        registry.register(Box::new(log_commit_phase_seconds.clone()))?;
         let auth_failures = IntCounterVec::new(
             Opts::new("auth_failures_total", "Authentication failures by code"),
             &["code"],
@@ -301,6 +318,7 @@ impl Metrics {
             hsm_errors,
             log_batch_entries,
             log_commit_seconds,
+            log_commit_phase_seconds,
             auth_failures,
             rate_limited,
             connections,

@@ -227,10 +227,15 @@ fn run(
                     published.sth = sth.clone();
                 }
                 shared.healthy.store(true, Ordering::Relaxed);
+                let replying = std::time::Instant::now();
                 for ((i, job), bytes) in batch.into_iter().enumerate().zip(&entry_bytes) {
                     let seq = first_seq + i as u64;
                     let _ = job.reply.send(evidence(&shared, &sth, seq, bytes));
                 }
+                metrics
+                    .log_commit_phase_seconds
+                    .with_label_values(&["reply"])
+                    .inc_by(replying.elapsed().as_secs_f64());
             }
             Err(e) => {
                 tracing::error!(event = "log_write_failed", entries = batch.len(), "{e}");
@@ -267,6 +272,15 @@ fn commit(
     batch: &mut [Job],
 ) -> Result<Committed, LogError> {
     let data_path = shared.paths.data();
+    let phases = &crate::metrics::metrics().log_commit_phase_seconds;
+    let mut lap = std::time::Instant::now();
+    let mut phase = |name: &str| {
+        let now = std::time::Instant::now();
+        phases
+            .with_label_values(&[name])
+            .inc_by((now - lap).as_secs_f64());
+        lap = now;
+    };
     let first_seq = state.range.size();
     let mut buf = Vec::with_capacity(batch.len() * 1024);
     let mut offsets = Vec::with_capacity(batch.len());
@@ -280,7 +294,9 @@ fn commit(
         completed.extend(state.range.append(leaf_hash(&bytes)));
         entry_bytes.push(bytes);
     }
+    phase("encode");
     let sth = sign_head(session, key, &shared.log_id, &state.range)?;
+    phase("sign");
     record::encode(
         KIND_TREE_HEAD,
         &serde_json::to_vec(&sth).unwrap_or_default(),
@@ -294,7 +310,9 @@ fn commit(
         .nodes
         .append(&completed)
         .map_err(io(&shared.paths.nodes()))?;
+    phase("write");
     state.file.sync_data().map_err(io(&data_path))?;
+    phase("sync");
     state.len += buf.len() as u64;
     Ok((sth, first_seq, offsets, entry_bytes))
 }

@@ -62,7 +62,21 @@ pub fn server_config(
     cert: Arc<ReloadableCert>,
     client_roots: Option<rustls::RootCertStore>,
 ) -> anyhow::Result<Arc<ServerConfig>> {
-    let provider = Arc::new(provider::default_provider());
+    // TLS 1.3 with AES-128-GCM/SHA-256 first, and the server's order wins:
+    // SHA-256 runs on the CPU's SHA extensions where SHA-384 does not, and
+    // AES-128 costs less than AES-256 per record (a profile under wrk showed
+    // ring's software SHA-512 on every handshake of clients preferring
+    // AES-256-GCM-SHA384). Every suite of the default provider stays.
+    let mut provider = provider::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| match suite.suite() {
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 1,
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384 => 2,
+            _ => 3,
+        });
+    let provider = Arc::new(provider);
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let builder = match client_roots {
@@ -75,5 +89,11 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
+    // Stateless resumption tickets (keys rotated by rustls every 6 h): a
+    // returning client (the sidecar renewing, a load balancer's pool)
+    // skips the certificate signature and verification, and the server
+    // keeps no per-client session state however many clients there are.
+    config.ticketer = provider::Ticketer::new()?;
     Ok(Arc::new(config))
 }
