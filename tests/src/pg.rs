@@ -7,7 +7,7 @@
 
 use crate::{run, text};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// How long a `pg_ctl reload` may take to be seen by new sessions.
@@ -206,5 +206,18 @@ impl Drop for Postgres {
             .args(["stop", "-m", "immediate", "-D"])
             .arg(&self.data)
             .output();
+    }
+}
+
+/// A `ca-client` daemon beside PostgreSQL, stopped with SIGTERM (and
+/// reaped) when dropped.
+pub struct Sidecar(pub Child);
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
     }
 }

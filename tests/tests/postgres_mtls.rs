@@ -6,21 +6,11 @@
 //! new connections with 60-second certificates renewing underneath.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use trellis_e2e::pg::{owner_args, pg_bin, Postgres};
+use trellis_e2e::pg::{owner_args, pg_bin, Postgres, Sidecar};
 use trellis_e2e::{bin, run, text, TestServer};
-
-struct Sidecar(Child);
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
 
 /// `ca-client` for `class`/`profile`/`dns` into `out`, trusting `trust`.
 fn sidecar(

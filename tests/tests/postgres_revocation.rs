@@ -6,20 +6,10 @@
 //! its own revocation and re-enrols with a new key, which connects again.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use trellis_e2e::pg::{owner_args, pg_bin, Postgres};
+use trellis_e2e::pg::{owner_args, pg_bin, Postgres, Sidecar};
 use trellis_e2e::{bin, run, text, TestServer};
-
-struct Sidecar(Child);
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
 
 fn sidecar(
     server: &TestServer,
