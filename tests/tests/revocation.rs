@@ -1657,3 +1657,66 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A class with 90,000 revocations: its CRL (about 4.2 MiB DER, 5.7 MiB PEM)
+/// is larger than a connection's response budget (4 MiB by default), yet it
+/// is served, because every response references the one shared buffer
+/// instead of copying it. The replica adopts the whole list at once (group
+/// commits), logging every revocation.
+#[test]
+fn a_crl_larger_than_a_connections_response_budget_is_served() {
+    const COUNT: usize = 90_000;
+    let server = TestServer::start();
+    let label = active_label(&server.dir, "db");
+    let issuer = fingerprint(
+        &server
+            .dir
+            .join(format!("classes/db/intermediates/{label}.pem")),
+    );
+    let records: Vec<Value> = (0..COUNT)
+        .map(|i| {
+            serde_json::json!({
+                "serial": format!("7{i:031x}"),
+                "spki_sha256": "00".repeat(32),
+                "issuer": issuer,
+                "issuer_key": label,
+                "not_after": "2099-01-01T00:00:00Z",
+                "reason": "superseded",
+                "revoked_at": "2026-12-05T00:00:00Z",
+                "by": "admin",
+            })
+        })
+        .collect();
+    let list = serde_json::json!({"version": 1, "revocations": records});
+    let path = server.dir.join("classes/db/revocations.json");
+    let tmp = server.dir.join("classes/db/.revocations.json.test");
+    std::fs::write(&tmp, serde_json::to_vec(&list).unwrap()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+
+    let mut der = Vec::new();
+    wait_for("the CRL of 90,000 serials", 120, || {
+        let response = get(&server, "/v1/classes/db/crl");
+        if response.status != 200 {
+            return false;
+        }
+        der = response.body;
+        der.len() > 4 << 20
+    });
+    let pem = get(&server, "/v1/classes/db/crl?format=pem");
+    assert_eq!(pem.status, 200, "{}", pem.text());
+    assert!(pem.body.len() > 5 << 20, "{} bytes", pem.body.len());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.crl");
+    std::fs::write(&file, &der).unwrap();
+    let out = run(Command::new("openssl")
+        .args(["crl", "-inform", "DER", "-noout", "-issuer", "-in"])
+        .arg(&file));
+    assert!(out.status.success(), "{}", text(&out));
+    // Every revocation is in this replica's log.
+    let verify = ca_server(&server.dir, &["log", "verify"]);
+    assert!(
+        text(&verify).contains(&format!("{COUNT} revocations")),
+        "{}",
+        text(&verify)
+    );
+}

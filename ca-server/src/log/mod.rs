@@ -228,6 +228,29 @@ impl IssuanceLog {
         rx.blocking_recv().unwrap_or(Err(LogError::Stopped))
     }
 
+    /// Append many entries at once (they share group commits) and wait for
+    /// every one; results in the entries' order.
+    pub fn append_many_blocking(
+        &self,
+        entries: Vec<LogEntry>,
+    ) -> Vec<Result<LogEvidence, LogError>> {
+        let waiting: Vec<_> = entries
+            .into_iter()
+            .map(|mut entry| {
+                entry.log_id = self.shared.log_id.clone();
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                self.sender()?
+                    .send(writer::Job { entry, reply })
+                    .map_err(|_| LogError::Stopped)?;
+                Ok::<_, LogError>(rx)
+            })
+            .collect();
+        waiting
+            .into_iter()
+            .map(|rx| rx?.blocking_recv().unwrap_or(Err(LogError::Stopped)))
+            .collect()
+    }
+
     pub fn sth(&self) -> SignedTreeHead {
         self.shared.sth()
     }

@@ -507,6 +507,9 @@ fn budgeted(
     mut response: Response<Body>,
     is_cfssl: bool,
 ) -> Response<Body> {
+    if response.body().is_shared() {
+        return response;
+    }
     let len = response.body().len();
     match shared.budgets.response(len, &conn.response_queued) {
         Some(room) => {

@@ -17,6 +17,9 @@ use std::task::{Context, Poll};
 pub struct Body {
     data: Bytes,
     hold: Option<ResponseBytes>,
+    /// A view of a buffer the server keeps anyway (a class's CRLs): it costs
+    /// no memory per reader, so it takes no room in the response budget.
+    shared: bool,
 }
 
 const FRAME: usize = 16 * 1024;
@@ -26,7 +29,13 @@ impl Body {
         Body {
             data: data.into(),
             hold: None,
+            shared: false,
         }
+    }
+
+    /// Whether the body only references a buffer the server keeps anyway.
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     pub fn len(&self) -> usize {
@@ -112,6 +121,15 @@ pub fn text(
     body: impl Into<Bytes>,
 ) -> Response<Body> {
     with_type(status, content_type, body)
+}
+
+/// A response whose body references `body`, a buffer the server keeps
+/// anyway (a class's CRLs): it takes no room in the response budget, since
+/// any number of readers share it.
+pub fn shared(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut response = with_type(status, content_type, body);
+    response.body_mut().shared = true;
+    response
 }
 
 fn with_type(

@@ -191,7 +191,7 @@ pub fn crl(
             .map(|c| format!("{:x}", c.number))
             .collect::<Vec<_>>()
             .join("-");
-        (view.pem().into_bytes(), "application/x-pem-file", tag)
+        (view.pem_all.clone(), "application/x-pem-file", tag)
     } else {
         let found = match key {
             Some(k) => view.crl_of(k),
@@ -200,7 +200,7 @@ pub fn crl(
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no CRL for this intermediate"))?;
         let (body, ct) = if pem {
             (
-                ca_proto::pem::encode(ca_proto::pem::Label::Crl, &found.der).into_bytes(),
+                bytes::Bytes::from(ca_proto::pem::encode(ca_proto::pem::Label::Crl, &found.der)),
                 "application/x-pem-file",
             )
         } else {
@@ -215,11 +215,11 @@ pub fn crl(
             .any(|t| t == quoted || t.trim_start_matches("W/") == quoted || t == "*")
     });
     let (status, body) = if unchanged {
-        (StatusCode::NOT_MODIFIED, Vec::new())
+        (StatusCode::NOT_MODIFIED, bytes::Bytes::new())
     } else {
         (StatusCode::OK, body)
     };
-    let mut response = super::respond::text(status, content_type, body);
+    let mut response = super::respond::shared(status, content_type, body);
     let headers = response.headers_mut();
     if let Ok(v) = header::HeaderValue::from_str(&format!("max-age={max_age}")) {
         headers.insert(header::CACHE_CONTROL, v);
