@@ -531,3 +531,81 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// Poll `cond` every 100 ms until it holds or `timeout` passes; its last
+/// answer.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+/// A plain HTTP/1.1 GET (metrics and health endpoints of a sidecar): the
+/// status (0 when nothing answered) and the whole response text.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, buf)
+}
+
+/// A TLS server on a loopback port that echoes the first 4 bytes of each
+/// connection, with `config` (one built by the ca-client library); its port.
+pub fn tls_echo_server(config: Arc<rustls::ServerConfig>) -> u16 {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("echo server: {e}"));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut buf = [0u8; 4];
+                if tls.read_exact(&mut buf).is_ok() {
+                    let _ = tls.write_all(&buf);
+                    let _ = tls.flush();
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Build the fault-injecting PKCS#11 module (`tests/fault-pkcs11/`, C) into
+/// `dir`; its path.
+pub fn build_fault_module(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fault-pkcs11/fault_pkcs11.c");
+    let out = dir.join("fault_pkcs11.so");
+    let build = run(Command::new("cc")
+        .args(["-shared", "-fPIC", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .arg("-ldl"));
+    assert!(
+        build.status.success(),
+        "building the fault module: {}",
+        text(&build)
+    );
+    out
+}

@@ -3,13 +3,14 @@
 //! certificates. Keys, certificates and chains are checked with openssl.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use trellis_e2e::{bin, openssl_verify, run, text, Daemon, TestServer};
+use trellis_e2e::pg::free_port;
+use trellis_e2e::{bin, http_get, openssl_verify, run, text, wait_until, Daemon, TestServer};
 
 /// The base command for the `db` class with `a.db.internal`.
 fn client(server: &TestServer, out: &Path) -> Command {
@@ -74,17 +75,6 @@ fn one_line_failure(out: &Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
     err
-}
-
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    cond()
 }
 
 fn requests(server: &TestServer, endpoint: &str) -> f64 {
@@ -331,33 +321,6 @@ fn failures_since(daemon: &Daemon, since: Instant) -> Vec<Attempt> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, buf)
-}
-
 /// A TLS echo server built with the ca-client library: its identity follows
 /// the sidecar's files. Returns its port.
 fn library_tls_server(out: &Path) -> u16 {
@@ -369,26 +332,7 @@ fn library_tls_server(out: &Path) -> u16 {
         Vec::new(),
         Duration::from_millis(200),
     ));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for tcp in listener.incoming() {
-            let Ok(tcp) = tcp else { continue };
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let Ok(conn) = rustls::ServerConnection::new(config) else {
-                    return;
-                };
-                let mut tls = rustls::StreamOwned::new(conn, tcp);
-                let mut buf = [0u8; 4];
-                if tls.read_exact(&mut buf).is_ok() {
-                    let _ = tls.write_all(&buf);
-                    let _ = tls.flush();
-                }
-            });
-        }
-    });
-    port
+    trellis_e2e::tls_echo_server(config)
 }
 
 /// A full handshake (no resumption) trusting the db root; returns the

@@ -15,13 +15,14 @@
 //!   says revoked) until a plain `--once`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use trellis_e2e::{bin, run, text, Daemon, TestServer};
+use trellis_e2e::pg::free_port;
+use trellis_e2e::{bin, http_get, run, text, wait_until, Daemon, TestServer};
 
 /// A sidecar of `class` for `dns`, writing to `out`.
 fn sidecar(server: &TestServer, class: &str, dns: &str, out: &Path) -> Command {
@@ -37,17 +38,6 @@ fn sidecar(server: &TestServer, class: &str, dns: &str, out: &Path) -> Command {
         .arg(out)
         .env_remove("RUST_LOG");
     cmd
-}
-
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    cond()
 }
 
 /// The serial of the first certificate of a PEM file, lowercase hex as the
@@ -85,59 +75,13 @@ fn one_line(out: &Output, stream: &[u8]) -> String {
     s
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("free port: {e}"))
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    let status = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, buf)
-}
-
 /// A TLS echo server built with the library, presenting `identity`.
 fn library_server(identity: Arc<ca_client::tls::Identity>) -> u16 {
     let config = Arc::new(
         ca_client::tls::server_config(identity, None)
             .unwrap_or_else(|e| panic!("server config: {e}")),
     );
-    let listener =
-        TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("library server: {e}"));
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    std::thread::spawn(move || {
-        for tcp in listener.incoming() {
-            let Ok(tcp) = tcp else { continue };
-            let config = config.clone();
-            std::thread::spawn(move || {
-                let Ok(conn) = rustls::ServerConnection::new(config) else {
-                    return;
-                };
-                let mut tls = rustls::StreamOwned::new(conn, tcp);
-                let mut buf = [0u8; 4];
-                if tls.read_exact(&mut buf).is_ok() {
-                    let _ = tls.write_all(&buf);
-                    let _ = tls.flush();
-                }
-            });
-        }
-    });
-    port
+    trellis_e2e::tls_echo_server(config)
 }
 
 /// One full handshake + echo as `a.api.internal`; the serial presented.

@@ -7,25 +7,9 @@
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use trellis_e2e::{bin, openssl_csr, run, text, TestServer};
+use trellis_e2e::{bin, build_fault_module, openssl_csr, run, text, TestServer};
 
 const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
-
-fn build_fault_module(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fault-pkcs11/fault_pkcs11.c");
-    let out = dir.join("fault_pkcs11.so");
-    let build = run(Command::new("cc")
-        .args(["-shared", "-fPIC", "-Wall", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .arg("-ldl"));
-    assert!(
-        build.status.success(),
-        "building the fault module: {}",
-        text(&build)
-    );
-    out
-}
 
 fn init(dir: &Path) {
     let out = run(Command::new(bin("ca-server"))

@@ -440,18 +440,7 @@ fn behind_fault_module(work: &Path) -> (PathBuf, String) {
     // A connection that never says hello is closed after two seconds (the
     // closed-connections counter).
     init_dev_with_server_settings(&dir, "handshake_timeout_secs = 2");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("fault-pkcs11/fault_pkcs11.c");
-    let module = work.join("fault_pkcs11.so");
-    let build = run(Command::new("cc")
-        .args(["-shared", "-fPIC", "-Wall", "-o"])
-        .arg(&module)
-        .arg(&source)
-        .arg("-ldl"));
-    assert!(
-        build.status.success(),
-        "building the fault module: {}",
-        text(&build)
-    );
+    let module = trellis_e2e::build_fault_module(work);
     let path = dir.join("config.toml");
     let config = std::fs::read_to_string(&path).unwrap();
     let real_line = config

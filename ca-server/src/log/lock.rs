@@ -45,6 +45,19 @@ impl std::fmt::Display for Holder {
     }
 }
 
+/// Open (creating, never truncating) a file to `flock`: the one way lock
+/// files of the state directory are opened (the log's, a class's
+/// revocation list's).
+pub(crate) fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+}
+
 impl LogLock {
     /// Take the lock on `dir` (which must exist) without waiting: a log that
     /// is already locked is [`LogError::InUse`], naming the holder.
@@ -55,14 +68,7 @@ impl LogLock {
             source,
         };
         // No truncation before the lock is ours: the file names the holder.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .map_err(io)?;
+        let file = open_lock_file(&path).map_err(io)?;
         loop {
             // SAFETY: flock on a descriptor this function owns.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {

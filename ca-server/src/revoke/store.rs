@@ -15,7 +15,6 @@
 use crate::state::{write_atomic, StateDir};
 use ca_proto::revocation::RevocationReason;
 use serde::{Deserialize, Serialize};
-use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
@@ -196,20 +195,12 @@ struct ListLock {
 
 impl ListLock {
     fn acquire(state: &StateDir, class: &str) -> Result<ListLock, StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let path = lock_path(state, class);
         let io = |source| StoreError::Io {
             path: path.display().to_string(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .map_err(io)?;
+        let file = crate::log::lock::open_lock_file(&path).map_err(io)?;
         // Blocking: a writer holds it for one read-modify-write only.
         // SAFETY: flock on a file descriptor this function owns.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
