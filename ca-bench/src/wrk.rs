@@ -60,6 +60,16 @@ pub struct WrkOpts {
     /// wrk threads (at most the connections of a load).
     #[arg(long, default_value_t = 2)]
     pub wrk_threads: usize,
+    /// Only these targets (comma-separated: trellis, multirootca,
+    /// cfssl-serve, trellis-nolog), e.g. to profile one under load.
+    #[arg(long, value_delimiter = ',')]
+    pub wrk_only: Vec<String>,
+}
+
+impl WrkOpts {
+    fn wants(&self, key: &str) -> bool {
+        self.wrk_only.is_empty() || self.wrk_only.iter().any(|k| k == key)
+    }
 }
 
 impl WrkOpts {
@@ -388,6 +398,9 @@ impl crate::Bench {
                        label: &str,
                        server: Result<Server>,
                        loads: Vec<Load>| {
+            if !me.opts.wrk.wants(key) {
+                return;
+            }
             let mut server = match server {
                 Ok(s) => s,
                 Err(e) => return me.fail(format!("wrk: {label} does not start: {e:#}")),

@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod issue;
 pub mod log;
 pub mod metrics;
+pub mod priority;
 pub mod revoke;
 pub mod serial;
 pub mod server;

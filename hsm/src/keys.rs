@@ -219,20 +219,33 @@ pub fn generate(token: &Token, label: &str, algorithm: KeyAlgorithm) -> HsmResul
     public_key(&session, token, label)
 }
 
+/// The token (persistent) private key labelled `label`: never a session
+/// copy that a signing session made of it (`pool.rs`).
 pub(crate) fn find_private(session: &HsmSession, label: &str) -> HsmResult<Option<ObjectHandle>> {
     find(session, ObjectClass::PRIVATE_KEY, label)
 }
 
+/// The token object of `class` labelled `label` (session objects, which
+/// every session of this process sees, are not looked at).
 fn find(session: &HsmSession, class: ObjectClass, label: &str) -> HsmResult<Option<ObjectHandle>> {
+    Ok(find_all(session, class, label, true)?.into_iter().next())
+}
+
+fn find_all(
+    session: &HsmSession,
+    class: ObjectClass,
+    label: &str,
+    token: bool,
+) -> HsmResult<Vec<ObjectHandle>> {
     let template = [
         Attribute::Class(class),
         Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Token(token),
     ];
-    let found = session.call(
+    session.call(
         || format!("looking up key '{label}'"),
         |s| s.find_objects(&template),
-    )?;
-    Ok(found.into_iter().next())
+    )
 }
 
 /// Read the public key of the pair labelled `label`, and choose how it
@@ -331,6 +344,14 @@ pub fn private_key_attributes(
         label: label.into(),
         token: token_label.into(),
     })?;
+    attributes_of(session, handle, label)
+}
+
+fn attributes_of(
+    session: &HsmSession,
+    handle: ObjectHandle,
+    label: &str,
+) -> HsmResult<PrivateKeyAttributes> {
     let wanted = [
         AttributeType::Token,
         AttributeType::Private,
@@ -438,7 +459,12 @@ impl Token {
         let session = self.open_session()?;
         let handles = session.call(
             || format!("listing the private keys of token '{}'", self.label()),
-            |s| s.find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)]),
+            |s| {
+                s.find_objects(&[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::Token(true),
+                ])
+            },
         )?;
         let mut labels = Vec::with_capacity(handles.len());
         for handle in handles {
@@ -458,6 +484,17 @@ impl Token {
 
     pub fn private_key_attributes(&self, label: &str) -> HsmResult<PrivateKeyAttributes> {
         private_key_attributes(&self.open_session()?, self.label(), label)
+    }
+
+    /// The attributes of every session copy of the private key `label` that
+    /// this process's signing sessions hold (see `pool.rs`): for checking
+    /// that copies stay sensitive and go with the token key.
+    pub fn session_copies(&self, label: &str) -> HsmResult<Vec<PrivateKeyAttributes>> {
+        let session = self.open_session()?;
+        find_all(&session, ObjectClass::PRIVATE_KEY, label, false)?
+            .into_iter()
+            .map(|handle| attributes_of(&session, handle, label))
+            .collect()
     }
 
     pub fn destroy_key(&self, label: &str) -> HsmResult<()> {

@@ -28,6 +28,6 @@ pub use keys::{KeyAlgorithm, KeyInfo, PrivateKeyAttributes, UnknownAlgorithm};
 pub use mechanisms::{Capabilities, Missing, SignMechanism};
 pub use module::{HsmSession, Module, ModuleOptions, Token, TokenSelector};
 pub use pin::Pin;
-pub use pool::{PoolSession, SigningPool};
+pub use pool::{PoolSession, SigningPool, KEY_RECHECK};
 pub use raw::{TokenInfo, TokenInfoError};
 pub use signer::HsmSigningKey;

@@ -5,25 +5,62 @@
 //! are closures run on that thread. Sessions are opened lazily and re-opened
 //! after the token went away (device removed, session invalid, logged out),
 //! so service resumes by itself when the token is back.
+//!
+//! **Session copies.** Where the module allows it (`C_CopyObject` with
+//! `CKA_TOKEN=false`; the key's `CKA_COPYABLE` decides), a session signs
+//! with a copy of the private key made in that session: a session object,
+//! still inside the token, still sensitive and never extractable (PKCS#11
+//! forbids a copy to weaken either), gone when the session closes. Some
+//! modules check their object store on every operation on a token object
+//! (SoftHSM2 opens and locks the object's files): with the copy a P-256
+//! signature on SoftHSM2 took 58 µs instead of 95 µs here. The copy never
+//! outlives the token key by more than [`KEY_RECHECK`]: a cached copy
+//! older than that is used only after the token key is found again, and is
+//! destroyed when it is not. A key whose copy the module refuses, or cannot
+//! sign with while the token object can, is signed through the token
+//! object as before.
 
 use crate::der::ecdsa_raw_to_der;
 use crate::error::{HsmError, HsmResult};
 use crate::keys::{find_private, KeyAlgorithm, KeyInfo};
 use crate::mechanisms::{SignMechanism, SHA256_DIGEST_INFO_PREFIX};
 use crate::module::{HsmSession, Token};
+use cryptoki::error::RvError;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::ObjectHandle;
+use cryptoki::object::{Attribute, ObjectHandle};
 use sha2::{Digest, Sha256, Sha384};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a session copy of a key is used without finding the token key
+/// again: the longest a key destroyed in the token can still sign here.
+pub const KEY_RECHECK: Duration = Duration::from_secs(1);
+
+/// How a session reaches one key.
+#[derive(Clone, Copy)]
+struct KeyHandle {
+    /// What `C_Sign` is given: the session copy, or the token object.
+    sign: ObjectHandle,
+    /// Whether `sign` is a session copy (destroyed when dropped from here).
+    copy: bool,
+    /// When the token key was last found.
+    found_at: Instant,
+}
 
 /// One session on one token, with the key handles found through it.
 pub struct PoolSession {
     token: Token,
     session: Option<HsmSession>,
-    handles: HashMap<String, ObjectHandle>,
+    handles: HashMap<String, KeyHandle>,
+    /// The module does not copy objects (`CKR_FUNCTION_NOT_SUPPORTED`).
+    copies_refused: bool,
+    /// Keys whose copy was refused, or could not sign when the token
+    /// object could: signed through the token object. Both outlive a
+    /// session reset; both hold what the server's key labels name.
+    no_copy: HashSet<String>,
 }
 
 impl PoolSession {
@@ -32,6 +69,8 @@ impl PoolSession {
             token,
             session: None,
             handles: HashMap::new(),
+            copies_refused: false,
+            no_copy: HashSet::new(),
         }
     }
 
@@ -56,18 +95,23 @@ impl PoolSession {
         }
     }
 
+    /// Whether this session signs `label` through a session copy (after
+    /// at least one signature or probe with it).
+    pub fn signs_with_copy(&self, label: &str) -> bool {
+        self.handles.get(label).is_some_and(|h| h.copy)
+    }
+
     /// Check that this session can still reach the token and find the key.
     pub fn probe(&mut self, key_label: &str) -> HsmResult<()> {
         // Look the key up in the token again (a real call), rather than
         // trusting the cached handle: a session whose token went away still
         // holds one, and readiness must see the token, not the cache.
-        self.handles.remove(key_label);
         // Like `sign`: a session lost (or voided by a re-initialisation of
         // the module) is replaced once before the probe says no.
-        let result = match self.handle(key_label).map(|_| ()) {
+        let result = match self.find_again(key_label).map(|_| ()) {
             Err(e) if e.is_session_lost() => {
                 self.reset();
-                self.handle(key_label).map(|_| ())
+                self.find_again(key_label).map(|_| ())
             }
             other => other,
         };
@@ -78,6 +122,7 @@ impl PoolSession {
     }
 
     fn reset(&mut self) {
+        // Closing the session destroys its copies.
         self.session = None;
         self.handles.clear();
     }
@@ -89,22 +134,111 @@ impl PoolSession {
         self.session.as_ref().ok_or(HsmError::PoolClosed)
     }
 
-    fn handle(&mut self, label: &str) -> HsmResult<ObjectHandle> {
-        if let Some(h) = self.handles.get(label) {
-            return Ok(*h);
+    /// Forget `label`'s cached handle, destroying its session copy.
+    fn forget(&mut self, label: &str) {
+        if let Some(old) = self.handles.remove(label) {
+            if old.copy {
+                if let Some(session) = &self.session {
+                    let _ = session.call(
+                        || format!("destroying the session copy of key '{label}'"),
+                        |s| s.destroy_object(old.sign),
+                    );
+                }
+            }
         }
-        let token_label = self.token.label().to_string();
-        let session = self.session()?;
-        let handle = find_private(session, label)?.ok_or_else(|| HsmError::KeyNotFound {
-            label: label.into(),
-            token: token_label,
-        })?;
+    }
+
+    /// Find the token key `label` again (a real call): refreshes a cached
+    /// copy, or makes the handle anew.
+    fn find_again(&mut self, label: &str) -> HsmResult<ObjectHandle> {
+        let found = find_private(self.session()?, label)?;
+        match (found, self.handles.get_mut(label)) {
+            (Some(_), Some(cached)) if cached.copy => {
+                cached.found_at = Instant::now();
+                Ok(cached.sign)
+            }
+            (Some(object), _) => {
+                self.forget(label);
+                Ok(self.insert(label, object))
+            }
+            (None, _) => {
+                self.forget(label);
+                Err(HsmError::KeyNotFound {
+                    label: label.into(),
+                    token: self.token.label().to_string(),
+                })
+            }
+        }
+    }
+
+    /// Cache the token key `object` for `label`, as a session copy when the
+    /// module makes one. A refused copy is no error: the token object signs.
+    fn insert(&mut self, label: &str, object: ObjectHandle) -> ObjectHandle {
+        let mut handle = KeyHandle {
+            sign: object,
+            copy: false,
+            found_at: Instant::now(),
+        };
+        if !self.copies_refused && !self.no_copy.contains(label) {
+            if let Some(session) = &self.session {
+                let copied = session.call(
+                    || format!("copying key '{label}' into the session"),
+                    |s| s.copy_object(object, &[Attribute::Token(false)]),
+                );
+                match copied {
+                    Ok(copy) => {
+                        handle.sign = copy;
+                        handle.copy = true;
+                    }
+                    Err(e) if e.rv() == Some(RvError::FunctionNotSupported) => {
+                        self.copies_refused = true;
+                    }
+                    Err(_) => {
+                        self.no_copy.insert(label.to_string());
+                    }
+                }
+            }
+        }
         self.handles.insert(label.to_string(), handle);
-        Ok(handle)
+        handle.sign
+    }
+
+    fn handle(&mut self, label: &str) -> HsmResult<ObjectHandle> {
+        match self.handles.get(label) {
+            Some(h) if !h.copy || h.found_at.elapsed() < KEY_RECHECK => Ok(h.sign),
+            _ => self.find_again(label),
+        }
     }
 
     fn try_sign(&mut self, key: &KeyInfo, message: &[u8]) -> HsmResult<Vec<u8>> {
         let handle = self.handle(&key.label)?;
+        if !self.signs_with_copy(&key.label) {
+            return self.sign_with(handle, key, message);
+        }
+        match self.sign_with(handle, key, message) {
+            Err(with_copy) => {
+                // Whatever went wrong, the token object decides: when it
+                // signs, the copy was the problem and is not made again.
+                self.forget(&key.label);
+                let Some(object) = find_private(self.session()?, &key.label)? else {
+                    return Err(with_copy);
+                };
+                let signed = self.sign_with(object, key, message);
+                if signed.is_ok() {
+                    self.no_copy.insert(key.label.clone());
+                }
+                signed
+            }
+            ok => ok,
+        }
+    }
+
+    fn sign_with(
+        &mut self,
+        handle: ObjectHandle,
+        key: &KeyInfo,
+        message: &[u8],
+    ) -> HsmResult<Vec<u8>> {
         let token_label = self.token.label().to_string();
         let session = self.session()?;
         let context = || {

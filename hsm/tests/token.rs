@@ -10,6 +10,7 @@ use ring::signature::{
 };
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 const TOKEN: &str = "trellis-test";
 
@@ -285,4 +286,60 @@ fn errors_name_the_return_value_and_the_operation() {
     };
     let err = PoolSession::new(token()).sign(&key, b"x").unwrap_err();
     assert!(err.to_string().contains("never-generated"), "{err}");
+}
+
+#[test]
+fn signing_sessions_use_sensitive_session_copies_that_go_with_the_token_key() {
+    let _serial = serial();
+    let token = token();
+    let label = unique("copy");
+    let key = token.generate_key(&label, KeyAlgorithm::EcP256).unwrap();
+    let (mut a, mut b) = (
+        PoolSession::new(token.clone()),
+        PoolSession::new(token.clone()),
+    );
+    for session in [&mut a, &mut b] {
+        let signature = session.sign(&key, b"copy").unwrap();
+        assert!(verify(&key, b"copy", &signature));
+        assert!(session.signs_with_copy(&label), "SoftHSM2 copies keys");
+    }
+    let copies = token.session_copies(&label).unwrap();
+    assert_eq!(copies.len(), 2, "one per session");
+    for c in &copies {
+        assert!(!c.token, "{c:?}");
+        assert!(
+            c.sensitive && !c.extractable,
+            "a copy keeps the key inside: {c:?}"
+        );
+        assert!(c.always_sensitive && c.never_extractable && c.sign, "{c:?}");
+    }
+    let labels = token.private_key_labels().unwrap();
+    assert_eq!(
+        labels.iter().filter(|l| **l == label).count(),
+        1,
+        "copies are not keys of the token"
+    );
+    assert!(token.private_key_attributes(&label).unwrap().token);
+
+    token.destroy_key(&label).unwrap();
+    let destroyed = Instant::now();
+    // A probe looks the token key up: refused at once, and its copy goes.
+    let err = b.probe(&label).unwrap_err();
+    assert!(matches!(err, HsmError::KeyNotFound { .. }), "{err}");
+    assert_eq!(token.session_copies(&label).unwrap().len(), 1);
+    // A signing session finds out within KEY_RECHECK. Bounded: the loop
+    // fails the test once the copy outlived the token key by a second more.
+    let refused = loop {
+        match a.sign(&key, b"after") {
+            Ok(_) => assert!(
+                destroyed.elapsed() < hsm::KEY_RECHECK + Duration::from_secs(1),
+                "still signing {:?} after the token key was destroyed",
+                destroyed.elapsed()
+            ),
+            Err(e) => break e,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(matches!(refused, HsmError::KeyNotFound { .. }), "{refused}");
+    assert!(token.session_copies(&label).unwrap().is_empty());
 }

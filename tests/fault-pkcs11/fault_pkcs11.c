@@ -11,11 +11,17 @@
  * CK_TRUE whatever the key is: a token that silently makes (or claims to
  * make) an extractable key, which Trellis must refuse.
  *
+ * While TRELLIS_PKCS11_NO_COPY is set, C_CopyObject answers
+ * CKR_FUNCTION_NOT_SUPPORTED (modules without object copies). While
+ * TRELLIS_PKCS11_COPY_CANNOT_SIGN is set, copies are made but C_SignInit
+ * with one answers CKR_KEY_FUNCTION_NOT_PERMITTED (a module whose session
+ * copies do not sign). Trellis must sign through the token object then.
+ *
  * Only the v2.40 function list is offered (no C_GetInterface), so callers fall
  * back to C_GetFunctionList. The list is treated as a version followed by
  * function pointers in the standard order; the indexes below are the
- * positions of C_OpenSession, C_GetAttributeValue, C_FindObjectsInit,
- * C_SignInit and C_Sign.
+ * positions of C_OpenSession, C_CopyObject, C_GetAttributeValue,
+ * C_FindObjectsInit, C_SignInit and C_Sign.
  */
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -33,6 +39,7 @@ typedef struct {
 } FUNCTION_LIST;
 
 #define IDX_OPEN_SESSION 12
+#define IDX_COPY_OBJECT 21
 #define IDX_GET_ATTRIBUTE_VALUE 24
 #define IDX_FIND_OBJECTS_INIT 26
 #define IDX_SIGN_INIT 42
@@ -42,6 +49,8 @@ typedef struct {
 #define CKR_GENERAL_ERROR 0x5UL
 #define CKR_DEVICE_REMOVED 0x32UL
 #define CKR_TOKEN_NOT_PRESENT 0xE0UL
+#define CKR_FUNCTION_NOT_SUPPORTED 0x54UL
+#define CKR_KEY_FUNCTION_NOT_PERMITTED 0x68UL
 #define CKA_EXTRACTABLE 0x162UL
 
 typedef struct {
@@ -62,6 +71,27 @@ typedef CK_RV (*open_session_fn)(CK_ULONG, CK_ULONG, void *, void *, CK_ULONG *)
 typedef CK_RV (*find_init_fn)(CK_ULONG, void *, CK_ULONG);
 typedef CK_RV (*sign_init_fn)(CK_ULONG, void *, CK_ULONG);
 typedef CK_RV (*sign_fn)(CK_ULONG, unsigned char *, CK_ULONG, unsigned char *, CK_ULONG *);
+typedef CK_RV (*copy_object_fn)(CK_ULONG, CK_ULONG, void *, CK_ULONG, CK_ULONG *);
+
+/* Handles of the copies made (the newest COPIES), for COPY_CANNOT_SIGN. */
+#define COPIES 256
+static CK_ULONG copies[COPIES];
+static unsigned copies_made;
+
+static int is_copy(CK_ULONG object) {
+    unsigned n = copies_made < COPIES ? copies_made : COPIES;
+    for (unsigned i = 0; i < n; i++)
+        if (copies[i] == object) return 1;
+    return 0;
+}
+
+static CK_RV copy_object(CK_ULONG session, CK_ULONG object, void *template_, CK_ULONG count, CK_ULONG *new_object) {
+    if (getenv("TRELLIS_PKCS11_NO_COPY")) return CKR_FUNCTION_NOT_SUPPORTED;
+    CK_RV rv = ((copy_object_fn)real->fn[IDX_COPY_OBJECT])(session, object, template_, count, new_object);
+    if (rv == CKR_OK && new_object) copies[__atomic_fetch_add(&copies_made, 1, __ATOMIC_RELAXED) % COPIES] = *new_object;
+    return rv;
+}
+
 typedef CK_RV (*get_attribute_fn)(CK_ULONG, CK_ULONG, ATTRIBUTE *, CK_ULONG);
 
 static CK_RV get_attribute_value(CK_ULONG session, CK_ULONG object, ATTRIBUTE *template_, CK_ULONG count) {
@@ -87,6 +117,7 @@ static CK_RV find_objects_init(CK_ULONG session, void *template_, CK_ULONG count
 
 static CK_RV sign_init(CK_ULONG session, void *mechanism, CK_ULONG key) {
     if (faulty()) return CKR_DEVICE_REMOVED;
+    if (getenv("TRELLIS_PKCS11_COPY_CANNOT_SIGN") && is_copy(key)) return CKR_KEY_FUNCTION_NOT_PERMITTED;
     return ((sign_init_fn)real->fn[IDX_SIGN_INIT])(session, mechanism, key);
 }
 
@@ -105,6 +136,7 @@ CK_RV C_GetFunctionList(FUNCTION_LIST **list) {
         if (!get || get(&real) != CKR_OK || !real) return CKR_GENERAL_ERROR;
         memcpy(&shim, real, sizeof shim);
         shim.fn[IDX_OPEN_SESSION] = (void *)open_session;
+        shim.fn[IDX_COPY_OBJECT] = (void *)copy_object;
         shim.fn[IDX_GET_ATTRIBUTE_VALUE] = (void *)get_attribute_value;
         shim.fn[IDX_FIND_OBJECTS_INIT] = (void *)find_objects_init;
         shim.fn[IDX_SIGN_INIT] = (void *)sign_init;

@@ -7,7 +7,7 @@
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use trellis_e2e::{bin, build_fault_module, openssl_csr, run, text, TestServer};
+use trellis_e2e::{bin, build_fault_module, openssl_csr, openssl_verify, run, text, TestServer};
 
 const P256: &[&str] = &["ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
 
@@ -101,6 +101,52 @@ fn a_vanishing_token_gives_503_and_service_resumes_without_a_restart() {
         log.contains("CKR_DEVICE_REMOVED") || log.contains("CKR_TOKEN_NOT_PRESENT"),
         "{log}"
     );
+}
+
+/// Signing sessions sign with session copies of the CA keys where the
+/// module makes them (hsm/src/pool.rs). A module that does not copy
+/// objects, or makes copies that cannot sign, must serve all the same,
+/// through the token objects, with no HSM error counted.
+#[test]
+fn a_module_without_usable_key_copies_still_signs_through_the_token_objects() {
+    for fault in ["TRELLIS_PKCS11_NO_COPY", "TRELLIS_PKCS11_COPY_CANNOT_SIGN"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, real) = behind_fault_module(tmp.path());
+        let server = TestServer::start_with_env(
+            &dir,
+            &[],
+            &[("TRELLIS_PKCS11_REAL_MODULE", real.as_str()), (fault, "1")],
+        );
+        for i in 0..3 {
+            let name = format!("c{i}.db.internal");
+            let csr = openssl_csr(
+                tmp.path(),
+                &format!("c{i}"),
+                P256,
+                &format!("/CN={name}"),
+                &["-addext", &format!("subjectAltName=DNS:{name}")],
+            );
+            let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr}));
+            assert_eq!(status, 200, "{fault}: {body}");
+            let leaf = tmp.path().join(format!("c{i}.pem"));
+            std::fs::write(&leaf, body["certificate"].as_str().unwrap()).unwrap();
+            let chain = tmp.path().join(format!("c{i}-chain.pem"));
+            std::fs::write(&chain, body["chain"].as_str().unwrap()).unwrap();
+            let (ok, why) = openssl_verify(&dir.join("classes/db/root.pem"), &chain, &leaf);
+            assert!(ok, "{fault}: {why}");
+        }
+        let client = server.client();
+        assert_eq!(
+            client.request("GET", "/readyz", &[], b"").status,
+            200,
+            "{fault}"
+        );
+        assert_eq!(
+            server.metric("trellis_hsm_errors_total", ""),
+            0.0,
+            "{fault}"
+        );
+    }
 }
 
 #[test]

@@ -191,7 +191,8 @@ impl Inventory {
         Ok(polled.entries)
     }
 
-    /// Follow the log from a thread of its own (lowest CPU priority),
+    /// Follow the log from a thread of its own (`SCHED_IDLE`: only CPU that
+    /// signing leaves),
     /// looking for new batches every `interval`, until the process ends.
     pub fn spawn(
         self: &Arc<Self>,
@@ -202,7 +203,7 @@ impl Inventory {
         std::thread::Builder::new()
             .name("inventory".into())
             .spawn(move || {
-                lower_priority();
+                crate::priority::idle("inventory");
                 let mut failing = false;
                 loop {
                     let started = std::time::Instant::now();
@@ -276,25 +277,6 @@ impl Inventory {
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
-
-/// Nice 19 for the calling thread: indexing uses what signing leaves.
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    // SAFETY: a plain system call on the calling thread.
-    let niced = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
-    };
-    if niced != 0 {
-        tracing::debug!(
-            event = "inventory_priority",
-            "could not lower the inventory thread's priority"
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
 
 #[cfg(test)]
 mod tests;

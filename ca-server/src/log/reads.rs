@@ -179,7 +179,7 @@ impl ReadPool {
 /// lowest CPU priority: reads use only what signing leaves idle, and not
 /// all of that.
 fn reader_thread(receiver: &Mutex<Receiver<Job>>, budget: &CpuBudget) {
-    lower_priority();
+    crate::priority::nice("log-reader");
     loop {
         let job = receiver.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(job) = job else { return };
@@ -209,27 +209,6 @@ fn thread_cpu_time() -> Duration {
         u32::try_from(ts.tv_nsec).unwrap_or(0),
     )
 }
-
-/// Nice 19 for the calling thread (on Linux a thread has its own nice
-/// value, and lowering one's own priority needs no privilege).
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    // SAFETY: a plain system call on the calling thread.
-    let niced = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
-    };
-    if niced != 0 {
-        tracing::warn!(
-            event = "log_reader_priority",
-            "could not lower the log reader's CPU priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
 
 /// One `entries` page.
 #[derive(Debug, PartialEq, Eq)]
