@@ -16,7 +16,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 /// What a finding is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -162,7 +162,32 @@ fn names_of(cert: &X509Certificate<'_>) -> Result<CertNames, NamesError> {
     Ok(names)
 }
 
+/// How [`check_with`] tells which intermediate signed a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignerCheck {
+    /// Verify the signature under each candidate intermediate's key (one
+    /// ECDSA or RSA verification, about as costly as issuing's own CSR
+    /// check).
+    Verify,
+    /// Match the certificate's issuer name and authority key identifier
+    /// against each candidate's subject and subject key identifier. Cheap;
+    /// it does not catch a certificate that names an intermediate but
+    /// carries a signature that intermediate did not make.
+    ByKeyId,
+}
+
+/// Every finding for `entry`, verifying the certificate's signature.
 pub fn check(entry: &LogEntry, policies: &PolicySet, known: &KnownIntermediates) -> Vec<Finding> {
+    check_with(entry, policies, known, SignerCheck::Verify)
+}
+
+/// Every finding for `entry`, telling the signer as `how` says.
+pub fn check_with(
+    entry: &LogEntry,
+    policies: &PolicySet,
+    known: &KnownIntermediates,
+    how: SignerCheck,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
     if entry.decision() != LogDecision::Issued {
         return findings;
@@ -209,7 +234,7 @@ pub fn check(entry: &LogEntry, policies: &PolicySet, known: &KnownIntermediates)
     for detail in mismatches(entry, &cert, &names, common_name.as_deref()) {
         found(FindingKind::EntryMismatch, detail);
     }
-    match signer(entry, &cert, known) {
+    match signer(entry, &cert, known, how) {
         Signer::Claimed => {}
         Signer::Other(fp) => found(
             FindingKind::EntryMismatch,
@@ -330,10 +355,20 @@ enum Signer {
 }
 
 /// Which known intermediate of the entry's class signed the certificate.
-fn signer(entry: &LogEntry, cert: &X509Certificate<'_>, known: &KnownIntermediates) -> Signer {
+fn signer(
+    entry: &LogEntry,
+    cert: &X509Certificate<'_>,
+    known: &KnownIntermediates,
+    how: SignerCheck,
+) -> Signer {
     let signed_by = |int_der: &[u8]| {
-        x509_parser::parse_x509_certificate(int_der)
-            .is_ok_and(|(_, int)| cert.verify_signature(Some(int.public_key())).is_ok())
+        x509_parser::parse_x509_certificate(int_der).is_ok_and(|(_, int)| match how {
+            SignerCheck::Verify => cert.verify_signature(Some(int.public_key())).is_ok(),
+            SignerCheck::ByKeyId => {
+                cert.issuer().as_raw() == int.subject().as_raw()
+                    && authority_key_id(cert).is_some_and(|aki| Some(aki) == subject_key_id(&int))
+            }
+        })
     };
     let claimed = entry.issued().and_then(|i| known.get(i.issuer.as_str()));
     if claimed.is_some_and(|(class, der)| class == &entry.class && signed_by(der)) {
@@ -345,28 +380,54 @@ fn signer(entry: &LogEntry, cert: &X509Certificate<'_>, known: &KnownIntermediat
         .map_or(Signer::Unknown, |(fp, _)| Signer::Other(fp.clone()))
 }
 
+fn authority_key_id<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+            _ => None,
+        })
+        .map(|id| id.0)
+}
+
+fn subject_key_id<'a>(cert: &'a X509Certificate<'_>) -> Option<&'a [u8]> {
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0),
+            _ => None,
+        })
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
+    //! Intermediates, leaves and entries for the checks' tests.
     use super::*;
     use ca_proto::logentry::{IssuedEntry, Outcome};
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, SerialNumber,
     };
 
-    struct World {
-        policies: PolicySet,
-        known: KnownIntermediates,
-        int_fp: String,
-        issuer: Issuer<'static, KeyPair>,
+    pub(crate) struct World {
+        pub policies: PolicySet,
+        pub known: KnownIntermediates,
+        pub int_fp: String,
+        pub issuer: Issuer<'static, KeyPair>,
     }
 
-    fn world() -> World {
-        let key = KeyPair::generate().expect("intermediate key");
+    pub(crate) fn intermediate_params() -> CertificateParams {
         let mut params = CertificateParams::new(Vec::new()).expect("params");
         params
             .distinguished_name
             .push(DnType::CommonName, "test db intermediate");
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![7; 20]);
+        params
+    }
+
+    pub(crate) fn world() -> World {
+        let key = KeyPair::generate().expect("intermediate key");
+        let params = intermediate_params();
         let der = params
             .self_signed(&key)
             .expect("intermediate")
@@ -382,11 +443,11 @@ mod tests {
         }
     }
 
-    const SERIAL: [u8; 16] = [0x42; 16];
+    pub(crate) const SERIAL: [u8; 16] = [0x42; 16];
 
     /// A one-hour `db` leaf naming `sans` (CN: the first), signed by the
     /// world's intermediate.
-    fn leaf(world: &World, sans: Vec<SanType>) -> Vec<u8> {
+    pub(crate) fn leaf(world: &World, sans: Vec<SanType>) -> Vec<u8> {
         let key = KeyPair::generate().expect("leaf key");
         let mut params = CertificateParams::default();
         if let Some(SanType::DnsName(first)) = sans.first() {
@@ -396,6 +457,7 @@ mod tests {
         }
         params.subject_alt_names = sans;
         params.serial_number = Some(SerialNumber::from_slice(&SERIAL));
+        params.use_authority_key_identifier_extension = true;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - crate::issue::build::BACKDATE;
         params.not_after = now + time::Duration::hours(1);
@@ -406,12 +468,12 @@ mod tests {
             .to_vec()
     }
 
-    fn dns(name: &str) -> SanType {
+    pub(crate) fn dns(name: &str) -> SanType {
         SanType::DnsName(name.try_into().expect("DNS name"))
     }
 
     /// The entry an honest server would log for `der`, claiming `names`.
-    fn entry(world: &World, der: &[u8], names: &[&str]) -> LogEntry {
+    pub(crate) fn entry(world: &World, der: &[u8], names: &[&str]) -> LogEntry {
         use base64::Engine;
         LogEntry {
             seq: 9,
@@ -435,16 +497,23 @@ mod tests {
         }
     }
 
-    fn issued_mut(entry: &mut LogEntry) -> &mut IssuedEntry {
+    pub(crate) fn issued_mut(entry: &mut LogEntry) -> &mut IssuedEntry {
         match &mut entry.outcome {
             Outcome::Issued(issued) => issued,
             _ => panic!("the test entry is an issued one"),
         }
     }
 
-    fn kinds(findings: &[Finding]) -> Vec<FindingKind> {
+    pub(crate) fn kinds(findings: &[Finding]) -> Vec<FindingKind> {
         findings.iter().map(|f| f.kind).collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use rcgen::{Issuer, KeyPair, SanType};
 
     #[test]
     fn an_honest_entry_has_no_findings() {
@@ -507,36 +576,71 @@ mod tests {
 
     #[test]
     fn a_forged_serial_or_issuer_claim_is_a_finding() {
+        for how in [SignerCheck::Verify, SignerCheck::ByKeyId] {
+            let world = world();
+            let der = leaf(&world, vec![dns("a.db.internal")]);
+            let honest = entry(&world, &der, &["a.db.internal"]);
+            assert!(
+                check_with(&honest, &world.policies, &world.known, how).is_empty(),
+                "{how:?}"
+            );
+            let mut claimed = honest.clone();
+            issued_mut(&mut claimed).serial = "00".repeat(16);
+            let findings = check_with(&claimed, &world.policies, &world.known, how);
+            assert_eq!(
+                kinds(&findings),
+                [FindingKind::EntryMismatch],
+                "{how:?} {findings:?}"
+            );
+
+            let mut claimed = honest.clone();
+            issued_mut(&mut claimed).issuer = "ab".repeat(32);
+            let findings = check_with(&claimed, &world.policies, &world.known, how);
+            assert_eq!(
+                kinds(&findings),
+                [FindingKind::EntryMismatch],
+                "{how:?} {findings:?}"
+            );
+
+            // Another intermediate of the same name and key identifier.
+            let mut stranger = self::world();
+            let key = KeyPair::generate().expect("stranger key");
+            let mut params = intermediate_params();
+            params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![8; 20]);
+            let der_other = params.self_signed(&key).expect("stranger").der().to_vec();
+            stranger.known =
+                HashMap::from([(fingerprint(&der_other), ("db".to_string(), der_other))]);
+            let findings = check_with(&honest, &stranger.policies, &stranger.known, how);
+            assert_eq!(
+                kinds(&findings),
+                [FindingKind::UnknownIssuer],
+                "{how:?} {findings:?}"
+            );
+        }
+    }
+
+    /// What the cheap signer check gives up: a certificate that names the
+    /// intermediate (issuer, key identifier) but was signed by another key
+    /// is caught only by verifying the signature.
+    #[test]
+    fn only_verification_catches_a_signature_the_named_intermediate_did_not_make() {
         let world = world();
-        let der = leaf(&world, vec![dns("a.db.internal")]);
-        let mut claimed = entry(&world, &der, &["a.db.internal"]);
-        issued_mut(&mut claimed).serial = "00".repeat(16);
-        let findings = check(&claimed, &world.policies, &world.known);
+        let forger = World {
+            issuer: Issuer::new(
+                intermediate_params(),
+                KeyPair::generate().expect("forger key"),
+            ),
+            ..self::world()
+        };
+        let der = leaf(&forger, vec![dns("a.db.internal")]);
+        let forged = entry(&world, &der, &["a.db.internal"]);
+        let verified = check_with(&forged, &world.policies, &world.known, SignerCheck::Verify);
         assert_eq!(
-            kinds(&findings),
-            [FindingKind::EntryMismatch],
-            "{findings:?}"
-        );
-
-        let mut claimed = entry(&world, &der, &["a.db.internal"]);
-        issued_mut(&mut claimed).issuer = "ab".repeat(32);
-        let findings = check(&claimed, &world.policies, &world.known);
-        assert_eq!(
-            kinds(&findings),
-            [FindingKind::EntryMismatch],
-            "{findings:?}"
-        );
-
-        let stranger = self::world();
-        let findings = check(
-            &entry(&world, &der, &["a.db.internal"]),
-            &stranger.policies,
-            &stranger.known,
-        );
-        assert_eq!(
-            kinds(&findings),
+            kinds(&verified),
             [FindingKind::UnknownIssuer],
-            "{findings:?}"
+            "{verified:?}"
         );
+        let matched = check_with(&forged, &world.policies, &world.known, SignerCheck::ByKeyId);
+        assert!(matched.is_empty(), "{matched:?}");
     }
 }
