@@ -334,38 +334,49 @@ impl Authority {
         caller: &Caller<'_>,
     ) -> Result<Issued, IssueError> {
         let recorder = self.recorder.get().ok_or(IssueError::NoRecorder)?.clone();
-        let outcome = match self.admit(&mut request, caller) {
+        let step = match self.admit(&mut request, caller) {
             Ok(()) => {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let authority = self.clone();
                 let job = request.clone();
+                let key_id = caller.key_id.to_string();
+                let log = recorder.log().cloned();
                 // If the pool is closed the job (and with it `tx`) is
-                // dropped, which reads as `PoolClosed`.
+                // dropped, which reads as `PoolClosed`. A signed certificate
+                // goes from the pool thread straight to the log writer, whose
+                // outcome comes back here with it (one thread hop fewer).
                 let _ = self.pool.execute(move |session| {
-                    let _ = tx.send(authority.pipeline(session, &job));
+                    match (authority.pipeline(session, &job), log) {
+                        (Ok(pending), Some(log)) => {
+                            let entry = record::issued_entry(&pending, &key_id);
+                            log.append_then(entry, move |logged| {
+                                let _ = tx.send(Step::Logged(pending, logged));
+                            });
+                        }
+                        (Ok(pending), None) => {
+                            let _ = tx.send(Step::Unlogged(pending));
+                        }
+                        (Err(e), _) => {
+                            let _ = tx.send(Step::Refused(e));
+                        }
+                    }
                 });
-                rx.await.unwrap_or(Err(IssueError::PoolClosed))
+                rx.await.unwrap_or(Step::Refused(IssueError::PoolClosed))
             }
-            Err(e) => Err(e),
+            Err(e) => Step::Refused(e),
         };
-        match (outcome, recorder.log()) {
-            (Ok(pending), Some(log)) => {
-                let entry = record::issued_entry(&pending, caller.key_id);
-                match log.append(entry).await {
-                    Ok(evidence) => Ok(pending.seal(Some(evidence))),
-                    Err(e) => Err(withheld(&pending, caller, e)),
-                }
-            }
-            (Ok(pending), None) => Ok(pending.seal(None)),
-            (Err(e), Some(log)) => {
-                if let Some(entry) = denial(&request, caller, &e) {
+        match step {
+            Step::Logged(pending, Ok(evidence)) => Ok(pending.seal(Some(evidence))),
+            Step::Logged(pending, Err(e)) => Err(withheld(&pending, caller, e)),
+            Step::Unlogged(pending) => Ok(pending.seal(None)),
+            Step::Refused(e) => {
+                if let (Some(log), Some(entry)) = (recorder.log(), denial(&request, caller, &e)) {
                     if let Err(le) = log.append(entry).await {
                         tracing::error!(event = "log_denial_failed", class = %printable(&request.class), key_id = %caller.key_id, "{le}");
                     }
                 }
                 Err(e)
             }
-            (Err(e), None) => Err(e),
         }
     }
 
@@ -462,6 +473,16 @@ fn denial(
 }
 
 /// A signed certificate whose log append failed: discarded, and said so.
+/// Where an admitted request stands when it comes back from the pool.
+enum Step {
+    /// Signed, and the log's outcome for its entry.
+    Logged(Pending, Result<LogEvidence, LogError>),
+    /// Signed, with recording off.
+    Unlogged(Pending),
+    /// Refused (or the pool is gone): nothing was signed.
+    Refused(IssueError),
+}
+
 fn withheld(pending: &Pending, caller: &Caller<'_>, e: LogError) -> IssueError {
     tracing::error!(decision = "failed", class = %pending.grant.class(), key_id = %caller.key_id, serial = %pending.serial_hex, code = e.code().as_str(), "issuance log: {e}; certificate withheld");
     IssueError::NotRecorded(e)

@@ -213,9 +213,35 @@ impl IssuanceLog {
         entry.log_id = self.shared.log_id.clone();
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.sender()?
-            .send(writer::Job { entry, reply })
+            .send(writer::Job {
+                entry,
+                reply: writer::Reply::Channel(reply),
+            })
             .map_err(|_| LogError::Stopped)?;
         rx.await.unwrap_or(Err(LogError::Stopped))
+    }
+
+    /// Append without waiting: `then` gets the outcome, exactly once, on
+    /// the writer thread (or here, at once, when the writer has stopped).
+    /// `then` must be quick: send the outcome on, do nothing heavy.
+    pub fn append_then(
+        &self,
+        mut entry: LogEntry,
+        then: impl FnOnce(Result<LogEvidence, LogError>) + Send + 'static,
+    ) {
+        entry.log_id = self.shared.log_id.clone();
+        let job = writer::Job {
+            entry,
+            reply: writer::Reply::Then(Box::new(then)),
+        };
+        match self.sender() {
+            Ok(sender) => {
+                if let Err(refused) = sender.send(job) {
+                    refused.0.reply.send(Err(LogError::Stopped));
+                }
+            }
+            Err(e) => job.reply.send(Err(e)),
+        }
     }
 
     /// `append` for non-async callers (admin commands, blocking threads).
@@ -223,7 +249,10 @@ impl IssuanceLog {
         entry.log_id = self.shared.log_id.clone();
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.sender()?
-            .send(writer::Job { entry, reply })
+            .send(writer::Job {
+                entry,
+                reply: writer::Reply::Channel(reply),
+            })
             .map_err(|_| LogError::Stopped)?;
         rx.blocking_recv().unwrap_or(Err(LogError::Stopped))
     }
@@ -240,7 +269,10 @@ impl IssuanceLog {
                 entry.log_id = self.shared.log_id.clone();
                 let (reply, rx) = tokio::sync::oneshot::channel();
                 self.sender()?
-                    .send(writer::Job { entry, reply })
+                    .send(writer::Job {
+                        entry,
+                        reply: writer::Reply::Channel(reply),
+                    })
                     .map_err(|_| LogError::Stopped)?;
                 Ok::<_, LogError>(rx)
             })

@@ -20,7 +20,28 @@ const MAX_BATCH: usize = 4096;
 
 pub(crate) struct Job {
     pub entry: LogEntry,
-    pub reply: tokio::sync::oneshot::Sender<Result<LogEvidence, LogError>>,
+    pub reply: Reply,
+}
+
+/// Where a job's outcome goes.
+pub(crate) enum Reply {
+    /// To a waiting task or thread.
+    Channel(tokio::sync::oneshot::Sender<Result<LogEvidence, LogError>>),
+    /// Into a callback, run on the writer thread (it must be quick): lets a
+    /// signing-pool thread hand its entry to the writer and the writer hand
+    /// the outcome straight to the request's task, one thread hop fewer.
+    Then(Box<dyn FnOnce(Result<LogEvidence, LogError>) + Send>),
+}
+
+impl Reply {
+    pub(crate) fn send(self, outcome: Result<LogEvidence, LogError>) {
+        match self {
+            Reply::Channel(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Reply::Then(then) => then(outcome),
+        }
+    }
 }
 
 /// What only the writer thread touches.
@@ -230,7 +251,7 @@ fn run(
                 let replying = std::time::Instant::now();
                 for ((i, job), bytes) in batch.into_iter().enumerate().zip(&entry_bytes) {
                     let seq = first_seq + i as u64;
-                    let _ = job.reply.send(evidence(&shared, &sth, seq, bytes));
+                    job.reply.send(evidence(&shared, &sth, seq, bytes));
                 }
                 metrics
                     .log_commit_phase_seconds
@@ -249,7 +270,7 @@ fn run(
                 let message = e.to_string();
                 let hsm = matches!(&e, LogError::Hsm(h) if h.is_unavailable());
                 for job in batch {
-                    let _ = job.reply.send(Err(LogError::BatchFailed {
+                    job.reply.send(Err(LogError::BatchFailed {
                         message: message.clone(),
                         hsm,
                     }));
