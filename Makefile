@@ -6,7 +6,7 @@ CARGO ?= cargo
 DIR ?= ./var
 LISTEN ?= 127.0.0.1:8443
 
-.PHONY: run test deps-run deps-test build-release lint bench hsm-bench fuzz soak soak
+.PHONY: run test deps-run deps-test deps-bench build-release lint bench hsm-bench fuzz soak soak
 
 run: deps-run build-release
 	$${CARGO_TARGET_DIR:-target}/release/ca-server dev --dir $(DIR) --listen $(LISTEN)
@@ -31,7 +31,7 @@ hsm-bench:
 # multirootca over HTTPS with the own load generator and with wrk, in-process
 # limit, raw HSM, crypto floor, container start, idle ca-client memory), write
 # docs/benchmarks.md. Extra ca-bench options: make bench BENCH_ARGS="--seconds 5".
-bench: deps-test
+bench: deps-bench
 	$(CARGO) build --release -p ca-server -p ca-client -p ca-bench
 	$${CARGO_TARGET_DIR:-target}/release/ca-bench all $(BENCH_ARGS) --out docs/benchmarks.md
 
@@ -82,3 +82,6 @@ deps-run:
 
 deps-test:
 	@scripts/ensure-deps.sh test
+
+deps-bench:
+	@scripts/ensure-deps.sh bench

@@ -14,7 +14,7 @@ have_softhsm() {
 }
 have_softhsm || missing+=(softhsm2)
 command -v openssl >/dev/null || missing+=(openssl)
-if [ "$want" = test ]; then
+if [ "$want" = test ] || [ "$want" = bench ]; then
   command -v cfssl >/dev/null || missing+=(golang-cfssl)
   command -v multirootca >/dev/null || missing+=(golang-cfssl)
   command -v cc >/dev/null || missing+=(gcc)          # builds the fault-injecting PKCS#11 module
@@ -44,6 +44,10 @@ if [ "$want" = test ]; then
   command -v promtool >/dev/null || missing+=(prometheus)
   # Headless browser for the web console's end-to-end test.
   command -v chromium >/dev/null || missing+=(chromium)
+fi
+# make bench profiles one Trellis run (ca-bench/src/profile.rs).
+if [ "$want" = bench ]; then
+  command -v perf >/dev/null || missing+=(linux-perf)
 fi
 
 [ ${#missing[@]} -eq 0 ] && exit 0

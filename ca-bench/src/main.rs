@@ -15,6 +15,7 @@ mod csrs;
 mod inprocess;
 mod inventory;
 mod load;
+mod profile;
 mod report;
 mod sidecar;
 mod soak;

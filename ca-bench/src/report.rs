@@ -148,34 +148,45 @@ impl Report {
     }
 }
 
-/// "Where the time goes": how to profile the server under the wrk load.
-/// `make bench` does not run `perf` itself (it needs a quiet machine, and
-/// permission to read the server's stacks); the figures change with the
-/// server, so the section gives the commands, not a profile.
-pub fn profile_section() -> (String, String) {
+/// "Where the time goes": the profile of the first Trellis wrk run (or why
+/// there is none), what its thread names mean, and how to profile by hand.
+pub fn profile_section(profiled: Option<Result<String, String>>) -> (String, String) {
+    let measured = match profiled {
+        Some(Ok(table)) => format!(
+            "A system-wide `perf record -a -F 499` during that run (every process on the machine, \
+             wrk included), by thread name and library:\n\n{table}\n\
+             Thread names: `hsm-N` the signing pool (CSR decoding and signature check with ring's P-256, \
+             policy, building, lint, and the HSM signature in SoftHSM2's libcrypto); `log-writer` the \
+             group commit (tree-head signature in the HSM, write, fdatasync, proofs); `trellis-http` \
+             tokio's workers (TLS, HTTP, authentication, JSON); `inventory` the console's index and \
+             findings; `wrk` the load generator; `swapper` idle CPU (with 16 connections, time spent \
+             waiting for the log's fdatasync shows up here).\n\n"
+        ),
+        Some(Err(why)) => format!("Not profiled in this run: {why}.\n\n"),
+        None => String::new(),
+    };
     (
         "Where the time goes".into(),
-        r#"Profile the server while wrk drives it. `make bench` does not run `perf` (it needs a
-quiet machine and access to the server's stacks: root, or `kernel.perf_event_paranoid` ≤ 1;
-`apt-get install linux-perf`). `ca-bench wrk` prints each server's pid as it starts them and a
-line before each run; Trellis (log on) is the first target of the first load (16 connections,
-keep-alive), so a long first run is the one to profile:
+        format!(
+            "{measured}{}",
+            r#"To profile by hand (root, or `kernel.perf_event_paranoid` ≤ 1; `apt-get install linux-perf`):
+`ca-bench wrk` prints each server's pid as it starts them and a line before each run; Trellis
+(log on) is the first target of the first load (16 connections, keep-alive), so a long first
+run is the one to profile:
 
 ```sh
 cargo build --release -p ca-server -p ca-client -p ca-bench
-target/release/ca-bench wrk --csrs 2000 --wrk-seconds 30 --wrk-warmup 0 --wrk-repeats 1 2>&1 | tee /tmp/wrk.log &
+target/release/ca-bench wrk --csrs 2000 --wrk-seconds 30 --wrk-warmup 0 --wrk-repeats 1 --wrk-only trellis 2>&1 | tee /tmp/wrk.log &
 # wait for "wrk: Trellis, log on: pid <PID> ..." and then "wrk: running Trellis, log on (16 connections, keep-alive) ..."
 perf record -F 999 -g -p <PID> -o /tmp/perf.data -- sleep 20     # add -e cpu-clock on a VM without hardware counters
-perf report -i /tmp/perf.data --no-children --sort dso --stdio | head -20       # per library
+perf report -i /tmp/perf.data --no-children --sort comm,dso --stdio | head -30  # per thread and library
 perf report -i /tmp/perf.data --no-children --sort dso,sym --stdio | head -60   # per symbol
 ```
 
 The other loads follow in the same run (64 connections, then a new TLS connection per
 request), each 30 s per target with these options: wait for their "running" line to profile
-them. Read the per-library split first (kernel, libc's allocator, SoftHSM2's libcrypto, ring's
-P-256 for CSR verification and TLS, the server itself), then the symbols; `--children` shows
-which of the server's own functions the time is spent under."#
-            .into(),
+them. `--children` shows which of the server's own functions the time is spent under."#
+        ),
     )
 }
 

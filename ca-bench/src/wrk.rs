@@ -478,6 +478,8 @@ impl crate::Bench {
             "| run | target | load | certs/s | wrk req/s | OK | not OK | socket errors | p50 ms | p99 ms | TCP connections accepted (kernel) |\n\
              |---:|---|---|---:|---:|---:|---:|---|---:|---:|---:|\n",
         );
+        // The first measured Trellis run at the first load is profiled.
+        let mut profiled: Option<Result<String, String>> = None;
         for repeat in 0..o.wrk_repeats {
             for (li, &load) in LOADS.iter().enumerate() {
                 for (ti, t) in targets.iter_mut().enumerate() {
@@ -502,7 +504,16 @@ impl crate::Bench {
                             continue;
                         }
                     }
-                    match run(port, &t.bodies, load, o.wrk_seconds, o.wrk_threads) {
+                    let profile = (profiled.is_none() && t.key == "trellis" && li == 0)
+                        .then(|| crate::profile::Profile::start(o.wrk_seconds));
+                    let measured = run(port, &t.bodies, load, o.wrk_seconds, o.wrk_threads);
+                    if let Some(profile) = profile {
+                        profiled = Some(
+                            profile.and_then(crate::profile::Profile::finish)
+                                .map(|table| format!("Profiled: {name}.\n\n{table}")),
+                        );
+                    }
+                    match measured {
                         Ok(r) => {
                             eprintln!(
                                 "wrk: {name}: {:.0} certs/s, {} not OK, socket errors {}, p99 {:.2} ms, {} TCP connections accepted",
@@ -598,7 +609,9 @@ impl crate::Bench {
                 });
             }
         }
-        self.report.sections.push(crate::report::profile_section());
+        self.report
+            .sections
+            .push(crate::report::profile_section(profiled));
         self.report.sections.push((
             "wrk runs".into(),
             format!(
