@@ -191,8 +191,7 @@ impl Inventory {
         Ok(polled.entries)
     }
 
-    /// Follow the log from a thread of its own (`SCHED_IDLE`: only CPU that
-    /// signing leaves),
+    /// Follow the log from a thread of its own (lowest CPU priority),
     /// looking for new batches every `interval`, until the process ends.
     pub fn spawn(
         self: &Arc<Self>,
@@ -203,7 +202,7 @@ impl Inventory {
         std::thread::Builder::new()
             .name("inventory".into())
             .spawn(move || {
-                crate::priority::idle("inventory");
+                crate::priority::nice("inventory");
                 let mut failing = false;
                 loop {
                     let started = std::time::Instant::now();
