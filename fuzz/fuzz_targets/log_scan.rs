@@ -4,14 +4,19 @@
 
 use ca_proto::logentry::LogEntry;
 use ca_proto::sth::SignedTreeHead;
-use ca_server::log::record::{decode, encode, payload, scan, Decoded, KIND_ENTRY};
+use ca_server::log::record::{decode, encode, payload, scan, Decoded, KIND_ENTRY, KIND_FREE};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let s = scan(data);
     let valid_len = usize::try_from(s.valid_len).expect("valid_len fits");
     assert!(valid_len <= data.len());
-    assert_eq!(s.torn.is_none(), valid_len == data.len());
+    // The valid prefix ends at the end, at a tear, or where allocated
+    // (zero) space begins.
+    match s.torn {
+        Some(_) => assert!(valid_len < data.len()),
+        None => assert!(valid_len == data.len() || data[valid_len] == KIND_FREE),
+    }
 
     // Records tile the valid prefix, each decodes again to the same record,
     // and re-encoding them reproduces the prefix byte for byte.
@@ -26,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(payload, body);
             }
             Decoded::Torn(why) => panic!("located record at {end} does not decode: {why}"),
+            Decoded::Free => panic!("located record at {end} reads as free space"),
         }
         end += r.len;
         encode(r.kind, body, &mut again);

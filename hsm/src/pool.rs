@@ -15,8 +15,9 @@
 //! (SoftHSM2 opens and locks the object's files): with the copy a P-256
 //! signature on SoftHSM2 took 58 µs instead of 95 µs here. The copy never
 //! outlives the token key by more than [`KEY_RECHECK`]: a cached copy
-//! older than that is used only after the token key is found again, and is
-//! destroyed when it is not. A key whose copy the module refuses, or cannot
+//! older than that is used only after the token object is seen again (its
+//! label read through its handle; a failed read looks the label up anew),
+//! and is destroyed when it is gone. A key whose copy the module refuses, or cannot
 //! sign with while the token object can, is signed through the token
 //! object as before.
 
@@ -44,6 +45,8 @@ pub const KEY_RECHECK: Duration = Duration::from_secs(1);
 struct KeyHandle {
     /// What `C_Sign` is given: the session copy, or the token object.
     sign: ObjectHandle,
+    /// The token object.
+    object: ObjectHandle,
     /// Whether `sign` is a session copy (destroyed when dropped from here).
     copy: bool,
     /// When the token key was last found.
@@ -177,6 +180,7 @@ impl PoolSession {
         let mut handle = KeyHandle {
             sign: object,
             copy: false,
+            object,
             found_at: Instant::now(),
         };
         if !self.copies_refused && !self.no_copy.contains(label) {
@@ -204,10 +208,35 @@ impl PoolSession {
     }
 
     fn handle(&mut self, label: &str) -> HsmResult<ObjectHandle> {
-        match self.handles.get(label) {
+        match self.handles.get(label).copied() {
             Some(h) if !h.copy || h.found_at.elapsed() < KEY_RECHECK => Ok(h.sign),
+            Some(h) if self.token_object_exists(h.object, label) => {
+                if let Some(cached) = self.handles.get_mut(label) {
+                    cached.found_at = Instant::now();
+                }
+                Ok(h.sign)
+            }
             _ => self.find_again(label),
         }
+    }
+
+    /// Whether the token object behind a copy is still there: one attribute
+    /// read on its handle (a search of the token costs far more on some
+    /// modules, and would stall a signing thread once a second).
+    /// The handle must still name a key labelled `label`.
+    fn token_object_exists(&self, object: ObjectHandle, label: &str) -> bool {
+        self.session.as_ref().is_some_and(|session| {
+            session
+                .call(
+                    || format!("checking that key '{label}' is still in the token"),
+                    |s| s.get_attributes(object, &[cryptoki::object::AttributeType::Label]),
+                )
+                .is_ok_and(|attrs| {
+                    attrs
+                        .iter()
+                        .any(|a| matches!(a, Attribute::Label(l) if l == label.as_bytes()))
+                })
+        })
     }
 
     fn try_sign(&mut self, key: &KeyInfo, message: &[u8]) -> HsmResult<Vec<u8>> {

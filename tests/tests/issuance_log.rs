@@ -180,6 +180,72 @@ fn concurrent_requests_share_tree_heads_and_the_log_verifies() {
     std::fs::write(&policy, original).unwrap();
 }
 
+/// Where the records of a log file end, read independently of the server:
+/// `[kind u8][len u32 BE][payload][crc32 u32 BE]` until the end of the file
+/// or a zero kind byte (allocated space).
+fn records_end(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    while at + 5 <= bytes.len() && bytes[at] != 0 {
+        let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+        at += 5 + len + 4;
+    }
+    at
+}
+
+/// The writer keeps zeroed space allocated past the last record, so a
+/// group commit's fdatasync has no file size to commit. The space is never
+/// mistaken for a tear: `log verify` accepts a running or crashed log,
+/// restart cuts it without a warning, and a stopped log ends at its last
+/// record.
+#[test]
+fn zeroed_space_past_the_records_is_no_tear_and_a_stopped_log_has_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("var");
+    let data = dir.join("log/dev-1/log.dat");
+    let mut server = TestServer::start_in(&dir, &[]);
+    for i in 0..3 {
+        let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr(tmp.path(), &format!("z{i}"), &format!("z{i}.db.internal"))}));
+        assert_eq!(status, 200, "{body}");
+    }
+    let running = std::fs::read(&data).unwrap();
+    let end = records_end(&running);
+    assert!(
+        running.len() >= end + (1 << 19),
+        "{} bytes of records, file of {}: no space allocated ahead",
+        end,
+        running.len()
+    );
+    assert!(running[end..].iter().all(|b| *b == 0));
+    let verify = ca_server(&dir, &["log", "verify"]);
+    assert!(verify.status.success(), "running: {}", text(&verify));
+
+    // A crash leaves the space; verify accepts it, restart cuts it quietly.
+    server.kill();
+    let verify = ca_server(&dir, &["log", "verify"]);
+    assert!(verify.status.success(), "after a crash: {}", text(&verify));
+    let mut server = TestServer::start_in(&dir, &[]);
+    assert!(
+        !server.server_log().contains("torn"),
+        "{}",
+        server.server_log()
+    );
+    let (status, _) = server.native_sign(
+        "db",
+        &json!({"class": "db", "csr": csr(tmp.path(), "z9", "z9.db.internal")}),
+    );
+    assert_eq!(status, 200);
+    server.stop();
+    let stopped = std::fs::read(&data).unwrap();
+    assert_eq!(
+        records_end(&stopped),
+        stopped.len(),
+        "a stopped log ends at its last record"
+    );
+    assert!(stopped.len() > end, "the new entry and heads were kept");
+    let verify = ca_server(&dir, &["log", "verify"]);
+    assert!(verify.status.success(), "stopped: {}", text(&verify));
+}
+
 #[test]
 fn a_torn_tail_is_cut_on_restart_and_tampering_is_detected() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,10 +1,14 @@
 //! The log file's framing: `[kind u8][len u32 BE][payload][crc32 u32 BE]`,
 //! the CRC over kind, length and payload. A record that is short, too long,
 //! of unknown kind or fails its CRC ends the valid prefix: everything after
-//! it is a torn tail to cut.
+//! it is a torn tail to cut. A zero kind byte ends the records too, but is
+//! no tear: the writer keeps zeroed space allocated ahead of the last
+//! record ([`KIND_FREE`]).
 
 pub const KIND_ENTRY: u8 = 1;
 pub const KIND_TREE_HEAD: u8 = 2;
+/// The first byte of space the writer allocated (zeros) but has not used.
+pub const KIND_FREE: u8 = 0;
 /// No entry comes near this; a larger length is corruption, not a record.
 pub const MAX_PAYLOAD: usize = 1 << 20;
 const HEADER: usize = 5;
@@ -28,10 +32,15 @@ pub enum Decoded<'a> {
     },
     /// Not a whole, valid record: the valid prefix ends here.
     Torn(&'static str),
+    /// Allocated space (a zero kind byte): the records end here.
+    Free,
 }
 
 /// Decode the record at the start of `bytes` (`bytes` non-empty).
 pub fn decode(bytes: &[u8]) -> Decoded<'_> {
+    if bytes.first() == Some(&KIND_FREE) {
+        return Decoded::Free;
+    }
     let Some(header) = bytes.get(..HEADER) else {
         return Decoded::Torn("truncated header");
     };
@@ -68,7 +77,8 @@ pub struct Located {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Scan {
     pub records: Vec<Located>,
-    /// Length of the valid prefix.
+    /// Length of the valid prefix (allocated space after it is neither
+    /// counted nor torn).
     pub valid_len: u64,
     /// Why the scan stopped early, if it did.
     pub torn: Option<&'static str>,
@@ -95,6 +105,7 @@ pub fn scan(bytes: &[u8]) -> Scan {
                     torn: Some(why),
                 }
             }
+            Decoded::Free => break,
         }
     }
     Scan {
@@ -183,7 +194,8 @@ pub struct Record<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next<'a> {
     Record(Record<'a>),
-    /// The reader ended exactly at a record boundary.
+    /// The reader ended exactly at a record boundary, or allocated space
+    /// ([`KIND_FREE`]) begins there.
     End,
     /// Not a whole, valid record (as [`decode`] judges it): the valid
     /// prefix ends at [`Reader::offset`]. At the end of a log that is being
@@ -249,6 +261,7 @@ impl<R: std::io::Read> Reader<R> {
                 }))
             }
             Decoded::Torn(why) => Ok(Next::Torn(why)),
+            Decoded::Free => Ok(Next::End),
         }
     }
 }
@@ -377,5 +390,36 @@ mod reader_tests {
             Next::Torn("record length out of range")
         );
         assert_eq!(reader.offset(), 0);
+    }
+
+    #[test]
+    fn allocated_zeros_end_the_records_without_a_tear() {
+        let mut file = Vec::new();
+        encode(KIND_ENTRY, b"one", &mut file);
+        encode(KIND_TREE_HEAD, b"{}", &mut file);
+        let records_end = file.len() as u64;
+        file.extend_from_slice(&[0u8; 4096]);
+        let scanned = scan(&file);
+        assert_eq!(
+            (scanned.records.len(), scanned.valid_len, scanned.torn),
+            (2, records_end, None)
+        );
+        let walked = for_each(&file[..], |_, _, _| Ok::<_, ()>(())).unwrap();
+        assert_eq!(
+            (walked.records, walked.valid_len, walked.torn),
+            (2, records_end, None)
+        );
+        let mut reader = Reader::new(&file[records_end as usize..], records_end);
+        assert_eq!(reader.next_record().unwrap(), Next::End);
+        assert_eq!(reader.offset(), records_end);
+        // A record being written into the space is a tear until whole.
+        let mut next = Vec::new();
+        encode(KIND_ENTRY, b"two", &mut next);
+        for cut in 1..next.len() {
+            let mut partial = file.clone();
+            let at = records_end as usize;
+            partial[at..at + cut].copy_from_slice(&next[..cut]);
+            assert!(scan(&partial).torn.is_some(), "cut {cut}");
+        }
     }
 }
