@@ -100,8 +100,37 @@ impl Tally {
     }
 }
 
-/// Fingerprint → (class, DER) of every intermediate any class ever had.
-pub type KnownIntermediates = HashMap<String, (String, Vec<u8>)>;
+/// Fingerprint → every intermediate any class ever had.
+pub type KnownIntermediates = HashMap<String, KnownIntermediate>;
+
+/// An intermediate as the checks need it, read from its DER once (the
+/// checks run for every issued entry).
+#[derive(Debug, Clone)]
+pub struct KnownIntermediate {
+    pub class: String,
+    pub der: Vec<u8>,
+    /// The subject name's DER, and the subject key identifier.
+    subject: Vec<u8>,
+    key_id: Option<Vec<u8>>,
+}
+
+impl KnownIntermediate {
+    pub fn new(class: impl Into<String>, der: Vec<u8>) -> KnownIntermediate {
+        let (subject, key_id) = match x509_parser::parse_x509_certificate(&der) {
+            Ok((_, cert)) => (
+                cert.subject().as_raw().to_vec(),
+                subject_key_id(&cert).map(<[u8]>::to_vec),
+            ),
+            Err(_) => (Vec::new(), None),
+        };
+        KnownIntermediate {
+            class: class.into(),
+            der,
+            subject,
+            key_id,
+        }
+    }
+}
 
 /// Every intermediate kept in the state directory, for the classes of
 /// `policies`.
@@ -113,7 +142,7 @@ pub fn known_intermediates(state: &StateDir, policies: &PolicySet) -> KnownInter
         };
         for entry in entries.flatten() {
             if let Ok(der) = read_pem_cert(&entry.path()) {
-                known.insert(fingerprint(&der), (class.to_string(), der));
+                known.insert(fingerprint(&der), KnownIntermediate::new(class, der));
             }
         }
     }
@@ -361,22 +390,22 @@ fn signer(
     known: &KnownIntermediates,
     how: SignerCheck,
 ) -> Signer {
-    let signed_by = |int_der: &[u8]| {
-        x509_parser::parse_x509_certificate(int_der).is_ok_and(|(_, int)| match how {
-            SignerCheck::Verify => cert.verify_signature(Some(int.public_key())).is_ok(),
-            SignerCheck::ByKeyId => {
-                cert.issuer().as_raw() == int.subject().as_raw()
-                    && authority_key_id(cert).is_some_and(|aki| Some(aki) == subject_key_id(&int))
-            }
-        })
+    let signed_by = |int: &KnownIntermediate| match how {
+        SignerCheck::Verify => x509_parser::parse_x509_certificate(&int.der)
+            .is_ok_and(|(_, int)| cert.verify_signature(Some(int.public_key())).is_ok()),
+        SignerCheck::ByKeyId => {
+            !int.subject.is_empty()
+                && cert.issuer().as_raw() == int.subject.as_slice()
+                && authority_key_id(cert).is_some_and(|aki| Some(aki) == int.key_id.as_deref())
+        }
     };
     let claimed = entry.issued().and_then(|i| known.get(i.issuer.as_str()));
-    if claimed.is_some_and(|(class, der)| class == &entry.class && signed_by(der)) {
+    if claimed.is_some_and(|int| int.class == entry.class && signed_by(int)) {
         return Signer::Claimed;
     }
     known
         .iter()
-        .find(|(_, (class, der))| class == &entry.class && signed_by(der))
+        .find(|(_, int)| int.class == entry.class && signed_by(int))
         .map_or(Signer::Unknown, |(fp, _)| Signer::Other(fp.clone()))
 }
 
@@ -434,7 +463,7 @@ pub(crate) mod testing {
             .der()
             .to_vec();
         let int_fp = fingerprint(&der);
-        let known = HashMap::from([(int_fp.clone(), ("db".to_string(), der))]);
+        let known = HashMap::from([(int_fp.clone(), KnownIntermediate::new("db", der))]);
         World {
             policies: PolicySet::shipped().expect("shipped policies"),
             known,
@@ -608,8 +637,10 @@ mod tests {
             let mut params = intermediate_params();
             params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![8; 20]);
             let der_other = params.self_signed(&key).expect("stranger").der().to_vec();
-            stranger.known =
-                HashMap::from([(fingerprint(&der_other), ("db".to_string(), der_other))]);
+            stranger.known = HashMap::from([(
+                fingerprint(&der_other),
+                KnownIntermediate::new("db", der_other),
+            )]);
             let findings = check_with(&honest, &stranger.policies, &stranger.known, how);
             assert_eq!(
                 kinds(&findings),

@@ -275,7 +275,7 @@ mod tests {
         let other = params.self_signed(&key).unwrap().der().to_vec();
         stranger.known = std::collections::HashMap::from([(
             crate::hierarchy::fingerprint(&other),
-            ("db".to_string(), other),
+            monitor::KnownIntermediate::new("db", other),
         )]);
         let der = leaf(&world, vec![dns("a.db.internal")]);
         let honest = entry(&world, &der, &["a.db.internal"]);
