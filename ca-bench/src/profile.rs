@@ -62,7 +62,8 @@ impl Profile {
         if rows.is_empty() {
             return Err("perf report gave no samples".into());
         }
-        let mut table = String::from("| share of all CPU samples | thread | library |\n|---:|---|---|\n");
+        let mut table =
+            String::from("| share of all CPU samples | thread | library |\n|---:|---|---|\n");
         for (share, comm, dso) in rows.into_iter().take(TOP) {
             table.push_str(&format!("| {share} | {comm} | {dso} |\n"));
         }
@@ -92,7 +93,11 @@ mod tests {
         assert_eq!(
             super::parse(text),
             vec![
-                ("12.44%".into(), "swapper".into(), "[kernel.kallsyms]".into()),
+                (
+                    "12.44%".into(),
+                    "swapper".into(),
+                    "[kernel.kallsyms]".into()
+                ),
                 ("11.77%".into(), "hsm-1".into(), "ca-server".into()),
             ]
         );

@@ -509,7 +509,8 @@ impl crate::Bench {
                     let measured = run(port, &t.bodies, load, o.wrk_seconds, o.wrk_threads);
                     if let Some(profile) = profile {
                         profiled = Some(
-                            profile.and_then(crate::profile::Profile::finish)
+                            profile
+                                .and_then(crate::profile::Profile::finish)
                                 .map(|table| format!("Profiled: {name}.\n\n{table}")),
                         );
                     }

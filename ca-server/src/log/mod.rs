@@ -207,18 +207,34 @@ impl IssuanceLog {
         &self.shared.public_key
     }
 
+    /// Queue `entry` (stamped with this log's id) with `reply`; the job
+    /// comes back when the writer has stopped.
+    fn submit(&self, mut entry: LogEntry, reply: writer::Reply) -> Result<(), writer::Job> {
+        entry.log_id = self.shared.log_id.clone();
+        let job = writer::Job { entry, reply };
+        match self.sender() {
+            Ok(sender) => sender.send(job).map_err(|refused| refused.0),
+            Err(_) => Err(job),
+        }
+    }
+
+    /// Queue `entry`; the receiver gets its outcome.
+    fn submit_waiting(
+        &self,
+        entry: LogEntry,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<LogEvidence, LogError>>, LogError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.submit(entry, writer::Reply::Channel(reply))
+            .map_err(|_| LogError::Stopped)?;
+        Ok(rx)
+    }
+
     /// Append an entry (its `seq` is assigned here) and wait until it is
     /// durable; returns the evidence to hand to the client.
-    pub async fn append(&self, mut entry: LogEntry) -> Result<LogEvidence, LogError> {
-        entry.log_id = self.shared.log_id.clone();
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.sender()?
-            .send(writer::Job {
-                entry,
-                reply: writer::Reply::Channel(reply),
-            })
-            .map_err(|_| LogError::Stopped)?;
-        rx.await.unwrap_or(Err(LogError::Stopped))
+    pub async fn append(&self, entry: LogEntry) -> Result<LogEvidence, LogError> {
+        self.submit_waiting(entry)?
+            .await
+            .unwrap_or(Err(LogError::Stopped))
     }
 
     /// Append without waiting: `then` gets the outcome, exactly once, on
@@ -226,35 +242,19 @@ impl IssuanceLog {
     /// `then` must be quick: send the outcome on, do nothing heavy.
     pub fn append_then(
         &self,
-        mut entry: LogEntry,
+        entry: LogEntry,
         then: impl FnOnce(Result<LogEvidence, LogError>) + Send + 'static,
     ) {
-        entry.log_id = self.shared.log_id.clone();
-        let job = writer::Job {
-            entry,
-            reply: writer::Reply::Then(Box::new(then)),
-        };
-        match self.sender() {
-            Ok(sender) => {
-                if let Err(refused) = sender.send(job) {
-                    refused.0.reply.send(Err(LogError::Stopped));
-                }
-            }
-            Err(e) => job.reply.send(Err(e)),
+        if let Err(refused) = self.submit(entry, writer::Reply::Then(Box::new(then))) {
+            refused.reply.send(Err(LogError::Stopped));
         }
     }
 
     /// `append` for non-async callers (admin commands, blocking threads).
-    pub fn append_blocking(&self, mut entry: LogEntry) -> Result<LogEvidence, LogError> {
-        entry.log_id = self.shared.log_id.clone();
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.sender()?
-            .send(writer::Job {
-                entry,
-                reply: writer::Reply::Channel(reply),
-            })
-            .map_err(|_| LogError::Stopped)?;
-        rx.blocking_recv().unwrap_or(Err(LogError::Stopped))
+    pub fn append_blocking(&self, entry: LogEntry) -> Result<LogEvidence, LogError> {
+        self.submit_waiting(entry)?
+            .blocking_recv()
+            .unwrap_or(Err(LogError::Stopped))
     }
 
     /// Append many entries at once (they share group commits) and wait for
@@ -265,17 +265,7 @@ impl IssuanceLog {
     ) -> Vec<Result<LogEvidence, LogError>> {
         let waiting: Vec<_> = entries
             .into_iter()
-            .map(|mut entry| {
-                entry.log_id = self.shared.log_id.clone();
-                let (reply, rx) = tokio::sync::oneshot::channel();
-                self.sender()?
-                    .send(writer::Job {
-                        entry,
-                        reply: writer::Reply::Channel(reply),
-                    })
-                    .map_err(|_| LogError::Stopped)?;
-                Ok::<_, LogError>(rx)
-            })
+            .map(|entry| self.submit_waiting(entry))
             .collect();
         waiting
             .into_iter()
