@@ -17,9 +17,10 @@
 //! outlives the token key by more than [`KEY_RECHECK`]: a cached copy
 //! older than that is used only after the token object is seen again (its
 //! label read through its handle; a failed read looks the label up anew),
-//! and is destroyed when it is gone. A key whose copy the module refuses, or cannot
-//! sign with while the token object can, is signed through the token
-//! object as before.
+//! and is destroyed when it is gone; a new key under the same label is
+//! copied anew. A key whose copy the module refuses, or cannot sign with
+//! while the token object can, is signed through the token object as
+//! before.
 
 use crate::der::ecdsa_raw_to_der;
 use crate::error::{HsmError, HsmResult};
@@ -156,7 +157,9 @@ impl PoolSession {
     fn find_again(&mut self, label: &str) -> HsmResult<ObjectHandle> {
         let found = find_private(self.session()?, label)?;
         match (found, self.handles.get_mut(label)) {
-            (Some(_), Some(cached)) if cached.copy => {
+            // The same token object: the copy is still of the right key
+            // (a new key under the old label is copied anew below).
+            (Some(object), Some(cached)) if cached.copy && cached.object == object => {
                 cached.found_at = Instant::now();
                 Ok(cached.sign)
             }

@@ -343,3 +343,36 @@ fn signing_sessions_use_sensitive_session_copies_that_go_with_the_token_key() {
     assert!(matches!(refused, HsmError::KeyNotFound { .. }), "{refused}");
     assert!(token.session_copies(&label).unwrap().is_empty());
 }
+
+#[test]
+fn a_new_key_under_an_old_label_is_copied_anew() {
+    let _serial = serial();
+    let token = token();
+    let label = unique("relabel");
+    let old = token.generate_key(&label, KeyAlgorithm::EcP256).unwrap();
+    let mut session = PoolSession::new(token.clone());
+    assert!(verify(&old, b"m", &session.sign(&old, b"m").unwrap()));
+    token.destroy_key(&label).unwrap();
+    let new = token.generate_key(&label, KeyAlgorithm::EcP256).unwrap();
+    let replaced = Instant::now();
+    // Bounded: the old key's copy may sign for at most KEY_RECHECK more.
+    loop {
+        let signature = session.sign(&new, b"m").unwrap();
+        if verify(&new, b"m", &signature) {
+            break;
+        }
+        assert!(verify(&old, b"m", &signature), "signed by neither key");
+        assert!(
+            replaced.elapsed() < hsm::KEY_RECHECK + Duration::from_secs(1),
+            "still signing with the destroyed key's copy after {:?}",
+            replaced.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(session.signs_with_copy(&label));
+    assert_eq!(
+        token.session_copies(&label).unwrap().len(),
+        1,
+        "the old copy is gone"
+    );
+}
