@@ -1,12 +1,37 @@
-//! Per-key token buckets: `burst` tokens, refilled at `rate_per_second`.
+//! Token buckets: `burst` tokens, refilled at `rate_per_second`; one
+//! [`Bucket`], or one per key ([`RateLimiter`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-struct Bucket {
+/// One token bucket.
+pub struct Bucket {
     tokens: f64,
     updated: Instant,
+}
+
+impl Bucket {
+    /// A full bucket of `burst` tokens.
+    pub fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            updated: now,
+        }
+    }
+
+    /// Take one token; false when the bucket is empty.
+    pub fn take(&mut self, rate_per_second: f64, burst: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate_per_second).min(burst);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Default)]
@@ -22,19 +47,10 @@ impl RateLimiter {
 
     fn allow_at(&self, key: &str, rate: f64, burst: f64, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
-            tokens: burst,
-            updated: now,
-        });
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        buckets
+            .entry(key.to_string())
+            .or_insert_with(|| Bucket::full(burst, now))
+            .take(rate, burst, now)
     }
 }
 

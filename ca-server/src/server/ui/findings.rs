@@ -17,6 +17,7 @@ use super::html::{badge, esc, page, table, Nav};
 use super::Console;
 use crate::audit::monitor::{self, Finding, FindingKind, KnownIntermediates, SignerCheck, Tally};
 use crate::inventory::Observer;
+use crate::server::ratelimit::Bucket;
 use crate::state::StateDir;
 use ca_proto::logentry::LogEntry;
 use policies::PolicySet;
@@ -68,9 +69,8 @@ pub struct Checker {
     state: StateDir,
     known: KnownIntermediates,
     read_at: Instant,
-    /// The verification budget: tokens, refilled at VERIFY_PER_SECOND.
-    tokens: f64,
-    refilled: Instant,
+    /// The verification budget, refilled at VERIFY_PER_SECOND.
+    budget: Bucket,
 }
 
 impl Checker {
@@ -82,19 +82,16 @@ impl Checker {
             state,
             known,
             read_at: Instant::now(),
-            tokens: VERIFY_PER_SECOND,
-            refilled: Instant::now(),
+            budget: Bucket::full(VERIFY_PER_SECOND, Instant::now()),
         }
     }
 
     /// Verify this entry's signature, or tell its signer by key id.
     fn how(&mut self) -> SignerCheck {
-        let now = Instant::now();
-        let earned = (now - self.refilled).as_secs_f64() * VERIFY_PER_SECOND;
-        self.tokens = (self.tokens + earned).min(VERIFY_PER_SECOND);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self
+            .budget
+            .take(VERIFY_PER_SECOND, VERIFY_PER_SECOND, Instant::now())
+        {
             SignerCheck::Verify
         } else {
             SignerCheck::ByKeyId
@@ -231,8 +228,7 @@ mod tests {
             state,
             known: world.known.clone(),
             read_at: Instant::now(),
-            tokens: VERIFY_PER_SECOND,
-            refilled: Instant::now(),
+            budget: Bucket::full(VERIFY_PER_SECOND, Instant::now()),
         };
         (checker, findings)
     }
@@ -280,7 +276,7 @@ mod tests {
         let der = leaf(&world, vec![dns("a.db.internal")]);
         let honest = entry(&world, &der, &["a.db.internal"]);
         let (mut checker, findings) = self::checker(&stranger);
-        checker.tokens = 0.0;
+        checker.budget = Bucket::full(0.0, Instant::now());
         checker.entry(&honest);
         let f = findings.lock().unwrap();
         assert_eq!(f.signers_by_key_id, 1);
