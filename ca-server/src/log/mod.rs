@@ -207,14 +207,14 @@ impl IssuanceLog {
         &self.shared.public_key
     }
 
-    /// Queue `entry` (stamped with this log's id) with `reply`; the job
+    /// Queue `entry` (stamped with this log's id) with `reply`; the reply
     /// comes back when the writer has stopped.
-    fn submit(&self, mut entry: LogEntry, reply: writer::Reply) -> Result<(), writer::Job> {
+    fn submit(&self, mut entry: LogEntry, reply: writer::Reply) -> Result<(), writer::Reply> {
         entry.log_id = self.shared.log_id.clone();
         let job = writer::Job { entry, reply };
         match self.sender() {
-            Ok(sender) => sender.send(job).map_err(|refused| refused.0),
-            Err(_) => Err(job),
+            Ok(sender) => sender.send(job).map_err(|refused| refused.0.reply),
+            Err(_) => Err(job.reply),
         }
     }
 
@@ -245,8 +245,8 @@ impl IssuanceLog {
         entry: LogEntry,
         then: impl FnOnce(Result<LogEvidence, LogError>) + Send + 'static,
     ) {
-        if let Err(refused) = self.submit(entry, writer::Reply::Then(Box::new(then))) {
-            refused.reply.send(Err(LogError::Stopped));
+        if let Err(reply) = self.submit(entry, writer::Reply::Then(Box::new(then))) {
+            reply.send(Err(LogError::Stopped));
         }
     }
 
