@@ -369,9 +369,10 @@ fn db_and_api_tiers_authenticate_each_other_and_survive_rotation() {
         while !(renewed(&pgtls, &new_db_int) && renewed(&apitls, &new_api_int)) {
             assert!(
                 Instant::now() < deadline,
-                "the sidecars did not renew from the new intermediates\n--- db sidecar\n{}\n--- api sidecar\n{}",
+                "the sidecars did not renew from the new intermediates\n--- db sidecar\n{}\n--- api sidecar\n{}\n--- server\n{}",
                 std::fs::read_to_string(t.join("db-sidecar.log")).unwrap_or_default(),
-                std::fs::read_to_string(t.join("api-sidecar.log")).unwrap_or_default()
+                std::fs::read_to_string(t.join("api-sidecar.log")).unwrap_or_default(),
+                server.server_log()
             );
             std::thread::sleep(Duration::from_millis(500)); // poll interval
         }
