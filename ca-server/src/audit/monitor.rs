@@ -533,6 +533,18 @@ pub(crate) mod testing {
         }
     }
 
+    /// A world whose only intermediate has the test intermediate's name but
+    /// its own key and key identifier.
+    pub(crate) fn stranger() -> World {
+        let mut stranger = world();
+        let mut params = intermediate_params();
+        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![8; 20]);
+        let key = KeyPair::generate().expect("stranger key");
+        let der = params.self_signed(&key).expect("stranger").der().to_vec();
+        stranger.known = HashMap::from([(fingerprint(&der), KnownIntermediate::new("db", der))]);
+        stranger
+    }
+
     pub(crate) fn kinds(findings: &[Finding]) -> Vec<FindingKind> {
         findings.iter().map(|f| f.kind).collect()
     }
@@ -631,16 +643,8 @@ mod tests {
                 "{how:?} {findings:?}"
             );
 
-            // Another intermediate of the same name and key identifier.
-            let mut stranger = self::world();
-            let key = KeyPair::generate().expect("stranger key");
-            let mut params = intermediate_params();
-            params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![8; 20]);
-            let der_other = params.self_signed(&key).expect("stranger").der().to_vec();
-            stranger.known = HashMap::from([(
-                fingerprint(&der_other),
-                KnownIntermediate::new("db", der_other),
-            )]);
+            // Another intermediate of the same name, another key identifier.
+            let stranger = stranger();
             let findings = check_with(&honest, &stranger.policies, &stranger.known, how);
             assert_eq!(
                 kinds(&findings),

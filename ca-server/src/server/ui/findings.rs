@@ -264,15 +264,7 @@ mod tests {
     #[test]
     fn over_the_budget_a_stranger_is_still_an_unknown_issuer() {
         let world = world();
-        let mut stranger = crate::audit::monitor::testing::world();
-        let mut params = crate::audit::monitor::testing::intermediate_params();
-        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![8; 20]);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let other = params.self_signed(&key).unwrap().der().to_vec();
-        stranger.known = std::collections::HashMap::from([(
-            crate::hierarchy::fingerprint(&other),
-            monitor::KnownIntermediate::new("db", other),
-        )]);
+        let stranger = crate::audit::monitor::testing::stranger();
         let der = leaf(&world, vec![dns("a.db.internal")]);
         let honest = entry(&world, &der, &["a.db.internal"]);
         let (mut checker, findings) = self::checker(&stranger);
