@@ -463,6 +463,11 @@ pub struct UiConfig {
     /// (1 ..= 1000000; every later entry is checked as it is logged).
     #[serde(default = "default_findings_entries")]
     pub findings_entries: u64,
+    /// The inventory (console search, "expiring next") holds at most this
+    /// many of the newest entries, ~150 bytes of memory each (1000 ..=
+    /// 100000000); older ones are read with `ca-server log show`.
+    #[serde(default = "default_inventory_entries")]
+    pub inventory_entries: u64,
 }
 
 fn default_true() -> bool {
@@ -471,6 +476,9 @@ fn default_true() -> bool {
 fn default_findings_entries() -> u64 {
     10_000
 }
+fn default_inventory_entries() -> u64 {
+    250_000
+}
 
 impl Default for UiConfig {
     fn default() -> Self {
@@ -478,6 +486,7 @@ impl Default for UiConfig {
             enabled: true,
             client_classes: Vec::new(),
             findings_entries: default_findings_entries(),
+            inventory_entries: default_inventory_entries(),
         }
     }
 }
@@ -486,6 +495,12 @@ impl UiConfig {
     fn check(&self) -> Result<(), SettingError> {
         if !(1..=1_000_000).contains(&self.findings_entries) {
             return Err(out_of_range("ui.findings_entries", "between 1 and 1000000"));
+        }
+        if !(1_000..=100_000_000).contains(&self.inventory_entries) {
+            return Err(out_of_range(
+                "ui.inventory_entries",
+                "between 1000 and 100000000",
+            ));
         }
         if self
             .client_classes

@@ -20,7 +20,7 @@ use ca_proto::logentry::LogEntry;
 use std::path::{Path, PathBuf};
 
 /// Records read between two `yield_now`s.
-const YIELD_EVERY: u32 = 8;
+pub(crate) const YIELD_EVERY: u32 = 8;
 
 /// How far a poll reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -81,7 +81,7 @@ pub fn run(config: &Config, args: &Revoke) -> Result<()> {
                 &state,
                 &args.class,
                 &serial,
-                index.get(&serial).cloned(),
+                index.get(&serial),
                 &request(args, &serial),
             )
             .map_err(refused)?;
@@ -98,7 +98,7 @@ pub fn run(config: &Config, args: &Revoke) -> Result<()> {
                 .ok()
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| anyhow!("malformed_request: --spki-sha256 must be 64 hex digits"))?;
-            let found = index.by_key(&args.class, &wanted);
+            let found = index.by_key(&args.class, &wanted)?;
             if found.is_empty() {
                 return Err(refused(RevokeError::UnknownKey {
                     class: args.class.clone(),

@@ -61,6 +61,11 @@ pub struct SearchPage {
     /// Entries the index covers, and the signed tree size searched.
     pub indexed: u64,
     pub tree_size: u64,
+    /// The oldest entry the index holds: older entries are not searched
+    /// (the inventory keeps a window of the newest `[ui]
+    /// inventory_entries`; `ca-server log show` reads them all).
+    #[serde(default)]
+    pub first: u64,
     /// Index candidates examined for this page.
     pub examined: u64,
     /// Entries read from the log for this page.
@@ -184,6 +189,7 @@ pub struct PageContext<'a> {
     pub max_bytes: usize,
     pub indexed: u64,
     pub tree_size: u64,
+    pub first: u64,
     /// Whether a certificate serial (posting key) has been revoked.
     pub is_revoked: &'a dyn Fn(u64) -> bool,
 }
@@ -238,6 +244,7 @@ pub fn page(hits: Hits, cx: &PageContext<'_>) -> Result<SearchPage, InventoryErr
         next: next.map(|c| c.encode()),
         indexed: cx.indexed,
         tree_size: cx.tree_size,
+        first: cx.first,
         examined: hits.examined as u64,
         entries_read: read,
     })

@@ -9,8 +9,12 @@
 //! - issued, unrevoked certificates by notAfter (`expiring`), pruned of
 //!   the expired ones.
 //!
-//! Entries must come in order (`seq` = the number of rows); a batch the
-//! writer cut away and wrote again is handled by [`Index::truncate`].
+//! Entries must come in order (`seq` = [`Index::len`]); a batch the
+//! writer cut away and wrote again is handled by [`Index::truncate`]. An
+//! index may start at an entry other than 0 ([`Index::starting_at`]: the
+//! inventory's window over the newest entries, `mod.rs`); postings and
+//! lists hold entry numbers, and an entry number below the start has no
+//! row, so searches skip it.
 
 use super::names::{self, NameTable};
 use super::postings::Postings;
@@ -149,6 +153,8 @@ pub fn decision_index(d: LogDecision) -> usize {
 
 #[derive(Default)]
 pub struct Index {
+    /// The entry number of `rows[0]`.
+    pub(super) base: u64,
     pub(super) rows: Vec<Row>,
     pub(super) name_ids: Vec<u32>,
     pub(super) names: NameTable,
@@ -168,8 +174,26 @@ pub struct Index {
 }
 
 impl Index {
-    /// Entries indexed: the next entry must be this one.
+    /// An empty index whose first entry will be number `base`.
+    pub fn starting_at(base: u64) -> Index {
+        Index {
+            base,
+            ..Index::default()
+        }
+    }
+
+    /// Entries read so far: the next entry must be this one.
     pub fn len(&self) -> u64 {
+        self.base + self.rows.len() as u64
+    }
+
+    /// The first entry held (entries before it are not indexed).
+    pub fn first(&self) -> u64 {
+        self.base
+    }
+
+    /// Entries held.
+    pub fn held(&self) -> u64 {
         self.rows.len() as u64
     }
 
@@ -177,13 +201,19 @@ impl Index {
         self.rows.is_empty()
     }
 
+    fn slot(&self, seq: u64) -> Option<usize> {
+        seq.checked_sub(self.base)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|i| *i < self.rows.len())
+    }
+
     pub fn row(&self, seq: u64) -> Option<&Row> {
-        usize::try_from(seq).ok().and_then(|i| self.rows.get(i))
+        self.slot(seq).map(|i| &self.rows[i])
     }
 
     /// Name ids of entry `seq`.
     pub fn names_of(&self, seq: u64) -> &[u32] {
-        let Some(i) = usize::try_from(seq).ok().filter(|i| *i < self.rows.len()) else {
+        let Some(i) = self.slot(seq) else {
             return &[];
         };
         let start = self.rows[i].names_start as usize;
@@ -320,12 +350,19 @@ impl Index {
     /// Forget entries `from` and later (a batch the writer cut away is read
     /// again). Interned names stay (harmless: they just match nothing).
     pub fn truncate(&mut self, from: u64) {
-        let Some(start) = usize::try_from(from).ok().filter(|f| *f < self.rows.len()) else {
-            return;
-        };
-        self.name_ids
-            .truncate(self.rows[start].names_start as usize);
-        self.rows.truncate(start);
+        if from <= self.base {
+            // Everything held goes; the index starts again at `from`.
+            self.name_ids.clear();
+            self.rows.clear();
+            self.base = from;
+        } else {
+            let Some(start) = self.slot(from) else {
+                return;
+            };
+            self.name_ids
+                .truncate(self.rows[start].names_start as usize);
+            self.rows.truncate(start);
+        }
         self.by_name.truncate(from);
         self.by_serial.truncate(from);
         self.by_spki.truncate(from);

@@ -12,6 +12,15 @@
 //! writer cut away is read again), from its own thread
 //! ([`Inventory::spawn`]), not from the log writer's hot path.
 //!
+//! Memory is bounded by a window: at most `[ui] inventory_entries` of the
+//! newest entries are held ([`Inventory::with_max_entries`]). When a new
+//! entry would pass the cap, the newest half is indexed again from the log
+//! into a fresh index, which replaces the old one ([`Inventory::window`]),
+//! so the index holds between half the cap and the cap, and older entries
+//! (and older live certificates in "expiring next") are found with
+//! `ca-server log show`, which reads the whole log. Pages say which entry
+//! the index starts at.
+//!
 //! Lookups cost O(results): the in-memory postings give the entry numbers
 //! of a search and each row keeps its record's file offset, so a page of
 //! n results reads n records. Memory: ~32 bytes of row per entry, 16 per
@@ -34,8 +43,9 @@ pub mod postings;
 pub mod query;
 pub mod search;
 
-use crate::audit::follow::{Follower, Until};
+use crate::audit::follow::{Follower, Until, YIELD_EVERY};
 use crate::audit::AuditError;
+use crate::log::record::{self, Next, KIND_ENTRY};
 use ca_proto::logentry::LogEntry;
 use fetch::{PageContext, SearchPage};
 use index::Index;
@@ -98,6 +108,8 @@ pub struct SearchLimits {
 pub struct Inventory {
     log_id: String,
     path: PathBuf,
+    /// Entries held at most (see the module header).
+    max_entries: u64,
     index: RwLock<Index>,
     activity: Mutex<activity::Activity>,
     follower: Mutex<Follower>,
@@ -111,9 +123,16 @@ impl Inventory {
             log_id: log_id.to_string(),
             follower: Mutex::new(Follower::new(&path)),
             path,
+            max_entries: u64::MAX,
             index: RwLock::new(Index::default()),
             activity: Mutex::new(activity::Activity::default()),
         }
+    }
+
+    /// Hold at most `max` of the newest entries (at least 2).
+    pub fn with_max_entries(mut self, max: u64) -> Inventory {
+        self.max_entries = max.max(2);
+        self
     }
 
     /// Build the inventory of a log file once, to the end of what is
@@ -132,9 +151,19 @@ impl Inventory {
         &self.path
     }
 
-    /// Entries indexed.
+    /// Entries read: the number after the newest entry indexed.
     pub fn len(&self) -> u64 {
         self.read_index().len()
+    }
+
+    /// The oldest entry held (0 until the window first moves).
+    pub fn first(&self) -> u64 {
+        self.read_index().first()
+    }
+
+    /// Entries held (at most the cap).
+    pub fn held(&self) -> u64 {
+        self.read_index().held()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -170,7 +199,11 @@ impl Inventory {
                 observer.truncated(entry.seq);
             }
             index.add(offset, &entry)?;
+            let full = index.held() > self.max_entries;
             drop(index);
+            if full {
+                self.window(now)?;
+            }
             self.activity
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -189,6 +222,58 @@ impl Inventory {
             .unwrap_or_else(|p| p.into_inner())
             .prune(now);
         Ok(polled.entries)
+    }
+
+    /// Move the window: index the newest half of the cap again, from the
+    /// log, into a fresh index that then replaces the old one (searches go
+    /// on against the old one meanwhile). Called from `refresh` only, so
+    /// no entry is added while it runs.
+    fn window(&self, now: i64) -> Result<(), InventoryError> {
+        let (base, end, offset) = {
+            let index = self.read_index();
+            let keep = (self.max_entries / 2).max(1).min(index.held());
+            let base = index.len() - keep;
+            (base, index.len(), index.row(base).map(|r| r.offset))
+        };
+        let Some(offset) = offset else {
+            return Ok(());
+        };
+        let io = |source| InventoryError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let mut fresh = Index::starting_at(base);
+        let mut reader = record::open_at(&self.path, offset).map_err(io)?;
+        let mut read = 0u32;
+        while fresh.len() < end {
+            read = read.wrapping_add(1);
+            if read % YIELD_EVERY == 0 {
+                std::thread::yield_now();
+            }
+            match reader.next_record().map_err(io)? {
+                Next::Record(found) if found.kind == KIND_ENTRY => {
+                    let entry = LogEntry::from_bytes(found.payload).map_err(|source| {
+                        AuditError::Entry {
+                            path: self.path.clone(),
+                            offset: found.offset,
+                            source,
+                        }
+                    })?;
+                    fresh.add(found.offset, &entry)?;
+                }
+                Next::Record(_) => {}
+                Next::End | Next::Torn(_) => {
+                    return Err(InventoryError::Corrupt(format!(
+                        "the log ends before entry {}, which the index holds",
+                        fresh.len()
+                    )))
+                }
+            }
+        }
+        fresh.prune_expired(now);
+        fresh.shrink();
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
     }
 
     /// Follow the log from a thread of its own (lowest CPU priority),
@@ -242,11 +327,12 @@ impl Inventory {
     /// One page of results for `q` (reads the hits' entries from the log:
     /// blocking; run it on a log reader thread).
     pub fn search(&self, q: &Query, limits: SearchLimits) -> Result<SearchPage, InventoryError> {
-        let (hits, indexed) = {
+        let (hits, indexed, first) = {
             let index = self.read_index();
             (
                 search::find(&index, q, limits.now, limits.tree_size, limits.budget),
                 index.len(),
+                index.first(),
             )
         };
         let is_revoked = |serial: u64| self.read_index().revoked(serial);
@@ -259,6 +345,7 @@ impl Inventory {
                 max_bytes: limits.max_bytes,
                 indexed,
                 tree_size: limits.tree_size.min(indexed),
+                first,
                 is_revoked: &is_revoked,
             },
         )

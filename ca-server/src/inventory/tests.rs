@@ -345,3 +345,89 @@ fn a_page_stays_within_its_byte_budget() {
 fn rows_stay_small() {
     assert_eq!(std::mem::size_of::<index::Row>(), 32);
 }
+
+/// The window: an inventory capped at 1,000 entries, fed 3,500 in batches
+/// of 100, never holds more than the cap, finds the newest entries by every
+/// key, finds nothing older than its first entry, and its results are
+/// still read back from the log at the right offsets.
+#[test]
+fn a_capped_inventory_holds_a_window_of_the_newest_entries() {
+    let log = Log::new();
+    let inv = Inventory::new("t", &log.path).with_max_entries(1_000);
+    let mut most_held = 0;
+    for b in 0..35u64 {
+        let batch: Vec<Vec<u8>> = (b * 100..b * 100 + 100)
+            .map(|seq| {
+                issued(
+                    seq,
+                    "db",
+                    &[&format!("svc-{seq}.db.internal")],
+                    &format!("{:032x}", seq + 1),
+                    NOW + 3600 + seq as i64,
+                )
+            })
+            .collect();
+        log.batch(&batch);
+        inv.refresh(&mut Nobody, NOW).unwrap();
+        most_held = most_held.max(inv.held());
+    }
+    assert_eq!(inv.len(), 3_500);
+    assert!(
+        most_held <= 1_000,
+        "held {most_held} entries with a cap of 1000"
+    );
+    let first = inv.first();
+    assert!(
+        first > 0 && inv.held() >= 500,
+        "first {first}, held {}",
+        inv.held()
+    );
+    assert_eq!(inv.len() - first, inv.held());
+    // Newest entries: by name, serial and key; the oldest held and none older.
+    assert_eq!(seqs(&search(&inv, "name=svc-3499.db.internal")), [3499]);
+    assert_eq!(
+        seqs(&search(&inv, &format!("serial={:x}", first + 1))),
+        [first]
+    );
+    assert!(search(&inv, &format!("serial={:x}", first))
+        .results
+        .is_empty());
+    assert!(search(&inv, "name=svc-0.db.internal").results.is_empty());
+    let page = search(&inv, "name=*.db.internal&limit=5");
+    assert_eq!(seqs(&page), [3499, 3498, 3497, 3496, 3495]);
+    assert_eq!(page.first, first);
+    // "Expiring next" starts at the oldest entry held.
+    let soonest = search(
+        &inv,
+        &format!("expiring_before={}&limit=1", time(NOW + 100_000)),
+    );
+    assert_eq!(seqs(&soonest), [first]);
+}
+
+/// A cut batch that reaches below the window's first entry empties the
+/// index, which then takes the entries written again from there.
+#[test]
+fn truncation_below_the_window_starts_it_again_there() {
+    let mut index = index::Index::starting_at(10);
+    let entry = |seq: u64| {
+        ca_proto::logentry::LogEntry::from_bytes(&issued(
+            seq,
+            "db",
+            &["a.db.internal"],
+            &format!("{:x}", seq + 1),
+            NOW + 10,
+        ))
+        .unwrap()
+    };
+    for seq in 10..15 {
+        index.add(seq * 100, &entry(seq)).unwrap();
+    }
+    assert!(index.add(0, &entry(3)).is_err(), "out of order");
+    index.truncate(12);
+    assert_eq!((index.first(), index.len()), (10, 12));
+    index.truncate(4);
+    assert_eq!((index.first(), index.len(), index.held()), (4, 4, 0));
+    index.add(400, &entry(4)).unwrap();
+    assert_eq!(index.row(4).map(|r| r.offset), Some(400));
+    assert_eq!(index.row(10), None);
+}

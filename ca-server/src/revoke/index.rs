@@ -1,50 +1,51 @@
-//! Which certificates exist: an in-memory index from serial to the facts
-//! revocation needs (class, issuer, notAfter, key), built from every
-//! replica's issuance log in the state directory (`log/*/log.dat`) and
-//! kept current by following them (`audit::follow::Follower`, committed
-//! batches only). Derived data, like the Merkle node files: rebuilt at
-//! start, never written anywhere.
+//! Which certificates exist: an index from serial to the facts revocation
+//! needs (class, issuer, notAfter, key), built from every replica's
+//! issuance log in the state directory (`log/*/log.dat`) and kept current
+//! by following them (`audit::follow::Follower`, committed batches only).
+//! Derived data, like the Merkle node files: rebuilt at start.
 //!
 //! It answers "was this serial issued, by which class and intermediate" for
 //! `revoke` (unknown serial, serial of another class) and OCSP (good versus
-//! unknown). Certificates that expired more than a day ago are dropped, so
-//! its size follows the number of live certificates (about 80 bytes each).
-//! It also notes which revocations each log has recorded, so a replica
+//! unknown). The facts live on disk, in [`SerialTable`] (an unnamed file
+//! in the state directory, `serials.rs`), so memory does not grow with the
+//! number of certificates; certificates that expired more than a day ago
+//! are dropped, so the file's size follows the number of live certificates
+//! (about 100 bytes each). It also notes which revocations each log has
+//! recorded (in memory: one per revocation, like the CRLs), so a replica
 //! records each revocation in its own log exactly once.
 
+use super::serials::{SerialTable, TableError};
 use crate::audit::follow::{Follower, Until};
 use crate::audit::AuditError;
 use crate::state::StateDir;
 use ca_proto::logentry::Outcome;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+
+pub use super::serials::Known;
 
 /// How long after notAfter a certificate stays in the index.
 const KEEP_AFTER_EXPIRY_SECS: i64 = 24 * 3600;
 
-/// What the index knows of one issued certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Known {
-    pub class: Arc<str>,
-    /// SHA-256 fingerprint of the issuing intermediate, hex.
-    pub issuer: Arc<str>,
-    /// Unix seconds.
-    pub not_after: i64,
-    pub spki_sha256: [u8; 32],
-    pub profile: Arc<str>,
+/// Why the index could not be read or updated.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Log(#[from] AuditError),
+    #[error(transparent)]
+    Table(#[from] TableError),
 }
 
 /// The index over every log of a state directory.
 pub struct SerialIndex {
     state: StateDir,
     followers: BTreeMap<String, Follower>,
-    by_serial: HashMap<Vec<u8>, Known>,
+    /// Created at the first poll (so that an index nobody reads makes no
+    /// file).
+    table: Option<SerialTable>,
     /// Serials whose revocation each log has recorded, by log id.
     recorded: HashMap<String, HashSet<String>>,
     /// Entries read per log id.
     counts: HashMap<String, u64>,
-    /// Interned class, issuer and profile strings.
-    names: HashSet<Arc<str>>,
     last_prune: i64,
 }
 
@@ -53,10 +54,9 @@ impl SerialIndex {
         SerialIndex {
             state,
             followers: BTreeMap::new(),
-            by_serial: HashMap::new(),
+            table: None,
             recorded: HashMap::new(),
             counts: HashMap::new(),
-            names: HashSet::new(),
             last_prune: 0,
         }
     }
@@ -66,24 +66,41 @@ impl SerialIndex {
         self.counts.get(log_id).copied().unwrap_or(0)
     }
 
+    fn table(&mut self) -> Result<&mut SerialTable, TableError> {
+        let table = match self.table.take() {
+            Some(table) => table,
+            None => SerialTable::create_in(self.state.root())?,
+        };
+        Ok(self.table.insert(table))
+    }
+
     /// Read what log `log_id` gained since the last look (only that log).
-    pub fn poll_log(&mut self, log_id: &str, now: i64) -> Result<u64, AuditError> {
-        let _ = now;
+    pub fn poll_log(&mut self, log_id: &str, now: i64) -> Result<u64, IndexError> {
         let Some(mut follower) = self.followers.remove(log_id) else {
             return self.poll(now);
         };
-        let polled = follower.poll(Until::SignedHead, |entry| -> Result<(), AuditError> {
-            self.add(log_id, entry);
-            Ok(())
-        });
+        let polled = self.follow(log_id, &mut follower);
         self.followers.insert(log_id.to_string(), follower);
-        polled.map(|p| p.entries)
+        polled
+    }
+
+    /// Read one log's new committed entries into the table.
+    fn follow(&mut self, log_id: &str, follower: &mut Follower) -> Result<u64, IndexError> {
+        self.table()?;
+        let polled = follower.poll(Until::SignedHead, |entry| -> Result<(), IndexError> {
+            self.add(log_id, entry)
+        });
+        // What was read is written even when the read stopped early.
+        let flushed = self.table()?.flush();
+        let polled = polled?;
+        flushed?;
+        Ok(polled.entries)
     }
 
     /// Read what every log gained since the last call (and any new log).
     /// A log that cannot be read is reported and skipped (the others are
     /// still read); the error of the first such log is returned.
-    pub fn poll(&mut self, now: i64) -> Result<u64, AuditError> {
+    pub fn poll(&mut self, now: i64) -> Result<u64, IndexError> {
         let logs_dir = self.state.root().join("log");
         if let Ok(dir) = std::fs::read_dir(&logs_dir) {
             for entry in dir.flatten() {
@@ -101,13 +118,10 @@ impl SerialIndex {
             let Some(mut follower) = self.followers.remove(&id) else {
                 continue;
             };
-            let polled = follower.poll(Until::SignedHead, |entry| -> Result<(), AuditError> {
-                self.add(&id, entry);
-                Ok(())
-            });
+            let polled = self.follow(&id, &mut follower);
             self.followers.insert(id.clone(), follower);
             match polled {
-                Ok(p) => seen += p.entries,
+                Ok(n) => seen += n,
                 Err(e) => {
                     tracing::warn!(event = "serial_index_read_failed", log_id = %id, "{e}");
                     first_error.get_or_insert(e);
@@ -115,7 +129,10 @@ impl SerialIndex {
             }
         }
         if now - self.last_prune > 3600 {
-            self.prune(now);
+            if let Err(e) = self.prune(now) {
+                tracing::warn!(event = "serial_index_prune_failed", "{e}");
+                first_error.get_or_insert(e.into());
+            }
         }
         match first_error {
             Some(e) => Err(e),
@@ -123,16 +140,7 @@ impl SerialIndex {
         }
     }
 
-    fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(found) = self.names.get(s) {
-            return found.clone();
-        }
-        let new: Arc<str> = Arc::from(s);
-        self.names.insert(new.clone());
-        new
-    }
-
-    fn add(&mut self, log_id: &str, entry: ca_proto::logentry::LogEntry) {
+    fn add(&mut self, log_id: &str, entry: ca_proto::logentry::LogEntry) -> Result<(), IndexError> {
         match self.counts.get_mut(log_id) {
             Some(n) => *n += 1,
             None => {
@@ -143,20 +151,19 @@ impl SerialIndex {
             Outcome::Issued(i) => {
                 let (Ok(serial), Ok(spki)) = (hex::decode(&i.serial), hex::decode(&i.spki_sha256))
                 else {
-                    return;
+                    return Ok(());
                 };
                 let Ok(spki_sha256) = <[u8; 32]>::try_from(spki.as_slice()) else {
-                    return;
+                    return Ok(());
                 };
-                let not_after = i.not_after.clone();
                 let known = Known {
-                    class: self.intern(&entry.class),
-                    issuer: self.intern(&i.issuer),
-                    profile: self.intern(&entry.profile),
-                    not_after: not_after.unix_timestamp(),
+                    class: entry.class.as_str().into(),
+                    issuer: i.issuer.as_str().into(),
+                    profile: entry.profile.as_str().into(),
+                    not_after: i.not_after.unix_timestamp(),
                     spki_sha256,
                 };
-                self.by_serial.insert(serial, known);
+                self.table()?.insert(&serial, &known)?;
             }
             Outcome::Revoked(r) => {
                 self.recorded
@@ -166,34 +173,51 @@ impl SerialIndex {
             }
             Outcome::Denied(_) => {}
         }
+        Ok(())
     }
 
-    fn prune(&mut self, now: i64) {
-        self.by_serial
-            .retain(|_, k| k.not_after + KEEP_AFTER_EXPIRY_SECS > now);
+    fn prune(&mut self, now: i64) -> Result<(), TableError> {
         self.last_prune = now;
+        if let Some(table) = &mut self.table {
+            table.prune_before(now - KEEP_AFTER_EXPIRY_SECS)?;
+        }
+        Ok(())
     }
 
-    /// The certificate with this serial (lowercase or uppercase hex).
-    pub fn get(&self, serial_hex: &str) -> Option<&Known> {
-        self.by_serial.get(&hex::decode(serial_hex).ok()?)
+    /// The certificate with this serial (lowercase or uppercase hex). A
+    /// table that cannot be read is reported and answers "not known".
+    pub fn get(&self, serial_hex: &str) -> Option<Known> {
+        self.get_bytes(&hex::decode(serial_hex).ok()?)
     }
 
     /// The certificate with this serial (big-endian bytes).
-    pub fn get_bytes(&self, serial: &[u8]) -> Option<&Known> {
-        self.by_serial.get(serial)
+    pub fn get_bytes(&self, serial: &[u8]) -> Option<Known> {
+        match self.table.as_ref()?.get(serial) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(event = "serial_index_read_failed", "{e}");
+                None
+            }
+        }
     }
 
-    /// Every live certificate of `class` whose key has this SPKI hash.
-    pub fn by_key(&self, class: &str, spki_sha256: &[u8; 32]) -> Vec<(String, Known)> {
-        let mut found: Vec<(String, Known)> = self
-            .by_serial
-            .iter()
-            .filter(|(_, k)| &*k.class == class && &k.spki_sha256 == spki_sha256)
-            .map(|(s, k)| (hex::encode(s), k.clone()))
+    /// Every live certificate of `class` whose key has this SPKI hash,
+    /// sorted by serial (hex).
+    pub fn by_key(
+        &self,
+        class: &str,
+        spki_sha256: &[u8; 32],
+    ) -> Result<Vec<(String, Known)>, IndexError> {
+        let Some(table) = &self.table else {
+            return Ok(Vec::new());
+        };
+        let mut found: Vec<(String, Known)> = table
+            .by_key(class, spki_sha256)?
+            .into_iter()
+            .map(|(s, k)| (hex::encode(s), k))
             .collect();
         found.sort_by(|a, b| a.0.cmp(&b.0));
-        found
+        Ok(found)
     }
 
     /// Whether log `log_id` has recorded the revocation of `serial`.
@@ -213,11 +237,11 @@ impl SerialIndex {
     }
 
     /// Certificates indexed.
-    pub fn len(&self) -> usize {
-        self.by_serial.len()
+    pub fn len(&self) -> u64 {
+        self.table.as_ref().map_or(0, SerialTable::len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_serial.is_empty()
+        self.len() == 0
     }
 }

@@ -25,6 +25,7 @@
 pub mod crl;
 pub mod holder;
 pub mod index;
+pub mod serials;
 pub mod store;
 
 use crate::hierarchy::{fingerprint, read_pem_cert, ClassState, IntermediateStatus};
@@ -253,7 +254,7 @@ impl Revocations {
     pub fn known(&self, serial: &str) -> Option<index::Known> {
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
         let _ = index.poll(now_unix());
-        index.get(serial).cloned()
+        index.get(serial)
     }
 
     /// Whether `serial` (big-endian bytes) was issued, with its facts. On
@@ -264,12 +265,12 @@ impl Revocations {
     pub fn known_bytes(&self, serial: &[u8], own: Option<&IssuanceLog>) -> Option<index::Known> {
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(found) = index.get_bytes(serial) {
-            return Some(found.clone());
+            return Some(found);
         }
         let log = own?;
         if log.sth().tree_size > index.entries_of(log.log_id()) {
             let _ = index.poll_log(log.log_id(), now_unix());
-            return index.get_bytes(serial).cloned();
+            return index.get_bytes(serial);
         }
         None
     }
@@ -327,7 +328,7 @@ impl Revocations {
         let known = {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
             let _ = index.poll(now_unix());
-            index.get(&serial).cloned()
+            index.get(&serial)
         };
         let record = leaf_record(&self.state, &request.class, &serial, known, request)?;
         store::add(

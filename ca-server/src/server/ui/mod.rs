@@ -75,7 +75,9 @@ impl Console {
         };
         let state = crate::state::StateDir::new(&config.state_dir);
         let path = crate::audit::log_paths(&state, log.log_id()).data();
-        let inventory = Arc::new(Inventory::new(log.log_id(), path));
+        let inventory = Arc::new(
+            Inventory::new(log.log_id(), path).with_max_entries(config.ui.inventory_entries),
+        );
         let from = log
             .sth()
             .tree_size

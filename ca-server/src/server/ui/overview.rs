@@ -81,7 +81,7 @@ pub fn render(console: &Console, reader: &LogReader, live: &Live) -> (StatusCode
         "<div class=\"card\"><h2>Log {id}</h2><dl>\
          <dt>Entries</dt><dd>{size_entries}</dd>\
          <dt>log.dat</dt><dd>{bytes}</dd>\
-         <dt>Indexed</dt><dd>{indexed} of {size_entries}</dd>\
+         <dt>Indexed</dt><dd>{indexed} of {size_entries}{window}</dd>\
          <dt>Findings</dt><dd><a href=\"/ui/findings\">{findings} in {checked} checked</a></dd>\
          </dl><h3>Latest signed tree head</h3><dl>\
          <dt>Tree size</dt><dd>{size_entries}</dd>\
@@ -92,6 +92,13 @@ pub fn render(console: &Console, reader: &LogReader, live: &Live) -> (StatusCode
         size_entries = sth.tree_size,
         bytes = esc(&super::html::bytes(size)),
         indexed = console.inventory.len().min(sth.tree_size),
+        window = match console.inventory.first() {
+            0 => String::new(),
+            first => format!(
+                " (searchable: entries {first} on, the newest {} at most)",
+                console.config.ui.inventory_entries
+            ),
+        },
         root = short_hex(&sth.root_hash),
         signed = esc(&short_time(sth.timestamp_ms / 1000)),
         ago = esc(&relative(sth.timestamp_ms / 1000, now)),

@@ -116,7 +116,7 @@ fn form(console: &Console, q: Option<&Query>) -> String {
 
 fn results(q: &Query, found: &SearchPage, now: i64, log_id: &str) -> String {
     let mut out = format!(
-        "<p class=\"summary\">{} result(s){} · {} of {} entries indexed{}</p>",
+        "<p class=\"summary\">{} result(s){} · {} of {} entries indexed{}{}</p>",
         found.results.len(),
         if found.next.is_some() {
             " on this page"
@@ -125,6 +125,14 @@ fn results(q: &Query, found: &SearchPage, now: i64, log_id: &str) -> String {
         },
         found.indexed.min(found.tree_size),
         found.tree_size,
+        if found.first > 0 {
+            format!(
+                " (entries {} on: the inventory keeps the newest; <code>ca-server log show</code> reads older ones)",
+                found.first
+            )
+        } else {
+            String::new()
+        },
         if q.expiring_before.is_some() {
             " · soonest expiry first"
         } else {
