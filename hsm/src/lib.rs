@@ -26,7 +26,9 @@ pub use der::{ecdsa_raw_to_der, rsa_public_key_der};
 pub use error::{HsmError, HsmResult};
 pub use keys::{KeyAlgorithm, KeyInfo, PrivateKeyAttributes, UnknownAlgorithm};
 pub use mechanisms::{Capabilities, Missing, SignMechanism};
-pub use module::{HsmSession, Module, ModuleOptions, Token, TokenSelector};
+pub use module::{
+    HsmSession, Module, ModuleOptions, Token, TokenSelector, TOKEN_REDISCOVERY_INTERVAL,
+};
 pub use pin::Pin;
 pub use pool::{PoolSession, SigningPool, KEY_RECHECK};
 pub use raw::{TokenInfo, TokenInfoError};

@@ -79,6 +79,10 @@ const LOGIN_RETRIES: u32 = 5;
 /// matches (in all under a second).
 const UNREADABLE_RETRIES: u32 = 5;
 
+/// How often a token that cannot be found may get the module
+/// re-initialised ([`Token::open_session`]).
+pub const TOKEN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+
 /// A read hold on the module: the generation cannot change while it lives.
 pub(crate) struct Gate<'m> {
     guard: RwLockReadGuard<'m, u64>,
@@ -515,8 +519,26 @@ impl Token {
     /// Open a read-write session and log the user in. Login state is shared
     /// by all sessions of a process on a token, so "already logged in" is
     /// success, not an error.
+    ///
+    /// A token the module no longer lists (or whose info it cannot read)
+    /// gets the module re-initialised, at most every
+    /// [`TOKEN_REDISCOVERY_INTERVAL`], and is looked for once more: a
+    /// module can lose a token at a re-initialisation (SoftHSM2 that reads
+    /// the token's files while another process writes them answers
+    /// `CKR_GENERAL_ERROR` for it until it is initialised again), and a
+    /// token can come back (plugged in again).
     pub fn open_session(&self) -> HsmResult<HsmSession> {
-        self.open_session_as(UserType::User)
+        match self.open_session_as(UserType::User) {
+            Err(HsmError::TokenNotFound { .. })
+                if self
+                    .module
+                    .reinitialize_at_most_every(TOKEN_REDISCOVERY_INTERVAL)? =>
+            {
+                tracing::warn!(event = "hsm_token_rediscovery", token = %self.label(), "the token was not found; re-initialised the module to look again");
+                self.open_session_as(UserType::User)
+            }
+            other => other,
+        }
     }
 
     /// As [`Token::open_session`], logged in as `user` (the SO, to set up a

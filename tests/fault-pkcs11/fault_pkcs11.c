@@ -17,11 +17,18 @@
  * with one answers CKR_KEY_FUNCTION_NOT_PERMITTED (a module whose session
  * copies do not sign). Trellis must sign through the token object then.
  *
+ * While the file named by TRELLIS_PKCS11_HIDE_FILE exists, C_FindObjects finds
+ * nothing (a module that does not show a key yet). A C_Initialize made while
+ * the file named by TRELLIS_PKCS11_STALE_FILE exists leaves the module unable
+ * to read its token: C_GetTokenInfo answers CKR_GENERAL_ERROR for every slot
+ * until the next C_Initialize made without that file — what SoftHSM2 does
+ * when it is initialised while another process writes the token's files.
+ *
  * Only the v2.40 function list is offered (no C_GetInterface), so callers fall
  * back to C_GetFunctionList. The list is treated as a version followed by
  * function pointers in the standard order; the indexes below are the
- * positions of C_OpenSession, C_CopyObject, C_GetAttributeValue,
- * C_FindObjectsInit, C_SignInit and C_Sign.
+ * positions of C_Initialize, C_GetTokenInfo, C_OpenSession, C_CopyObject,
+ * C_GetAttributeValue, C_FindObjectsInit, C_FindObjects, C_SignInit and C_Sign.
  */
 #include <dlfcn.h>
 #include <stdlib.h>
@@ -38,10 +45,13 @@ typedef struct {
     void *fn[FUNCTIONS];
 } FUNCTION_LIST;
 
+#define IDX_INITIALIZE 0
+#define IDX_GET_TOKEN_INFO 6
 #define IDX_OPEN_SESSION 12
 #define IDX_COPY_OBJECT 21
 #define IDX_GET_ATTRIBUTE_VALUE 24
 #define IDX_FIND_OBJECTS_INIT 26
+#define IDX_FIND_OBJECTS 27
 #define IDX_SIGN_INIT 42
 #define IDX_SIGN 43
 
@@ -62,9 +72,37 @@ typedef struct {
 static FUNCTION_LIST *real;
 static FUNCTION_LIST shim;
 
-static int faulty(void) {
-    const char *path = getenv("TRELLIS_PKCS11_FAULT_FILE");
+static int file_named_by(const char *variable) {
+    const char *path = getenv(variable);
     return path && access(path, F_OK) == 0;
+}
+
+static int faulty(void) {
+    return file_named_by("TRELLIS_PKCS11_FAULT_FILE");
+}
+
+/* Set by a C_Initialize made while TRELLIS_PKCS11_STALE_FILE exists. */
+static int stale;
+
+typedef CK_RV (*initialize_fn)(void *);
+typedef CK_RV (*get_token_info_fn)(CK_ULONG, void *);
+typedef CK_RV (*find_objects_fn)(CK_ULONG, CK_ULONG *, CK_ULONG, CK_ULONG *);
+
+static CK_RV initialize(void *args) {
+    CK_RV rv = ((initialize_fn)real->fn[IDX_INITIALIZE])(args);
+    if (rv == CKR_OK) __atomic_store_n(&stale, file_named_by("TRELLIS_PKCS11_STALE_FILE"), __ATOMIC_RELEASE);
+    return rv;
+}
+
+static CK_RV get_token_info(CK_ULONG slot, void *info) {
+    if (__atomic_load_n(&stale, __ATOMIC_ACQUIRE)) return CKR_GENERAL_ERROR;
+    return ((get_token_info_fn)real->fn[IDX_GET_TOKEN_INFO])(slot, info);
+}
+
+static CK_RV find_objects(CK_ULONG session, CK_ULONG *objects, CK_ULONG max, CK_ULONG *count) {
+    CK_RV rv = ((find_objects_fn)real->fn[IDX_FIND_OBJECTS])(session, objects, max, count);
+    if (rv == CKR_OK && count && file_named_by("TRELLIS_PKCS11_HIDE_FILE")) *count = 0;
+    return rv;
 }
 
 typedef CK_RV (*open_session_fn)(CK_ULONG, CK_ULONG, void *, void *, CK_ULONG *);
@@ -135,6 +173,9 @@ CK_RV C_GetFunctionList(FUNCTION_LIST **list) {
         get_function_list_fn get = lib ? (get_function_list_fn)dlsym(lib, "C_GetFunctionList") : NULL;
         if (!get || get(&real) != CKR_OK || !real) return CKR_GENERAL_ERROR;
         memcpy(&shim, real, sizeof shim);
+        shim.fn[IDX_INITIALIZE] = (void *)initialize;
+        shim.fn[IDX_GET_TOKEN_INFO] = (void *)get_token_info;
+        shim.fn[IDX_FIND_OBJECTS] = (void *)find_objects;
         shim.fn[IDX_OPEN_SESSION] = (void *)open_session;
         shim.fn[IDX_COPY_OBJECT] = (void *)copy_object;
         shim.fn[IDX_GET_ATTRIBUTE_VALUE] = (void *)get_attribute_value;

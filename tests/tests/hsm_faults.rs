@@ -103,6 +103,89 @@ fn a_vanishing_token_gives_503_and_service_resumes_without_a_restart() {
     );
 }
 
+/// A module can lose its token at a re-initialisation (SoftHSM2 initialised
+/// while `rotate prepare` writes the token's files answers
+/// CKR_GENERAL_ERROR for it from then on: seen in the rotation e2e test).
+/// The server re-initialises the module when it cannot find the key of a
+/// prepared intermediate; the fault module is made to hide keys and to lose
+/// the token at that re-initialisation. Once the files are gone, the next
+/// re-initialisation (at most every 5 s, because the token is not found)
+/// must bring the token, the prepared key and issuance back, with no
+/// restart: without it the class stayed suspended for good after
+/// `rotate activate`.
+#[test]
+fn a_token_lost_at_a_reinitialisation_is_found_again_by_the_next_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, real) = behind_fault_module(tmp.path());
+    let hide = tmp.path().join("hide-keys");
+    let stale = tmp.path().join("lose-token");
+    let server = TestServer::start_with_env(
+        &dir,
+        &[],
+        &[
+            ("TRELLIS_PKCS11_REAL_MODULE", real.as_str()),
+            ("TRELLIS_PKCS11_HIDE_FILE", hide.to_str().unwrap()),
+            ("TRELLIS_PKCS11_STALE_FILE", stale.to_str().unwrap()),
+        ],
+    );
+    let csr = openssl_csr(
+        tmp.path(),
+        "h",
+        P256,
+        "/CN=h.db.internal",
+        &["-addext", "subjectAltName=DNS:h.db.internal"],
+    );
+    let sign = || server.native_sign("db", &json!({"class": "db", "csr": csr}));
+    assert_eq!(sign().0, 200);
+
+    std::fs::write(&hide, b"").unwrap();
+    std::fs::write(&stale, b"").unwrap();
+    let admin = |args: &[&str]| {
+        let out = run(Command::new(bin("ca-server"))
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .env("TRELLIS_PKCS11_REAL_MODULE", &real));
+        assert!(out.status.success(), "ca-server {args:?}: {}", text(&out));
+    };
+    admin(&["rotate", "prepare", "--class", "db"]);
+    assert!(
+        trellis_e2e::wait_until(std::time::Duration::from_secs(30), || server
+            .server_log()
+            .contains("C_GetTokenInfo: CKR_GENERAL_ERROR")),
+        "the server did not re-initialise the module while the token was lost: {}",
+        server.server_log()
+    );
+    let (status, body) = sign();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("hsm_unavailable")),
+        "{body}"
+    );
+
+    std::fs::remove_file(&hide).unwrap();
+    std::fs::remove_file(&stale).unwrap();
+    assert!(
+        trellis_e2e::wait_until(std::time::Duration::from_secs(30), || sign().0 == 200),
+        "the token did not come back: {}",
+        server.server_log()
+    );
+    admin(&["rotate", "activate", "--class", "db"]);
+    let activated = || {
+        server.server_log().lines().any(|l| {
+            l.contains("class_reloaded") && l.contains("class=db") && l.contains("prepared=false")
+        })
+    };
+    assert!(
+        trellis_e2e::wait_until(std::time::Duration::from_secs(30), || activated()
+            && sign().0 == 200),
+        "no issuance from the new intermediate after rotate activate: {:?}\n{}",
+        sign(),
+        server.server_log()
+    );
+    assert!(server.server_log().contains("hsm_token_rediscovery"));
+}
+
 /// Signing sessions sign with session copies of the CA keys where the
 /// module makes them (hsm/src/pool.rs). A module that does not copy
 /// objects, or makes copies that cannot sign, must serve all the same,
