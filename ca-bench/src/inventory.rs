@@ -8,6 +8,12 @@
 //! results back from the file, as the API does), with the entries read
 //! and candidates examined per search (O(results), not O(log)).
 //!
+//! Before the inventory, the revocation serial index
+//! (`ca_server::revoke::index`, facts on disk) is built over the same log:
+//! its time and the resident set it adds. After it, the inventory with the
+//! server's default window (`[ui] inventory_entries`): what it holds and
+//! adds.
+//!
 //! The log: a fleet of 100,000 hosts (`h<n>.t<team>.<class>.internal`,
 //! 50 teams, classes db/api/web) renewing over 30 days, so each name has
 //! about ten entries; 90% issued, 8% denied, 2% revocations; each issued
@@ -202,7 +208,10 @@ pub fn run(opts: &InventoryOpts) -> Result<String> {
     let dir = tempfile::Builder::new()
         .prefix("trellis-inventory")
         .tempdir()?;
-    let path = dir.path().join("log.dat");
+    // The state directory's layout (`log/<id>/log.dat`), for the serial
+    // index, which follows every log of a state directory.
+    std::fs::create_dir_all(dir.path().join("log/bench"))?;
+    let path = dir.path().join("log/bench/log.dat");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     eprintln!("writing a synthetic log of {} entries ...", opts.entries);
     let started = Instant::now();
@@ -211,6 +220,32 @@ pub fn run(opts: &InventoryOpts) -> Result<String> {
         "  {:.0} MiB in {:.1} s; building the index ...",
         size as f64 / 1048576.0,
         started.elapsed().as_secs_f64()
+    );
+    let rss_before = rss();
+    let started = Instant::now();
+    let mut serials =
+        ca_server::revoke::index::SerialIndex::new(ca_server::state::StateDir::new(dir.path()));
+    serials.poll(now)?;
+    let serial_build = started.elapsed();
+    let serial_rss = rss().saturating_sub(rss_before);
+    let serial_count = serials.len();
+    eprintln!(
+        "  serial index: {serial_count} certificates in {:.1} s; windowed inventory ...",
+        serial_build.as_secs_f64()
+    );
+    drop(serials);
+    let rss_before = rss();
+    let window_cap = ca_server::config::UiConfig::default().inventory_entries;
+    let windowed = Inventory::new("bench", &path).with_max_entries(window_cap);
+    let started = Instant::now();
+    windowed.refresh(&mut Nobody, now)?;
+    let window_build = started.elapsed();
+    let window_rss = rss().saturating_sub(rss_before);
+    let (window_first, window_held) = (windowed.first(), windowed.held());
+    drop(windowed);
+    eprintln!(
+        "  windowed in {:.1} s; the whole inventory ...",
+        window_build.as_secs_f64()
     );
     let rss_before = rss();
     let inventory = Inventory::new("bench", &path);
@@ -293,7 +328,9 @@ pub fn run(opts: &InventoryOpts) -> Result<String> {
          | log.dat | {:.0} MiB ({:.0} bytes per entry) |\n\
          | first build (read + parse + index) | {:.1} s ({:.0} entries/s) |\n\
          | resident set added by the index | {:.0} MiB ({:.0} bytes per entry) |\n\
-         | index heap, estimated from capacities | {:.0} MiB ({:.0} bytes per entry) |\n\n\
+         | index heap, estimated from capacities | {:.0} MiB ({:.0} bytes per entry) |\n\
+         | the server's inventory, a window of the newest {} (`[ui] inventory_entries`): built in | {:.1} s, holding entries {}.. ({} entries), resident set added {:.0} MiB |\n\
+         | revocation serial index (facts on disk): built in | {:.1} s ({:.0} certificates/s, {} certificates), resident set added {:.1} MiB |\n\n\
          | search | example | p50 | p99 | results | entries read | candidates examined |\n\
          |---|---|---|---|---|---|---|\n",
         opts.entries,
@@ -308,6 +345,15 @@ pub fn run(opts: &InventoryOpts) -> Result<String> {
         per_entry(rss_delta),
         estimate as f64 / 1048576.0,
         per_entry(estimate),
+        window_cap,
+        window_build.as_secs_f64(),
+        window_first,
+        window_held,
+        window_rss as f64 / 1048576.0,
+        serial_build.as_secs_f64(),
+        serial_count as f64 / serial_build.as_secs_f64().max(1e-9),
+        serial_count,
+        serial_rss as f64 / 1048576.0,
     );
     for r in &rows {
         report.push_str(&format!(

@@ -835,7 +835,7 @@ fn group_commit_note(
         })
         .collect();
     Some(format!(
-        "Group commit ({scheme}, log on, after the closed-loop runs): {entries:.0} entries in {batches:.0} batches = {:.1} entries per fsync and signed tree head on average; mean batch commit (write + HSM-signed head + fsync) {:.2} ms; per batch by phase: {}.",
+        "Group commit ({scheme}, log on, after the closed-loop runs): {entries:.0} entries in {batches:.0} batches = {:.1} entries per fsync and signed tree head on average; mean batch commit (write, fsync with the HSM-signed head meanwhile, head record) {:.2} ms; per batch by phase: {}.",
         entries / batches,
         commit / batches * 1000.0,
         phases.join(", ")

@@ -246,6 +246,57 @@ fn zeroed_space_past_the_records_is_no_tear_and_a_stopped_log_has_none() {
     assert!(verify.status.success(), "stopped: {}", text(&verify));
 }
 
+/// The writer answers a batch once its entries are durable, and writes the
+/// batch's tree head after their fdatasync (signed meanwhile); the head
+/// record becomes durable with the next batch. A crash between the two
+/// leaves entries with no head after them: restart keeps every one, signs a
+/// new head over the same tree, and the head the client was given (same
+/// size, same root) still proves its entry against the recovered log.
+#[test]
+fn a_crash_before_the_head_record_loses_no_entry_and_the_clients_head_still_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("var");
+    let data = dir.join("log/dev-1/log.dat");
+    let mut server = TestServer::start_in(&dir, &[]);
+    let key = log_key(&server);
+    let mut last = None;
+    for i in 0..3 {
+        let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr(tmp.path(), &format!("h{i}"), &format!("h{i}.db.internal"))}));
+        assert_eq!(status, 200, "{body}");
+        last = Some(body);
+    }
+    let last = last.unwrap();
+    let evidence: LogEvidence = serde_json::from_value(last["log"].clone()).unwrap();
+    let serial = last["serial"].as_str().unwrap().to_string();
+    server.kill();
+
+    // The crash: the last batch's head record never reached the disk.
+    let bytes = std::fs::read(&data).unwrap();
+    let recs = records(&bytes[..records_end(&bytes)]);
+    let (kind, head) = recs.last().unwrap();
+    assert_eq!(*kind, 2, "the last record is a tree head");
+    let cut = records_end(&bytes) - head.len();
+    assert_eq!(recs[recs.len() - 2].0, 1, "an entry precedes it");
+    std::fs::write(&data, &bytes[..cut]).unwrap();
+
+    let mut server = TestServer::start_in(&dir, &[]);
+    let client = server.client();
+    let sth = client.request("GET", "/v1/log/dev-1/sth", &[], b"").json();
+    assert_eq!(sth["tree_size"].as_u64(), Some(evidence.sth.tree_size));
+    assert_eq!(
+        sth["root_hash"].as_str(),
+        Some(evidence.sth.root_hash.as_str())
+    );
+    evidence
+        .verify(&key)
+        .expect("the head the client holds still verifies");
+    server.stop();
+    let show = ca_server(&dir, &["log", "show", "--serial", &serial]);
+    assert!(text(&show).contains(serial.as_str()), "{}", text(&show));
+    let verify = ca_server(&dir, &["log", "verify"]);
+    assert!(verify.status.success(), "{}", text(&verify));
+}
+
 #[test]
 fn a_torn_tail_is_cut_on_restart_and_tampering_is_detected() {
     let tmp = tempfile::tempdir().unwrap();

@@ -53,6 +53,48 @@ impl Reply {
     }
 }
 
+/// fdatasync of `log.dat` on a thread of its own ("log-sync"), so that the
+/// writer signs the batch's tree head while the batch's entries are made
+/// durable (the signature took 0.17 ms of a 0.77 ms commit).
+struct Syncer {
+    start: std::sync::mpsc::SyncSender<()>,
+    done: std::sync::mpsc::Receiver<std::io::Result<()>>,
+}
+
+impl Syncer {
+    fn spawn(file: &File) -> std::io::Result<Syncer> {
+        let file = file.try_clone()?;
+        let (start, started) = std::sync::mpsc::sync_channel::<()>(1);
+        let (finished, done) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("log-sync".into())
+            .spawn(move || {
+                while started.recv().is_ok() {
+                    if finished.send(file.sync_data()).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Syncer { start, done })
+    }
+
+    /// Start an fdatasync of what was written so far; [`wait`](Self::wait)
+    /// for it exactly once after each call.
+    fn begin(&self) {
+        let _ = self.start.send(());
+    }
+
+    fn wait(&self) -> std::io::Result<()> {
+        self.done
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the log's sync thread stopped")))
+    }
+}
+
+/// Room kept for a tree head record after a batch's entries (a head
+/// signed with RSA-4096 is about 800 bytes).
+const HEAD_ROOM: u64 = 2048;
+
 /// What only the writer thread touches.
 pub(crate) struct WriterState {
     file: File,
@@ -222,18 +264,30 @@ pub(crate) fn start(
     key: KeyInfo,
     receiver: tokio::sync::mpsc::UnboundedReceiver<Job>,
 ) -> Result<std::thread::JoinHandle<()>, LogError> {
+    let thread_error = |source| LogError::Io {
+        path: "log-writer thread".into(),
+        source,
+    };
+    let syncer = Syncer::spawn(&state.file).map_err(thread_error)?;
     std::thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || run(shared, state, PoolSession::new(token), key, receiver))
-        .map_err(|source| LogError::Io {
-            path: "log-writer thread".into(),
-            source,
+        .spawn(move || {
+            run(
+                shared,
+                state,
+                syncer,
+                PoolSession::new(token),
+                key,
+                receiver,
+            )
         })
+        .map_err(thread_error)
 }
 
 fn run(
     shared: Arc<Shared>,
     mut state: WriterState,
+    syncer: Syncer,
     mut session: PoolSession,
     key: KeyInfo,
     mut receiver: tokio::sync::mpsc::UnboundedReceiver<Job>,
@@ -250,7 +304,7 @@ fn run(
         let started = std::time::Instant::now();
         let metrics = crate::metrics::metrics();
         metrics.log_batch_entries.observe(batch.len() as f64);
-        let committed = commit(&shared, &mut state, &mut session, &key, &mut batch);
+        let committed = commit(&shared, &mut state, &syncer, &mut session, &key, &mut batch);
         metrics
             .log_commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -309,10 +363,18 @@ fn run(
 /// seq, each entry's file offset and its exact bytes (the Merkle leaves).
 type Committed = (SignedTreeHead, u64, Vec<u64>, Vec<Vec<u8>>);
 
-/// Write the batch, sign one head, fsync once.
+/// Write the batch's entries, fsync them while one head is signed over
+/// them, then write the head.
+///
+/// The head's record is written after the fdatasync and becomes durable
+/// with the next batch's: a crash before that loses no entry (recovery
+/// keeps every whole entry record and signs a new head over the same tree,
+/// with the same root), only this head's record, which the clients of this
+/// batch hold as a valid signature over that root.
 fn commit(
     shared: &Shared,
     state: &mut WriterState,
+    syncer: &Syncer,
     session: &mut PoolSession,
     key: &KeyInfo,
     batch: &mut [Job],
@@ -341,14 +403,7 @@ fn commit(
         entry_bytes.push(bytes);
     }
     phase("encode");
-    let sth = sign_head(session, key, &shared.log_id, &state.range)?;
-    phase("sign");
-    record::encode(
-        KIND_TREE_HEAD,
-        &serde_json::to_vec(&sth).unwrap_or_default(),
-        &mut buf,
-    );
-    let end = state.len + buf.len() as u64;
+    let end = state.len + buf.len() as u64 + HEAD_ROOM;
     if end > state.allocated {
         // Zero the space first: the batch is written over it, and this
         // commit's fdatasync makes the new length durable with it. No room
@@ -366,15 +421,32 @@ fn commit(
         .file
         .write_all_at(&buf, state.len)
         .map_err(io(&data_path))?;
-    state.allocated = state.allocated.max(end);
     shared
         .nodes
         .append(&completed)
         .map_err(io(&shared.paths.nodes()))?;
     phase("write");
-    state.file.sync_data().map_err(io(&data_path))?;
+    syncer.begin();
+    let signed = sign_head(session, key, &shared.log_id, &state.range);
+    phase("sign");
+    let synced = syncer.wait();
     phase("sync");
-    state.len += buf.len() as u64;
+    synced.map_err(io(&data_path))?;
+    let sth = signed?;
+    let entries_end = state.len + buf.len() as u64;
+    let mut head = Vec::with_capacity(512);
+    record::encode(
+        KIND_TREE_HEAD,
+        &serde_json::to_vec(&sth).unwrap_or_default(),
+        &mut head,
+    );
+    state
+        .file
+        .write_all_at(&head, entries_end)
+        .map_err(io(&data_path))?;
+    state.len = entries_end + head.len() as u64;
+    state.allocated = state.allocated.max(state.len);
+    phase("head");
     Ok((sth, first_seq, offsets, entry_bytes))
 }
 

@@ -6,9 +6,9 @@
 //!
 //! It answers "was this serial issued, by which class and intermediate" for
 //! `revoke` (unknown serial, serial of another class) and OCSP (good versus
-//! unknown). The facts live on disk, in [`SerialTable`] (an unnamed file
-//! in the state directory, `serials.rs`), so memory does not grow with the
-//! number of certificates; certificates that expired more than a day ago
+//! unknown). The facts live on disk, in [`SerialTable`] (sorted runs in
+//! unnamed files in the state directory, `serials.rs`), so memory does not
+//! grow with the number of certificates; certificates that expired more than a day ago
 //! are dropped, so the file's size follows the number of live certificates
 //! (about 100 bytes each). It also notes which revocations each log has
 //! recorded (in memory: one per revocation, like the CRLs), so a replica
@@ -89,11 +89,7 @@ impl SerialIndex {
         self.table()?;
         let polled = follower.poll(Until::SignedHead, |entry| -> Result<(), IndexError> {
             self.add(log_id, entry)
-        });
-        // What was read is written even when the read stopped early.
-        let flushed = self.table()?.flush();
-        let polled = polled?;
-        flushed?;
+        })?;
         Ok(polled.entries)
     }
 
