@@ -477,7 +477,7 @@ fn default_findings_entries() -> u64 {
     10_000
 }
 fn default_inventory_entries() -> u64 {
-    250_000
+    100_000
 }
 
 impl Default for UiConfig {
