@@ -143,11 +143,20 @@ mod tests {
     fn sighup_reaches_the_process_named_by_the_pid_file() {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = StateDir::new(dir.path());
-        // `sleep` dies of SIGHUP (default action): the signal arrived.
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawning sleep");
+        // `sleep` dies of SIGHUP (default action): the signal arrived. The
+        // default is set for it: a run under `nohup` ignores SIGHUP, and
+        // children inherit that.
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new("sleep");
+        command.arg("30");
+        // SAFETY: signal(2) is async-signal-safe; nothing else runs here.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("spawning sleep");
         crate::state::write_atomic(
             &state.pid_file(),
             format!("{}\n", child.id()).as_bytes(),
