@@ -30,6 +30,18 @@ fn set_config(dir: &Path, from: &str, to: &str) -> String {
     old_line
 }
 
+/// A P-256 CSR for `<host>.db.internal` (CN and DNS SAN), its key in `dir`.
+fn db_csr(dir: &Path, host: &str) -> String {
+    let name = format!("{host}.db.internal");
+    openssl_csr(
+        dir,
+        host,
+        P256,
+        &format!("/CN={name}"),
+        &["-addext", &format!("subjectAltName=DNS:{name}")],
+    )
+}
+
 /// A dev deployment in `tmp/var` whose config names the fault module instead
 /// of SoftHSM2; returns its directory and the real module's path (for
 /// `TRELLIS_PKCS11_REAL_MODULE`).
@@ -62,13 +74,7 @@ fn a_vanishing_token_gives_503_and_service_resumes_without_a_restart() {
             ("TRELLIS_PKCS11_FAULT_FILE", fault.to_str().unwrap()),
         ],
     );
-    let csr = openssl_csr(
-        tmp.path(),
-        "h",
-        P256,
-        "/CN=h.db.internal",
-        &["-addext", "subjectAltName=DNS:h.db.internal"],
-    );
+    let csr = db_csr(tmp.path(), "h");
     let sign = || server.native_sign("db", &json!({"class": "db", "csr": csr}));
     let client = server.client();
     assert_eq!(sign().0, 200);
@@ -128,13 +134,7 @@ fn a_token_lost_at_a_reinitialisation_is_found_again_by_the_next_one() {
             ("TRELLIS_PKCS11_STALE_FILE", stale.to_str().unwrap()),
         ],
     );
-    let csr = openssl_csr(
-        tmp.path(),
-        "h",
-        P256,
-        "/CN=h.db.internal",
-        &["-addext", "subjectAltName=DNS:h.db.internal"],
-    );
+    let csr = db_csr(tmp.path(), "h");
     let sign = || server.native_sign("db", &json!({"class": "db", "csr": csr}));
     assert_eq!(sign().0, 200);
 
@@ -201,14 +201,7 @@ fn a_module_without_usable_key_copies_still_signs_through_the_token_objects() {
             &[("TRELLIS_PKCS11_REAL_MODULE", real.as_str()), (fault, "1")],
         );
         for i in 0..3 {
-            let name = format!("c{i}.db.internal");
-            let csr = openssl_csr(
-                tmp.path(),
-                &format!("c{i}"),
-                P256,
-                &format!("/CN={name}"),
-                &["-addext", &format!("subjectAltName=DNS:{name}")],
-            );
+            let csr = db_csr(tmp.path(), &format!("c{i}"));
             let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr}));
             assert_eq!(status, 200, "{fault}: {body}");
             let leaf = tmp.path().join(format!("c{i}.pem"));

@@ -399,18 +399,8 @@ impl SerialTable {
     /// newest [`FANOUT`] runs share a level and no merge is running, start
     /// merging them into one run of the next level.
     fn compact(&mut self) -> Result<(), TableError> {
-        if let Some(m) = &self.merging {
-            let result = match m.done.try_recv() {
-                Ok(result) => result,
-                Err(TryRecvError::Empty) => return Ok(()),
-                Err(TryRecvError::Disconnected) => {
-                    Err(std::io::Error::other("the merge thread stopped"))
-                }
-            };
-            let (first, count) = (m.first, m.count);
-            self.merging = None;
-            let run = result.map_err(|e| self.io(e))?;
-            self.runs.splice(first..first + count, run.map(Arc::new));
+        if !self.take_merge(false)? {
+            return Ok(());
         }
         let n = self.runs.len();
         if n < FANOUT {
@@ -438,17 +428,35 @@ impl SerialTable {
         Ok(())
     }
 
-    /// Wait for a running merge and take its run (tests; pruning).
+    /// Take a merge's run in place of its inputs: now if it is done, or,
+    /// with `wait`, when it is. Returns false while it still runs (and true
+    /// when no merge was running).
+    fn take_merge(&mut self, wait: bool) -> Result<bool, TableError> {
+        let Some(m) = &self.merging else {
+            return Ok(true);
+        };
+        let stopped = || Err(std::io::Error::other("the merge thread stopped"));
+        let result = if wait {
+            m.done.recv().unwrap_or_else(|_| stopped())
+        } else {
+            match m.done.try_recv() {
+                Ok(result) => result,
+                Err(TryRecvError::Empty) => return Ok(false),
+                Err(TryRecvError::Disconnected) => stopped(),
+            }
+        };
+        let (first, count) = (m.first, m.count);
+        self.merging = None;
+        let run = result.map_err(|e| self.io(e))?;
+        self.runs.splice(first..first + count, run.map(Arc::new));
+        Ok(true)
+    }
+
+    /// Wait for running merges (and those they make due) and take their
+    /// runs (tests; pruning).
     fn finish_merging(&mut self) -> Result<(), TableError> {
-        while let Some(m) = &self.merging {
-            let result = m
-                .done
-                .recv()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the merge thread stopped")));
-            let (first, count) = (m.first, m.count);
-            self.merging = None;
-            let run = result.map_err(|e| self.io(e))?;
-            self.runs.splice(first..first + count, run.map(Arc::new));
+        while self.merging.is_some() {
+            self.take_merge(true)?;
             self.compact()?;
         }
         Ok(())
