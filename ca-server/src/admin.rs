@@ -104,6 +104,7 @@ pub fn ensure_log_key(config: &Config, module: &Module) -> Result<bool> {
 pub fn open_log(config: &Config, module: &Module) -> Result<crate::log::IssuanceLog> {
     let token = online_token(config, module)?;
     crate::log::IssuanceLog::open(&config.state_dir, &config.log.log_id, token)
+        .map(|log| log.with_commit_gather(config.log.commit_gather()))
         .with_context(|| format!("opening the issuance log '{}'", config.log.log_id))
 }
 

@@ -549,6 +549,11 @@ pub struct LogConfig {
     /// `[ca] key_algorithm`, which is the default).
     #[serde(default)]
     pub key_algorithm: Option<String>,
+    /// Longest a group commit waits, in microseconds, for the certificates
+    /// being signed at that moment, so that they share its fsync and
+    /// tree-head signature (0 ..= 1000000; 0: never wait).
+    #[serde(default = "default_commit_gather_us")]
+    pub commit_gather_us: u32,
 }
 
 impl Default for LogConfig {
@@ -561,6 +566,7 @@ impl Default for LogConfig {
             page_bytes: default_page_bytes(),
             read_cpu_percent: default_read_cpu_percent(),
             key_algorithm: None,
+            commit_gather_us: default_commit_gather_us(),
         }
     }
 }
@@ -580,7 +586,15 @@ impl LogConfig {
         if !(1..=6400).contains(&self.read_cpu_percent) {
             return Err(out_of_range("log.read_cpu_percent", "between 1 and 6400"));
         }
+        if self.commit_gather_us > 1_000_000 {
+            return Err(out_of_range("log.commit_gather_us", "at most 1000000"));
+        }
         Ok(())
+    }
+
+    /// [`Self::commit_gather_us`] as a duration.
+    pub fn commit_gather(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(u64::from(self.commit_gather_us))
     }
 }
 
@@ -598,6 +612,9 @@ fn default_page_bytes() -> usize {
 }
 fn default_read_cpu_percent() -> u32 {
     5
+}
+fn default_commit_gather_us() -> u32 {
+    crate::log::DEFAULT_COMMIT_GATHER.as_micros() as u32
 }
 
 fn default_state_dir() -> PathBuf {
@@ -781,6 +798,27 @@ mod secret_tests {
             config.server.secret_file_mode,
             SecretFileMode::GroupReadable
         );
+    }
+
+    #[test]
+    fn the_commit_gather_defaults_to_a_millisecond_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_config(dir.path(), "", "");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(
+            config.log.commit_gather(),
+            crate::log::DEFAULT_COMMIT_GATHER
+        );
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("[log]\ncommit_gather_us = 0\n");
+        std::fs::write(&path, &text).unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().log.commit_gather(),
+            std::time::Duration::ZERO
+        );
+        std::fs::write(&path, text.replace("= 0\n", "= 1000001\n")).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("log.commit_gather_us"), "{e}");
     }
 
     #[test]

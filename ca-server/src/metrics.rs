@@ -91,9 +91,11 @@ pub struct Metrics {
 }
 
 /// The phases of a log batch commit, in order (`log_commit_phase_seconds_total`):
+/// `gather` waits for entries being signed right now (`log::writer::GATHER`),
 /// `sign` runs while the entries' fdatasync does, and `sync` is what is left
 /// of the fdatasync after it; `head` writes the tree head record.
-pub const LOG_COMMIT_PHASES: [&str; 6] = ["encode", "write", "sign", "sync", "head", "reply"];
+pub const LOG_COMMIT_PHASES: [&str; 7] =
+    ["gather", "encode", "write", "sign", "sync", "head", "reply"];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,

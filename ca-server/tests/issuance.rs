@@ -55,6 +55,8 @@ fn fixture() -> &'static Fixture {
         let mut log_config = config.clone();
         log_config.log.log_id = "index-test".into();
         admin::ensure_log_key(&log_config, &module).unwrap();
+        log_config.log.log_id = "gather-test".into();
+        admin::ensure_log_key(&log_config, &module).unwrap();
         admin::ensure_log_key(&config, &module).unwrap();
         let authority = admin::open_authority(&config, &module, policies).unwrap();
         let log = admin::open_log(&config, &module).unwrap();
@@ -422,4 +424,81 @@ fn an_authority_without_a_recorder_refuses_to_issue() {
         .unwrap_err();
     assert!(matches!(err, IssueError::NoRecorder), "{err}");
     assert_eq!(err.code().as_str(), "log_unavailable");
+}
+
+/// A group commit waits for the entry of a certificate being signed when
+/// the batch formed (`IssuanceLog::promise`), so both share one fsync and
+/// one signed tree head; and it waits no longer than that entry takes.
+#[test]
+fn a_batch_waits_for_the_certificate_being_signed_and_no_longer() {
+    use ca_proto::logentry::{DeniedEntry, LogEntry, LogReason, Outcome};
+    use std::time::{Duration, Instant};
+    let f = fixture();
+    let mut config = Config::load(&f.dir.join("config.toml")).unwrap();
+    config.log.log_id = "gather-test".into();
+    // Long enough that the second entry below comes well within it.
+    config.log.commit_gather_us = 1_000_000;
+    config.log.check().unwrap();
+    let module = admin::open_module(&config).unwrap();
+    let log = admin::open_log(&config, &module).unwrap();
+    let entry = |i: u64| LogEntry {
+        seq: 0,
+        time: "2026-12-06T00:00:00Z".parse().unwrap(),
+        log_id: String::new(),
+        class: "db".into(),
+        profile: "server".into(),
+        key_id: format!("gather-{i}"),
+        outcome: Outcome::Denied(DeniedEntry {
+            subject: None,
+            dns: vec![],
+            ips: vec![],
+            uris: vec![],
+            reasons: vec![LogReason {
+                code: "test".into(),
+                detail: format!("entry {i}"),
+            }],
+        }),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    // A certificate is being signed on another thread...
+    let promise = log.promise();
+    // ...when this entry starts a batch.
+    let first_tx = tx.clone();
+    log.append_then(entry(1), move |r| {
+        let _ = first_tx.send((1, r));
+    });
+    let signer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            log.append_then(entry(2), move |r| {
+                let _ = tx.send((2, r));
+            });
+            drop(promise);
+        })
+    };
+    let mut heads = std::collections::BTreeMap::new();
+    for _ in 0..2 {
+        let (i, outcome) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        heads.insert(i, outcome.unwrap().sth.tree_size);
+    }
+    signer.join().unwrap();
+    assert_eq!(
+        heads[&1], heads[&2],
+        "the first entry's batch did not wait for the promised one: {heads:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the batch waited for the deadline, not for the promised entry: {:?}",
+        started.elapsed()
+    );
+
+    // With gathering off, a promise holds nothing up: the entry is
+    // committed alone while the promise is still held.
+    let log = log.with_commit_gather(Duration::ZERO);
+    let _held = log.promise();
+    let before = log.sth().tree_size;
+    let evidence = log.append_blocking(entry(3)).unwrap();
+    assert_eq!(evidence.sth.tree_size, before + 1);
 }

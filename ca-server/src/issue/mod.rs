@@ -346,6 +346,8 @@ impl Authority {
                 // goes from the pool thread straight to the log writer, whose
                 // outcome comes back here with it (one thread hop fewer).
                 let _ = self.pool.execute(move |session| {
+                    // The log's next batch waits (briefly) for this entry.
+                    let _promise = log.as_ref().map(|log| log.promise());
                     match (authority.pipeline(session, &job), log) {
                         (Ok(pending), Some(log)) => {
                             let entry = record::issued_entry(&pending, &key_id);

@@ -14,6 +14,8 @@ pub mod reads;
 pub mod record;
 mod writer;
 
+pub use writer::{Promise, DEFAULT_COMMIT_GATHER};
+
 use ca_proto::logentry::LogEntry;
 use ca_proto::merkle::{inclusion_proof, Hash, ProofError};
 use ca_proto::sth::{LogEvidence, LogPublicKey, SignedTreeHead};
@@ -118,6 +120,10 @@ pub(crate) struct Shared {
     pub published: RwLock<Published>,
     pub healthy: AtomicBool,
     pub public_key: LogPublicKey,
+    /// Entries being made right now that will be appended soon (see
+    /// [`IssuanceLog::promise`]): the writer gathers them into the batch
+    /// it is about to commit.
+    pub coming: Arc<writer::Coming>,
 }
 
 /// A handle on the running log (cheap to clone).
@@ -248,6 +254,23 @@ impl IssuanceLog {
         if let Err(reply) = self.submit(entry, writer::Reply::Then(Box::new(then))) {
             reply.send(Err(LogError::Stopped));
         }
+    }
+
+    /// Say that an entry for this log is being made on this thread right
+    /// now (a certificate being signed) and will be appended within
+    /// moments: a batch about to be committed waits for it, briefly (see
+    /// `[log] commit_gather_us`), so that it shares the batch's fsync and tree-head
+    /// signature instead of paying for its own. Drop the promise after the
+    /// entry was appended, or when there will be none.
+    pub fn promise(&self) -> Promise {
+        self.shared.coming.promise()
+    }
+
+    /// Let a batch wait up to `gather` for promised entries (`[log]
+    /// commit_gather_us`; zero: never wait).
+    pub fn with_commit_gather(self, gather: std::time::Duration) -> IssuanceLog {
+        self.shared.coming.set_gather(gather);
+        self
     }
 
     /// `append` for non-async callers (admin commands, blocking threads).

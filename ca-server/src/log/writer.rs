@@ -18,6 +18,76 @@ use std::sync::Arc;
 /// Most entries one batch takes; more wait for the next fsync.
 const MAX_BATCH: usize = 4096;
 
+/// How long a batch waits, by default, for entries promised but not yet
+/// appended ([`Coming`]) before it is committed without them (`[log]
+/// commit_gather_us`). A batch's fsync and tree-head signature cost the
+/// writer about 0.3 ms of CPU however many entries share them; gathering
+/// the certificates that the signing pool is finishing while the batch
+/// formed shares those costs among more entries when the server is busy
+/// (measured at 16 keep-alive connections: 2.7 entries a batch without,
+/// 8.5 with 1 ms, and the log's CPU per certificate from 78 to 36 µs), and
+/// costs nothing when it is idle: nothing is promised then, so nothing is
+/// waited for.
+pub const DEFAULT_COMMIT_GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Entries promised to the writer: certificates being built and signed
+/// right now, whose entries will be appended within moments.
+pub(crate) struct Coming {
+    count: std::sync::atomic::AtomicUsize,
+    /// The writer thread, woken when the last promised entry arrived or
+    /// will not come.
+    writer: std::sync::OnceLock<std::thread::Thread>,
+    /// How long a batch waits for them at most, in microseconds.
+    gather_us: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Coming {
+    fn default() -> Coming {
+        Coming {
+            count: Default::default(),
+            writer: Default::default(),
+            gather_us: std::sync::atomic::AtomicU64::new(DEFAULT_COMMIT_GATHER.as_micros() as u64),
+        }
+    }
+}
+
+impl Coming {
+    pub(crate) fn promise(self: &Arc<Self>) -> Promise {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Promise {
+            coming: self.clone(),
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_gather(&self, gather: std::time::Duration) {
+        let us = u64::try_from(gather.as_micros()).unwrap_or(u64::MAX);
+        self.gather_us.store(us, Ordering::Relaxed);
+    }
+
+    fn gather(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.gather_us.load(Ordering::Relaxed))
+    }
+}
+
+/// One promised entry; kept while its certificate is made and appended.
+pub struct Promise {
+    coming: Arc<Coming>,
+}
+
+impl Drop for Promise {
+    fn drop(&mut self) {
+        if self.coming.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if let Some(writer) = self.coming.writer.get() {
+                writer.unpark();
+            }
+        }
+    }
+}
+
 /// Zeroed space kept allocated past the last record. A group commit that
 /// writes into space already allocated (and synced) changes no file size
 /// or extent, so its fdatasync flushes data only and commits no journal
@@ -233,6 +303,7 @@ pub(crate) fn recover(
         published: std::sync::RwLock::new(Published { sth, checkpoints }),
         healthy: std::sync::atomic::AtomicBool::new(true),
         public_key,
+        coming: Arc::default(),
     };
     Ok((shared, state))
 }
@@ -292,17 +363,23 @@ fn run(
     key: KeyInfo,
     mut receiver: tokio::sync::mpsc::UnboundedReceiver<Job>,
 ) {
+    let _ = shared.coming.writer.set(std::thread::current());
     while let Some(first) = receiver.blocking_recv() {
+        let metrics = crate::metrics::metrics();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        let gathering = std::time::Instant::now();
+        gather(
+            &shared.coming,
+            &mut receiver,
+            &mut batch,
+            gathering + shared.coming.gather(),
+        );
+        metrics
+            .log_commit_phase_seconds
+            .with_label_values(&["gather"])
+            .inc_by(gathering.elapsed().as_secs_f64());
         let before = (state.len, state.range.clone());
         let started = std::time::Instant::now();
-        let metrics = crate::metrics::metrics();
         metrics.log_batch_entries.observe(batch.len() as f64);
         let committed = commit(&shared, &mut state, &syncer, &mut session, &key, &mut batch);
         metrics
@@ -356,6 +433,33 @@ fn run(
     // only for a running writer), so a copy of a stopped log has no tail.
     if state.allocated > state.len && state.file.set_len(state.len).is_ok() {
         let _ = state.file.sync_all();
+    }
+}
+
+/// Take what is queued into `batch`, and while entries are promised
+/// ([`Coming`]), wait for them until `deadline`.
+fn gather(
+    coming: &Coming,
+    receiver: &mut tokio::sync::mpsc::UnboundedReceiver<Job>,
+    batch: &mut Vec<Job>,
+    deadline: std::time::Instant,
+) {
+    loop {
+        // Read first: a promise is kept until its entry is queued, so when
+        // none is left, what they promised is in the queue now.
+        let waiting_for = coming.pending();
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let now = std::time::Instant::now();
+        if waiting_for == 0 || batch.len() >= MAX_BATCH || now >= deadline {
+            return;
+        }
+        // Woken by the last promise to go, or at the deadline.
+        std::thread::park_timeout(deadline - now);
     }
 }
 
@@ -474,4 +578,121 @@ fn evidence(
     let proof = inclusion_proof(&shared.nodes, seq, sth.tree_size)
         .map_err(|e| LogError::Corrupt(format!("proof for {seq}: {e:?}")))?;
     Ok(LogEvidence::new(seq, entry, sth.clone(), &proof))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn job(seq: u64) -> Job {
+        let entry = serde_json::from_value(serde_json::json!({
+            "seq": seq, "time": "2026-12-06T00:00:00Z", "log_id": "t", "class": "db",
+            "profile": "server", "key_id": "k", "decision": "denied",
+            "reasons": [{"code": "name_not_allowed", "detail": "x"}],
+        }))
+        .expect("entry");
+        Job {
+            entry,
+            reply: Reply::Then(Box::new(|_| {})),
+        }
+    }
+
+    fn setup() -> (
+        Arc<Coming>,
+        tokio::sync::mpsc::UnboundedSender<Job>,
+        tokio::sync::mpsc::UnboundedReceiver<Job>,
+    ) {
+        let coming = Arc::new(Coming::default());
+        let _ = coming.writer.set(std::thread::current());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (coming, tx, rx)
+    }
+
+    #[test]
+    fn a_batch_waits_for_the_entry_being_signed_and_not_for_the_deadline() {
+        let (coming, tx, mut rx) = setup();
+        let promise = coming.promise();
+        let signer = std::thread::spawn(move || {
+            // The certificate takes a while; its entry comes, then the
+            // promise goes.
+            std::thread::sleep(Duration::from_millis(30));
+            tx.send(job(1)).map_err(|_| ()).expect("send");
+            drop(promise);
+        });
+        let mut batch = vec![job(0)];
+        let started = Instant::now();
+        gather(
+            &coming,
+            &mut rx,
+            &mut batch,
+            started + Duration::from_secs(30),
+        );
+        assert_eq!(batch.len(), 2, "the promised entry joined the batch");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woken by the promise, not the deadline"
+        );
+        signer.join().expect("signer");
+        assert_eq!(coming.pending(), 0);
+    }
+
+    #[test]
+    fn a_promise_never_kept_delays_the_batch_only_until_the_deadline() {
+        let (coming, tx, mut rx) = setup();
+        let _held = coming.promise();
+        tx.send(job(1)).map_err(|_| ()).expect("send");
+        let mut batch = vec![job(0)];
+        let started = Instant::now();
+        gather(
+            &coming,
+            &mut rx,
+            &mut batch,
+            started + Duration::from_millis(50),
+        );
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(batch.len(), 2, "what was queued is taken");
+    }
+
+    #[test]
+    fn with_nothing_promised_the_batch_goes_at_once() {
+        let (coming, tx, mut rx) = setup();
+        tx.send(job(1)).map_err(|_| ()).expect("send");
+        let mut batch = vec![job(0)];
+        let started = Instant::now();
+        gather(
+            &coming,
+            &mut rx,
+            &mut batch,
+            started + Duration::from_secs(30),
+        );
+        assert_eq!(batch.len(), 2);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // A promise made and dropped leaves nothing to wait for.
+        drop(coming.promise());
+        let started = Instant::now();
+        gather(
+            &coming,
+            &mut rx,
+            &mut batch,
+            started + Duration::from_secs(30),
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_full_batch_waits_for_nothing() {
+        let (coming, _tx, mut rx) = setup();
+        let _held = coming.promise();
+        let mut batch: Vec<Job> = (0..MAX_BATCH as u64).map(job).collect();
+        let started = Instant::now();
+        gather(
+            &coming,
+            &mut rx,
+            &mut batch,
+            started + Duration::from_secs(30),
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(batch.len(), MAX_BATCH);
+    }
 }
