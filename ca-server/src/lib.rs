@@ -19,3 +19,4 @@ pub mod serial;
 pub mod server;
 pub mod server_cert;
 pub mod state;
+pub mod writeback;

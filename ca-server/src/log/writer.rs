@@ -88,6 +88,49 @@ impl Drop for Promise {
     }
 }
 
+/// A commit at least this long is logged with its phases (a disk or a
+/// token that stalls shows up there first), at most once per
+/// [`SLOW_COMMIT_EVERY`] with the count of the others.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(20);
+const SLOW_COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Slow commits seen since the last warning.
+#[derive(Default)]
+struct SlowCommits {
+    warned: Option<std::time::Instant>,
+    unreported: u64,
+}
+
+impl SlowCommits {
+    fn note(&mut self, took: std::time::Duration, entries: usize, laps: &[(&'static str, f64)]) {
+        let now = std::time::Instant::now();
+        if self
+            .warned
+            .is_some_and(|at| now.duration_since(at) < SLOW_COMMIT_EVERY)
+        {
+            self.unreported += 1;
+            return;
+        }
+        let by_phase: Vec<String> = laps
+            .iter()
+            .map(|(name, secs)| format!("{name} {:.1} ms", secs * 1e3))
+            .collect();
+        let ms = took.as_secs_f64() * 1e3;
+        tracing::warn!(
+            event = "log_commit_slow",
+            entries,
+            ms,
+            others = self.unreported,
+            "a group commit took {ms:.1} ms ({}): every request in it waited that long; {} other commits over {} ms since the last warning",
+            by_phase.join(", "),
+            self.unreported,
+            SLOW_COMMIT.as_millis()
+        );
+        self.warned = Some(now);
+        self.unreported = 0;
+    }
+}
+
 /// Zeroed space kept allocated past the last record. A group commit that
 /// writes into space already allocated (and synced) changes no file size
 /// or extent, so its fdatasync flushes data only and commits no journal
@@ -173,6 +216,7 @@ pub(crate) struct WriterState {
     /// The file's length: `len` plus zeroed space.
     allocated: u64,
     range: CompactRange,
+    slow: SlowCommits,
     /// Held while this state lives: one writer per log.
     _lock: LogLock,
 }
@@ -262,6 +306,7 @@ pub(crate) fn recover(
         len: walked.valid_len,
         allocated: walked.valid_len,
         range,
+        slow: SlowCommits::default(),
         _lock: lock,
     };
     let sth = match last_sth {
@@ -485,12 +530,14 @@ fn commit(
 ) -> Result<Committed, LogError> {
     let data_path = shared.paths.data();
     let phases = &crate::metrics::metrics().log_commit_phase_seconds;
-    let mut lap = std::time::Instant::now();
-    let mut phase = |name: &str| {
+    let began = std::time::Instant::now();
+    let mut lap = began;
+    let mut laps: Vec<(&'static str, f64)> = Vec::with_capacity(6);
+    let mut phase = |name: &'static str| {
         let now = std::time::Instant::now();
-        phases
-            .with_label_values(&[name])
-            .inc_by((now - lap).as_secs_f64());
+        let secs = (now - lap).as_secs_f64();
+        phases.with_label_values(&[name]).inc_by(secs);
+        laps.push((name, secs));
         lap = now;
     };
     let first_seq = state.range.size();
@@ -551,6 +598,10 @@ fn commit(
     state.len = entries_end + head.len() as u64;
     state.allocated = state.allocated.max(state.len);
     phase("head");
+    let took = began.elapsed();
+    if took >= SLOW_COMMIT {
+        state.slow.note(took, batch.len(), &laps);
+    }
     Ok((sth, first_seq, offsets, entry_bytes))
 }
 
@@ -678,6 +729,26 @@ mod tests {
             started + Duration::from_secs(30),
         );
         assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn slow_commits_are_warned_of_at_most_once_in_a_while_and_counted() {
+        let mut slow = SlowCommits::default();
+        let laps = [("sync", 0.05)];
+        slow.note(Duration::from_millis(50), 3, &laps);
+        let first = slow.warned.expect("the first one is warned of");
+        slow.note(Duration::from_millis(60), 3, &laps);
+        slow.note(Duration::from_millis(70), 3, &laps);
+        assert_eq!(slow.warned, Some(first));
+        assert_eq!(slow.unreported, 2);
+        // after the quiet time the next one is warned of, with the count
+        slow.warned = Some(first.checked_sub(SLOW_COMMIT_EVERY).unwrap_or(first));
+        if slow.warned == Some(first) {
+            return; // the clock started under 10 s ago: nothing to go back to
+        }
+        slow.note(Duration::from_millis(80), 3, &laps);
+        assert!(slow.warned.is_some_and(|at| at > first));
+        assert_eq!(slow.unreported, 0);
     }
 
     #[test]

@@ -24,6 +24,13 @@
 //! facts took a core for a third of a second, and at half of peak load
 //! that queued requests behind it (soak p99 128 ms).
 //!
+//! Runs go to the disk as they are made, a chunk at a time
+//! (`crate::writeback`), so that their megabytes never reach the disk in
+//! one burst that the issuance log's fdatasync would wait behind. Merges
+//! and prunes write back inline (waiting for the disk is fine there); a
+//! run flushed from the buffer is written back by a thread of its own, so
+//! the index's lock is not held for it.
+//!
 //! redb, a B-tree, was tried first: random serials make every insert dirty
 //! its own 4 KiB page, ~17 KiB written per certificate in a soak, and the
 //! write-back queued ahead of the issuance log's fdatasync (soak p99 20-400
@@ -237,15 +244,21 @@ impl RunReader {
 /// Writes records in key order into a new unnamed file.
 struct RunWriter {
     writer: BufWriter<File>,
+    /// Write each chunk back as it is written (`crate::writeback::paced`).
+    paced: bool,
+    /// Bytes written back so far (when paced).
+    written_back: u64,
     records: u64,
     fences: Vec<Key>,
     min_not_after: i64,
 }
 
 impl RunWriter {
-    fn create(dir: &Path) -> std::io::Result<RunWriter> {
+    fn create(dir: &Path, paced: bool) -> std::io::Result<RunWriter> {
         Ok(RunWriter {
             writer: BufWriter::with_capacity(64 * 1024, tempfile::tempfile_in(dir)?),
+            paced,
+            written_back: 0,
             records: 0,
             fences: Vec::new(),
             min_not_after: i64::MAX,
@@ -259,11 +272,20 @@ impl RunWriter {
         self.writer.write_all(&encode_record(key, fact))?;
         self.records += 1;
         self.min_not_after = self.min_not_after.min(fact.not_after);
+        let written = self.records * RECORD as u64;
+        if self.paced && written - self.written_back >= crate::writeback::CHUNK {
+            self.writer.flush()?;
+            crate::writeback::paced(self.writer.get_ref(), self.written_back, written)?;
+            self.written_back = written;
+        }
         Ok(())
     }
 
     fn finish(self, level: u32) -> std::io::Result<Option<Run>> {
         let file = self.writer.into_inner().map_err(|e| e.into_error())?;
+        if self.paced {
+            crate::writeback::paced(&file, self.written_back, self.records * RECORD as u64)?;
+        }
         Ok((self.records > 0).then_some(Run {
             file,
             records: self.records,
@@ -285,7 +307,7 @@ fn merge(runs: &[Arc<Run>], dir: &Path, cutoff: i64, level: u32) -> std::io::Res
         .iter_mut()
         .map(RunReader::next_record)
         .collect::<std::io::Result<Vec<_>>>()?;
-    let mut writer = RunWriter::create(dir)?;
+    let mut writer = RunWriter::create(dir, true)?;
     loop {
         // The smallest key; among equal keys the newest run's fact.
         let mut best: Option<(usize, Key)> = None;
@@ -328,6 +350,8 @@ pub struct SerialTable {
     /// Oldest first; levels never increase from one run to the next.
     runs: Vec<Arc<Run>>,
     merging: Option<Merging>,
+    /// The thread writing the newest flushed run back.
+    writing_back: Option<std::thread::JoinHandle<()>>,
     /// Facts that expired before this are dropped when runs are rewritten.
     cutoff: i64,
 }
@@ -343,6 +367,7 @@ impl SerialTable {
             pending: BTreeMap::new(),
             runs: Vec::new(),
             merging: None,
+            writing_back: None,
             cutoff: i64::MIN,
         };
         probe.map_err(|source| table.io(source))?;
@@ -384,15 +409,36 @@ impl SerialTable {
         }
         let pending = std::mem::take(&mut self.pending);
         let run = (|| {
-            let mut writer = RunWriter::create(&self.dir)?;
+            let mut writer = RunWriter::create(&self.dir, false)?;
             for (key, fact) in &pending {
                 writer.push(key, fact)?;
             }
             writer.finish(0)
         })()
         .map_err(|e| self.io(e))?;
-        self.runs.extend(run.map(Arc::new));
+        if let Some(run) = run {
+            let run = Arc::new(run);
+            self.write_back_later(run.clone());
+            self.runs.push(run);
+        }
         self.compact()
+    }
+
+    /// Write `run` back on a thread of its own, after the previous one's:
+    /// the index's lock is not held meanwhile.
+    fn write_back_later(&mut self, run: Arc<Run>) {
+        if let Some(previous) = self.writing_back.take() {
+            let _ = previous.join();
+        }
+        let spawned = std::thread::Builder::new()
+            .name("serial-writeback".into())
+            .spawn(move || {
+                // A hint only: a failure leaves the data to the kernel. Not
+                // niced: it hardly uses the CPU, and at the lowest priority
+                // under load it ran too late, after the kernel's burst.
+                let _ = crate::writeback::paced(&run.file, 0, run.records * RECORD as u64);
+            });
+        self.writing_back = spawned.ok();
     }
 
     /// Take a finished merge's run in place of its inputs; then, when the
@@ -544,7 +590,7 @@ impl SerialTable {
         (|| {
             let run = &self.runs[i];
             let mut reader = run.reader()?;
-            let mut writer = RunWriter::create(&self.dir)?;
+            let mut writer = RunWriter::create(&self.dir, true)?;
             while let Some((key, fact)) = reader.next_record()? {
                 if fact.not_after >= self.cutoff {
                     writer.push(&key, &fact)?;
