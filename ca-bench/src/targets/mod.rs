@@ -134,8 +134,55 @@ pub fn mib(kib: u64) -> f64 {
 }
 
 /// A file for a child's stderr.
-pub fn log_file(path: &std::path::Path) -> Result<std::fs::File> {
-    std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))
+///
+/// The child writes into a pipe, and a thread of this harness copies it
+/// into the file, starting the file's write-back every 256 KiB: a server
+/// logging every request at info level writes megabytes a second, and
+/// left to the kernel those pages went to the disk 30 seconds' worth at
+/// once, where the server's own log fdatasync waited behind them (a
+/// harness artefact: a deployed server's stderr goes to journald).
+pub fn log_file(path: &std::path::Path) -> Result<std::process::Stdio> {
+    use std::io::{Read, Write};
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let (mut from_child, to_child) = pipe().context("a pipe for a child's log")?;
+    std::thread::Builder::new()
+        .name("child-log".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let (mut written, mut written_back) = (0u64, 0u64);
+            // Ends when every copy of the pipe's write end is closed.
+            while let Ok(n) = from_child.read(&mut buf) {
+                if n == 0 || file.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+                written += n as u64;
+                if written - written_back >= ca_server::writeback::CHUNK {
+                    let _ =
+                        ca_server::writeback::start(&file, written_back, written - written_back);
+                    written_back = written;
+                }
+            }
+        })
+        .context("starting a log copier thread")?;
+    Ok(std::process::Stdio::from(to_child))
+}
+
+/// A pipe (read end, write end), both close-on-exec (the child gets its
+/// own copy of the write end as its stdout or stderr).
+fn pipe() -> std::io::Result<(std::fs::File, std::os::fd::OwnedFd)> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the two descriptors on success; each is owned once.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((
+            std::fs::File::from(OwnedFd::from_raw_fd(fds[0])),
+            OwnedFd::from_raw_fd(fds[1]),
+        ))
+    }
 }
 
 /// The last `n` lines of a child's log, for failure messages (the log goes
