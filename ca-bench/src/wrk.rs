@@ -469,6 +469,22 @@ impl crate::Bench {
         if targets.is_empty() {
             return;
         }
+        // Measure steady state: a Trellis server started on a deployment
+        // whose log already holds the earlier phases' entries first indexes
+        // them (inventory, revocation index) on its background threads.
+        let pids: Vec<u32> = targets.iter().map(|t| t.server._guard.pid()).collect();
+        let (waited, settled) = wait_idle(&pids, IDLE_CPU, IDLE_WAIT_MAX);
+        eprintln!(
+            "wrk: targets idle after {:.1} s{}",
+            waited.as_secs_f64(),
+            if settled { "" } else { " (not idle: gave up)" }
+        );
+        self.report.notes.push(format!(
+            "wrk: before the first run, every target process was waited for until it used under {:.0}% of a core over a second (a Trellis server started on the deployment of the earlier phases first indexes their entries in the background): {:.1} s{}.",
+            IDLE_CPU * 100.0,
+            waited.as_secs_f64(),
+            if settled { "" } else { ", and they were still busy at the limit" }
+        ));
         // runs[target][load index in LOADS]
         let mut runs: Vec<Vec<Vec<Run>>> = targets
             .iter()
@@ -688,6 +704,44 @@ pub fn ratios(r: &mut Report) {
             target: "(see Failures)".into(),
         });
     }
+}
+
+/// A target is idle below this share of one core.
+const IDLE_CPU: f64 = 0.05;
+/// Longest wait for the targets to become idle.
+const IDLE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// CPU seconds used so far by the processes `pids` (user + system).
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name, which may hold spaces.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .sum()
+}
+
+/// Wait until the processes together use under `share` of a core over one
+/// second, at most `max`; returns how long it took and whether they did.
+fn wait_idle(pids: &[u32], share: f64, max: std::time::Duration) -> (std::time::Duration, bool) {
+    let started = std::time::Instant::now();
+    let mut before = cpu_seconds(pids);
+    while started.elapsed() < max {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = cpu_seconds(pids);
+        if now - before < share {
+            return (started.elapsed(), true);
+        }
+        before = now;
+    }
+    (started.elapsed(), false)
 }
 
 #[cfg(test)]
