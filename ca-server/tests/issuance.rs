@@ -283,21 +283,16 @@ fn two_thousand_issued_serials_are_distinct_16_byte_and_random() {
     assert!(varying >= 120, "only {varying} of 128 serial bits vary");
 }
 
-#[test]
-fn log_entries_are_read_back_through_the_sparse_index_before_and_after_recovery() {
+/// A denial entry for the log tests: `key_id`, and `i` in its reason.
+fn denied_entry(key_id: String, i: u64) -> ca_proto::logentry::LogEntry {
     use ca_proto::logentry::{DeniedEntry, LogEntry, LogReason, Outcome};
-    let f = fixture();
-    let config = Config::load(&f.dir.join("config.toml")).unwrap();
-    let module = admin::open_module(&config).unwrap();
-    let mut config = config;
-    config.log.log_id = "index-test".into();
-    let entry = |i: u64| LogEntry {
+    LogEntry {
         seq: 0,
         time: "2026-11-28T00:00:00Z".parse().unwrap(),
         log_id: String::new(),
         class: "db".into(),
         profile: "server".into(),
-        key_id: format!("k{i}"),
+        key_id,
         outcome: Outcome::Denied(DeniedEntry {
             subject: None,
             dns: vec![],
@@ -308,7 +303,18 @@ fn log_entries_are_read_back_through_the_sparse_index_before_and_after_recovery(
                 detail: format!("entry {i}"),
             }],
         }),
-    };
+    }
+}
+
+#[test]
+fn log_entries_are_read_back_through_the_sparse_index_before_and_after_recovery() {
+    use ca_proto::logentry::LogEntry;
+    let f = fixture();
+    let config = Config::load(&f.dir.join("config.toml")).unwrap();
+    let module = admin::open_module(&config).unwrap();
+    let mut config = config;
+    config.log.log_id = "index-test".into();
+    let entry = |i: u64| denied_entry(format!("k{i}"), i);
     let total = 2 * 1024 + 77;
     {
         let log = admin::open_log(&config, &module).unwrap();
@@ -431,7 +437,6 @@ fn an_authority_without_a_recorder_refuses_to_issue() {
 /// one signed tree head; and it waits no longer than that entry takes.
 #[test]
 fn a_batch_waits_for_the_certificate_being_signed_and_no_longer() {
-    use ca_proto::logentry::{DeniedEntry, LogEntry, LogReason, Outcome};
     use std::time::{Duration, Instant};
     let f = fixture();
     let mut config = Config::load(&f.dir.join("config.toml")).unwrap();
@@ -441,24 +446,7 @@ fn a_batch_waits_for_the_certificate_being_signed_and_no_longer() {
     config.log.check().unwrap();
     let module = admin::open_module(&config).unwrap();
     let log = admin::open_log(&config, &module).unwrap();
-    let entry = |i: u64| LogEntry {
-        seq: 0,
-        time: "2026-12-06T00:00:00Z".parse().unwrap(),
-        log_id: String::new(),
-        class: "db".into(),
-        profile: "server".into(),
-        key_id: format!("gather-{i}"),
-        outcome: Outcome::Denied(DeniedEntry {
-            subject: None,
-            dns: vec![],
-            ips: vec![],
-            uris: vec![],
-            reasons: vec![LogReason {
-                code: "test".into(),
-                detail: format!("entry {i}"),
-            }],
-        }),
-    };
+    let entry = |i: u64| denied_entry(format!("gather-{i}"), i);
     let (tx, rx) = std::sync::mpsc::channel();
     let started = Instant::now();
     // A certificate is being signed on another thread...

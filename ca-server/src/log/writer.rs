@@ -63,8 +63,10 @@ impl Coming {
         self.count.load(Ordering::SeqCst)
     }
 
+    /// At most a second (`[log] commit_gather_us`'s bound).
     pub(crate) fn set_gather(&self, gather: std::time::Duration) {
-        let us = u64::try_from(gather.as_micros()).unwrap_or(u64::MAX);
+        let gather = gather.min(std::time::Duration::from_secs(1));
+        let us = u64::try_from(gather.as_micros()).unwrap_or(1_000_000);
         self.gather_us.store(us, Ordering::Relaxed);
     }
 
