@@ -63,14 +63,14 @@ const ALONE: usize = 5;
 /// utime + stime (`first` = the index of utime among the fields after the
 /// command name: 11 for a process's own, 13 for its waited-for children)
 /// of a `/proc/<pid>/stat` file, in clock ticks.
-fn cpu_ticks(path: &str, first: usize) -> Option<u64> {
+pub(crate) fn cpu_ticks(path: &str, first: usize) -> Option<u64> {
     let text = std::fs::read_to_string(path).ok()?;
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
     Some(fields.get(first)?.parse::<u64>().ok()? + fields.get(first + 1)?.parse::<u64>().ok()?)
 }
 
 /// Clock ticks (`getconf CLK_TCK`, 100 on Linux) as a duration.
-fn ticks(n: u64) -> Duration {
+pub(crate) fn ticks(n: u64) -> Duration {
     Duration::from_millis(n * 10)
 }
 

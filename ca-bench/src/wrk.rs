@@ -713,19 +713,11 @@ const IDLE_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// CPU seconds used so far by the processes `pids` (user + system).
 fn cpu_seconds(pids: &[u32]) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            // Fields after the command name, which may hold spaces.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks)
-        })
-        .sum()
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| crate::containers::cpu_ticks(&format!("/proc/{pid}/stat"), 11))
+        .sum();
+    crate::containers::ticks(ticks).as_secs_f64()
 }
 
 /// Wait until the processes together use under `share` of a core over one
