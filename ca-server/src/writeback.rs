@@ -36,6 +36,51 @@ pub fn paced(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where an appended-to file's write-back stands: its length, and how much
+/// of it was written back. Every [`CHUNK`] appended, [`Trail::grew`] says
+/// so, and [`Trail::write_back`] writes back what is behind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Trail {
+    len: u64,
+    written_back: u64,
+}
+
+impl Trail {
+    /// A file of `len` bytes, none of them to write back.
+    pub fn at(len: u64) -> Trail {
+        Trail {
+            len,
+            written_back: len,
+        }
+    }
+
+    /// `n` more bytes were appended; true when a [`CHUNK`] or more is not
+    /// written back.
+    pub fn grew(&mut self, n: u64) -> bool {
+        self.len += n;
+        self.len - self.written_back >= CHUNK
+    }
+
+    /// Write back what is behind: [`start`] it, or with `wait` write it
+    /// back now ([`paced`]). Counted as done either way (a failure leaves
+    /// those bytes to the kernel).
+    pub fn write_back(&mut self, file: &File, wait: bool) -> std::io::Result<()> {
+        let (from, to) = (self.written_back, self.len);
+        self.written_back = to;
+        if wait {
+            paced(file, from, to)
+        } else {
+            start(file, from, to - from)
+        }
+    }
+
+    /// The file was cut to `len` bytes.
+    pub fn truncated(&mut self, len: u64) {
+        self.len = len;
+        self.written_back = self.written_back.min(len);
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn sync_file_range(file: &File, offset: u64, len: u64, wait: bool) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -78,6 +123,16 @@ mod tests {
         // past the end and empty ranges are no error
         paced(&file, data.len() as u64, data.len() as u64 + CHUNK).unwrap();
         start(&file, 10 * CHUNK, 0).unwrap();
+        // a trail says when a chunk is behind, and writes back just that
+        let mut trail = Trail::at(0);
+        assert!(!trail.grew(CHUNK - 1));
+        assert!(trail.grew(1));
+        trail.write_back(&file, false).unwrap();
+        assert!(!trail.grew(CHUNK - 1));
+        trail.truncated(10);
+        assert!(!trail.grew(CHUNK - 1));
+        assert!(trail.grew(10));
+        trail.write_back(&file, true).unwrap();
         let mut back = vec![0u8; data.len()];
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut back, 0).unwrap();
         assert_eq!(back, data);

@@ -150,17 +150,14 @@ pub fn log_file(path: &std::path::Path) -> Result<std::process::Stdio> {
         .name("child-log".into())
         .spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
-            let (mut written, mut written_back) = (0u64, 0u64);
+            let mut trail = ca_server::writeback::Trail::default();
             // Ends when every copy of the pipe's write end is closed.
             while let Ok(n) = from_child.read(&mut buf) {
                 if n == 0 || file.write_all(&buf[..n]).is_err() {
                     break;
                 }
-                written += n as u64;
-                if written - written_back >= ca_server::writeback::CHUNK {
-                    let _ =
-                        ca_server::writeback::start(&file, written_back, written - written_back);
-                    written_back = written;
+                if trail.grew(n as u64) {
+                    let _ = trail.write_back(&file, false);
                 }
             }
         })

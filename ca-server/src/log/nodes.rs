@@ -5,7 +5,7 @@
 //! bounded in-memory tail, so answering a batch costs no system calls.
 //! These files are derived data: recovery rebuilds them from the entries,
 //! so they are never fsynced; but each level's new nodes are written back
-//! every [`WRITE_BACK`] bytes (`crate::writeback::start`), or the kernel
+//! every `crate::writeback::CHUNK` bytes (`crate::writeback::Trail`), or the kernel
 //! wrote 30 seconds' worth at once (10-15 MB at 5,000 certificates a
 //! second) and the log's fdatasync waited behind it.
 
@@ -19,8 +19,6 @@ use std::sync::RwLock;
 const LEVELS: usize = 64;
 /// Nodes kept in memory per level: 64 KiB per level at most.
 const TAIL: usize = 2048;
-/// A level's new bytes written back at a time.
-const WRITE_BACK: u64 = 256 * 1024;
 
 /// The newest nodes of one level: `nodes[i]` is node `first + i`.
 #[derive(Default, Clone)]
@@ -29,11 +27,10 @@ struct Tail {
     nodes: std::collections::VecDeque<Hash>,
 }
 
-/// One level's file: its length, and how much of it was written back.
+/// One level's file, and where its write-back stands.
 struct Level {
     file: File,
-    len: u64,
-    written_back: u64,
+    trail: crate::writeback::Trail,
 }
 
 pub struct NodeFiles {
@@ -83,24 +80,14 @@ impl NodeFiles {
                     .read(true)
                     .append(true)
                     .open(self.path(level as u32))?;
-                let len = file.metadata()?.len();
-                files[level] = Some(Level {
-                    file,
-                    len,
-                    written_back: len,
-                });
+                let trail = crate::writeback::Trail::at(file.metadata()?.len());
+                files[level] = Some(Level { file, trail });
             }
             if let Some(at) = files[level].as_mut() {
                 at.file.write_all(buf)?;
-                at.len += buf.len() as u64;
-                if at.len - at.written_back >= WRITE_BACK {
+                if at.trail.grew(buf.len() as u64) {
                     // A hint: on failure the kernel writes it back later.
-                    let _ = crate::writeback::start(
-                        &at.file,
-                        at.written_back,
-                        at.len - at.written_back,
-                    );
-                    at.written_back = at.len;
+                    let _ = at.trail.write_back(&at.file, false);
                 }
             }
         }
@@ -137,8 +124,7 @@ impl NodeFiles {
             if let Some(at) = at {
                 let len = (size >> level) * 32;
                 at.file.set_len(len)?;
-                at.len = len;
-                at.written_back = at.written_back.min(len);
+                at.trail.truncated(len);
             }
         }
         Ok(())

@@ -246,8 +246,8 @@ struct RunWriter {
     writer: BufWriter<File>,
     /// Write each chunk back as it is written (`crate::writeback::paced`).
     paced: bool,
-    /// Bytes written back so far (when paced).
-    written_back: u64,
+    /// Where the write-back stands (acted on when paced).
+    trail: crate::writeback::Trail,
     records: u64,
     fences: Vec<Key>,
     min_not_after: i64,
@@ -258,7 +258,7 @@ impl RunWriter {
         Ok(RunWriter {
             writer: BufWriter::with_capacity(64 * 1024, tempfile::tempfile_in(dir)?),
             paced,
-            written_back: 0,
+            trail: crate::writeback::Trail::at(0),
             records: 0,
             fences: Vec::new(),
             min_not_after: i64::MAX,
@@ -272,19 +272,17 @@ impl RunWriter {
         self.writer.write_all(&encode_record(key, fact))?;
         self.records += 1;
         self.min_not_after = self.min_not_after.min(fact.not_after);
-        let written = self.records * RECORD as u64;
-        if self.paced && written - self.written_back >= crate::writeback::CHUNK {
+        if self.trail.grew(RECORD as u64) && self.paced {
             self.writer.flush()?;
-            crate::writeback::paced(self.writer.get_ref(), self.written_back, written)?;
-            self.written_back = written;
+            self.trail.write_back(self.writer.get_ref(), true)?;
         }
         Ok(())
     }
 
-    fn finish(self, level: u32) -> std::io::Result<Option<Run>> {
+    fn finish(mut self, level: u32) -> std::io::Result<Option<Run>> {
         let file = self.writer.into_inner().map_err(|e| e.into_error())?;
         if self.paced {
-            crate::writeback::paced(&file, self.written_back, self.records * RECORD as u64)?;
+            self.trail.write_back(&file, true)?;
         }
         Ok((self.records > 0).then_some(Run {
             file,
