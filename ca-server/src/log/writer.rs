@@ -662,6 +662,18 @@ mod tests {
         (coming, tx, rx)
     }
 
+    /// Gather into `batch` with a deadline `within` from now; how long it took.
+    fn gather_within(
+        coming: &Coming,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<Job>,
+        batch: &mut Vec<Job>,
+        within: Duration,
+    ) -> Duration {
+        let started = Instant::now();
+        gather(coming, rx, batch, started + within);
+        started.elapsed()
+    }
+
     #[test]
     fn a_batch_waits_for_the_entry_being_signed_and_not_for_the_deadline() {
         let (coming, tx, mut rx) = setup();
@@ -674,16 +686,10 @@ mod tests {
             drop(promise);
         });
         let mut batch = vec![job(0)];
-        let started = Instant::now();
-        gather(
-            &coming,
-            &mut rx,
-            &mut batch,
-            started + Duration::from_secs(30),
-        );
+        let took = gather_within(&coming, &mut rx, &mut batch, Duration::from_secs(30));
         assert_eq!(batch.len(), 2, "the promised entry joined the batch");
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            took < Duration::from_secs(10),
             "woken by the promise, not the deadline"
         );
         signer.join().expect("signer");
@@ -696,14 +702,8 @@ mod tests {
         let _held = coming.promise();
         tx.send(job(1)).map_err(|_| ()).expect("send");
         let mut batch = vec![job(0)];
-        let started = Instant::now();
-        gather(
-            &coming,
-            &mut rx,
-            &mut batch,
-            started + Duration::from_millis(50),
-        );
-        assert!(started.elapsed() >= Duration::from_millis(50));
+        let took = gather_within(&coming, &mut rx, &mut batch, Duration::from_millis(50));
+        assert!(took >= Duration::from_millis(50));
         assert_eq!(batch.len(), 2, "what was queued is taken");
     }
 
@@ -712,25 +712,13 @@ mod tests {
         let (coming, tx, mut rx) = setup();
         tx.send(job(1)).map_err(|_| ()).expect("send");
         let mut batch = vec![job(0)];
-        let started = Instant::now();
-        gather(
-            &coming,
-            &mut rx,
-            &mut batch,
-            started + Duration::from_secs(30),
-        );
+        let took = gather_within(&coming, &mut rx, &mut batch, Duration::from_secs(30));
         assert_eq!(batch.len(), 2);
-        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(took < Duration::from_secs(10));
         // A promise made and dropped leaves nothing to wait for.
         drop(coming.promise());
-        let started = Instant::now();
-        gather(
-            &coming,
-            &mut rx,
-            &mut batch,
-            started + Duration::from_secs(30),
-        );
-        assert!(started.elapsed() < Duration::from_secs(10));
+        let took = gather_within(&coming, &mut rx, &mut batch, Duration::from_secs(30));
+        assert!(took < Duration::from_secs(10));
     }
 
     #[test]
@@ -758,14 +746,8 @@ mod tests {
         let (coming, _tx, mut rx) = setup();
         let _held = coming.promise();
         let mut batch: Vec<Job> = (0..MAX_BATCH as u64).map(job).collect();
-        let started = Instant::now();
-        gather(
-            &coming,
-            &mut rx,
-            &mut batch,
-            started + Duration::from_secs(30),
-        );
-        assert!(started.elapsed() < Duration::from_secs(10));
+        let took = gather_within(&coming, &mut rx, &mut batch, Duration::from_secs(30));
+        assert!(took < Duration::from_secs(10));
         assert_eq!(batch.len(), MAX_BATCH);
     }
 }
