@@ -19,4 +19,5 @@ pub mod serial;
 pub mod server;
 pub mod server_cert;
 pub mod state;
+pub mod stderr;
 pub mod writeback;

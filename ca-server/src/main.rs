@@ -328,8 +328,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cmd::init_logging(matches!(cli.log_format, LogFormat::Json));
-    match run(cli) {
+    let diagnostics = cmd::init_logging(matches!(cli.log_format, LogFormat::Json));
+    let result = run(cli);
+    // Every tracing line is out before the error below.
+    drop(diagnostics);
+    match result {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             eprintln!("ca-server: {e:#}");

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub log_commit_phase_seconds: prometheus::CounterVec,
     /// Authentication failures by code (unauthenticated, stale_timestamp).
     pub auth_failures: IntCounterVec,
+    /// Diagnostic lines dropped because stderr was not read (`stderr`).
+    pub stderr_lines_dropped: prometheus::IntCounter,
     /// Requests refused by a key's rate limit, by key id (configured keys
     /// only, so the label set is bounded).
     pub rate_limited: IntCounterVec,
@@ -178,6 +180,10 @@ impl Metrics {
             log_commit_phase_seconds.with_label_values(&[phase]);
         }
         registry.register(Box::new(log_commit_phase_seconds.clone()))?;
+        let stderr_lines_dropped = prometheus::IntCounter::new(
+            "stderr_lines_dropped_total",
+            "Diagnostic lines dropped because stderr was not read",
+        )?;
         let auth_failures = IntCounterVec::new(
             Opts::new("auth_failures_total", "Authentication failures by code"),
             &["code"],
@@ -302,6 +308,7 @@ impl Metrics {
         for g in [&connections, &body_bytes_buffered, &response_bytes_queued] {
             registry.register(Box::new(g.clone()))?;
         }
+        registry.register(Box::new(stderr_lines_dropped.clone()))?;
         registry.register(Box::new(log_batch_entries.clone()))?;
         registry.register(Box::new(log_commit_seconds.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -324,6 +331,7 @@ impl Metrics {
             log_commit_seconds,
             log_commit_phase_seconds,
             auth_failures,
+            stderr_lines_dropped,
             rate_limited,
             connections,
             connections_closed,

@@ -88,6 +88,9 @@ pub struct IssuingCa {
     pub chain_extra_pem: String,
     pub not_after: OffsetDateTime,
     pub fingerprint: String,
+    /// What rcgen signs under, read once (`issue::sign::issuer_fields`);
+    /// `None`: read from `cert_der` on every signature.
+    pub(crate) issuer_fields: Option<rcgen::CertificateParams>,
 }
 
 /// A class as the server holds it.
@@ -240,6 +243,7 @@ pub(crate) fn issuing_ca(
     let not_after = parsed.validity().not_after.to_datetime();
     Ok(IssuingCa {
         key,
+        issuer_fields: crate::issue::sign::issuer_fields(&cert_der),
         cert_pem: to_pem(&cert_der),
         chain_extra_pem: String::new(),
         fingerprint: fingerprint(&cert_der),

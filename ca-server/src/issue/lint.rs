@@ -566,6 +566,7 @@ mod tests {
             chain_extra_pem: String::new(),
             not_after: rcgen_truncated(not_after),
             fingerprint: String::new(),
+            issuer_fields: None,
         };
         Ca { key, issuing }
     }
