@@ -101,7 +101,8 @@ enum Command {
     CfsslServe(Opts),
     /// CFSSL's `multirootca` only.
     Multirootca(Opts),
-    /// The in-process limit only (no HTTP).
+    /// The in-process limit (no HTTP), the raw HSM rate and the crypto
+    /// floor it is judged against.
     Inprocess(Opts),
     /// The raw HSM signing rate only.
     Hsm(Opts),
@@ -640,8 +641,9 @@ impl Bench {
         }
     }
 
-    /// The in-process limit (when there are CSRs) and, `with_hsm`, the raw HSM rate.
-    fn inprocess(&mut self, with_hsm: bool) {
+    /// The in-process limit (when there are CSRs), the raw HSM rate and the
+    /// crypto floor; `with_revocation`, CRL and OCSP figures.
+    fn inprocess(&mut self, with_revocation: bool) {
         eprintln!("in-process deployment ...");
         let inp = match inprocess::InProcess::setup() {
             Ok(i) => i,
@@ -675,10 +677,14 @@ impl Bench {
                 Err(e) => self.fail(format!("in-process: {e:#}")),
             }
         }
-        if !with_hsm {
-            return;
-        }
         let seconds = self.opts.seconds.min(3.0);
+        if with_revocation {
+            self.revocation_figures(&inp, seconds);
+        }
+        self.hsm_rates_and_floor(&inp, seconds);
+    }
+
+    fn revocation_figures(&mut self, inp: &inprocess::InProcess, seconds: f64) {
         eprintln!("CRL signing and OCSP answers ...");
         match inp.revocation(&[10_000, 100_000], seconds) {
             Ok(figures) => {
@@ -703,6 +709,9 @@ impl Bench {
             }
             Err(e) => self.fail(format!("revocation figures: {e:#}")),
         }
+    }
+
+    fn hsm_rates_and_floor(&mut self, inp: &inprocess::InProcess, seconds: f64) {
         for (threads, id) in [(1usize, "hsm-1"), (2, "hsm-2")] {
             match inp.hsm_rate(threads, seconds) {
                 Ok(rate) => {
@@ -723,7 +732,7 @@ impl Bench {
                 Err(e) => self.fail(format!("HSM rate: {e:#}")),
             }
         }
-        self.crypto_floor(seconds);
+        self.crypto_floor(inp, seconds);
     }
 
     fn ratios(&mut self) {
