@@ -352,6 +352,9 @@ pub struct SerialTable {
     writing_back: Option<std::thread::JoinHandle<()>>,
     /// Facts that expired before this are dropped when runs are rewritten.
     cutoff: i64,
+    /// Facts held in memory before they are written out as a run
+    /// ([`RUN_ENTRIES`]; smaller in tests).
+    run_entries: usize,
 }
 
 impl SerialTable {
@@ -367,6 +370,7 @@ impl SerialTable {
             merging: None,
             writing_back: None,
             cutoff: i64::MIN,
+            run_entries: RUN_ENTRIES,
         };
         probe.map_err(|source| table.io(source))?;
         Ok(table)
@@ -394,7 +398,7 @@ impl SerialTable {
             spki_sha256: known.spki_sha256,
         };
         self.pending.insert(key, fact);
-        if self.pending.len() >= RUN_ENTRIES {
+        if self.pending.len() >= self.run_entries {
             self.flush()?;
         }
         Ok(())
@@ -439,9 +443,12 @@ impl SerialTable {
         self.writing_back = spawned.ok();
     }
 
-    /// Take a finished merge's run in place of its inputs; then, when the
-    /// newest [`FANOUT`] runs share a level and no merge is running, start
-    /// merging them into one run of the next level.
+    /// Take a finished merge's run in place of its inputs; then, when
+    /// [`FANOUT`] consecutive runs share a level and no merge is running,
+    /// start merging them into one run of the next level (the newest such
+    /// group first). Any group, not only the newest runs: a flush adds a
+    /// level-0 run after every merge, so the newest runs rarely share the
+    /// level of the runs a merge made, and those would pile up unmerged.
     fn compact(&mut self) -> Result<(), TableError> {
         if !self.take_merge(false)? {
             return Ok(());
@@ -450,11 +457,15 @@ impl SerialTable {
         if n < FANOUT {
             return Ok(());
         }
-        let level = self.runs[n - 1].level;
-        if self.runs[n - FANOUT..].iter().any(|r| r.level != level) {
+        let same_level = |i: usize| {
+            let level = self.runs[i].level;
+            self.runs[i..i + FANOUT].iter().all(|r| r.level == level)
+        };
+        let Some(first) = (0..=n - FANOUT).rev().find(|&i| same_level(i)) else {
             return Ok(());
-        }
-        let inputs: Vec<Arc<Run>> = self.runs[n - FANOUT..].to_vec();
+        };
+        let level = self.runs[first].level;
+        let inputs: Vec<Arc<Run>> = self.runs[first..first + FANOUT].to_vec();
         let (dir, cutoff) = (self.dir.clone(), self.cutoff);
         let (send, done) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -465,7 +476,7 @@ impl SerialTable {
             })
             .map_err(|e| self.io(e))?;
         self.merging = Some(Merging {
-            first: n - FANOUT,
+            first,
             count: FANOUT,
             done,
         });
@@ -722,6 +733,37 @@ mod tests {
     /// 300,000 certificates (random 16-byte serials, as issued): every one
     /// is found, runs are merged so that few remain, memory holds at most
     /// one buffer and the fences, and no file has a name.
+    #[test]
+    fn merged_runs_are_merged_again_as_the_table_grows() {
+        // Small runs; each merge finishes before the next flush, as it
+        // mostly does in a server (no `finish_merging`, which would merge
+        // everything due at once).
+        let (_dir, mut t) = table();
+        t.run_entries = 8;
+        let mut i = 0u64;
+        for _ in 0..FANOUT * FANOUT * FANOUT {
+            for _ in 0..t.run_entries {
+                t.insert(&i.to_be_bytes(), &known("db", 1_000_000, 1))
+                    .unwrap();
+                i += 1;
+            }
+            t.take_merge(true).unwrap();
+        }
+        let levels: Vec<u32> = t.runs.iter().map(|r| r.level).collect();
+        // At most FANOUT - 1 runs wait at each level, and one just made.
+        assert!(
+            levels.len() <= 3 * (FANOUT - 1) + 1,
+            "{} runs, levels {levels:?}",
+            levels.len()
+        );
+        assert!(levels.windows(2).all(|w| w[0] >= w[1]), "{levels:?}");
+        assert!(levels[0] >= 2, "{levels:?}");
+        assert_eq!(t.len(), i);
+        for j in (0..i).step_by(37) {
+            assert!(t.get(&j.to_be_bytes()).unwrap().is_some(), "serial {j}");
+        }
+    }
+
     #[test]
     fn many_certificates_live_in_merged_runs_in_unnamed_files() {
         let (dir, mut t) = table();
