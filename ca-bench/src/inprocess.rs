@@ -121,15 +121,15 @@ impl InProcess {
                         .spawn(async move { authority.issue(request, &BENCH).await.map(|_| ()) });
                 }
                 while let Some(done) = running.join_next().await {
-                    match done {
-                        Ok(Ok(())) => measured.ok += 1,
-                        Ok(Err(e)) => {
-                            measured.errors += 1;
-                            measured.first_error.get_or_insert(e.to_string());
-                        }
+                    // An issuance refused, or its task lost (a panic).
+                    match done
+                        .map_err(|e| e.to_string())
+                        .and_then(|issued| issued.map_err(|e| e.to_string()))
+                    {
+                        Ok(()) => measured.ok += 1,
                         Err(e) => {
                             measured.errors += 1;
-                            measured.first_error.get_or_insert(e.to_string());
+                            measured.first_error.get_or_insert(e);
                         }
                     }
                 }
@@ -148,15 +148,7 @@ impl InProcess {
     /// signature and making one HSM signature in turn for `seconds`.
     /// Certificates' worth of crypto per second.
     pub fn floor_rate(&self, csrs: &[Csr], threads: usize, seconds: f64) -> Result<f64> {
-        let ders = csrs
-            .iter()
-            .take(256)
-            .map(|c| decode::csr_der_from_input(c.pem.as_bytes()))
-            .collect::<Result<Vec<_>, _>>()?;
-        if ders.is_empty() {
-            bail!("no CSRs");
-        }
-        let ders = Arc::new(ders);
+        let ders = Arc::new(sample_ders(csrs)?);
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let started = Instant::now();
         let workers: Vec<_> = (0..threads)
@@ -316,18 +308,11 @@ impl InProcess {
 /// over up to 256 distinct CSRs parsed beforehand, for at least `seconds`.
 /// Returns (seconds per verification, verifications).
 pub fn verify_seconds(csrs: &[Csr], seconds: f64) -> Result<(f64, u64)> {
-    let ders = csrs
-        .iter()
-        .take(256)
-        .map(|c| decode::csr_der_from_input(c.pem.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ders = sample_ders(csrs)?;
     let parsed = ders
         .iter()
         .map(|d| decode::parse(d))
         .collect::<Result<Vec<_>, _>>()?;
-    if parsed.is_empty() {
-        bail!("no CSRs");
-    }
     let verify = |csr| prove::proof_of_possession(csr).map_err(|e| anyhow!("CSR: {e}"));
     for csr in &parsed {
         verify(csr)?;
@@ -341,6 +326,19 @@ pub fn verify_seconds(csrs: &[Csr], seconds: f64) -> Result<(f64, u64)> {
         done += parsed.len() as u64;
     }
     Ok((started.elapsed().as_secs_f64() / done as f64, done))
+}
+
+/// Up to 256 of the CSRs, as DER: what the floor's measurements verify.
+fn sample_ders(csrs: &[Csr]) -> Result<Vec<Vec<u8>>> {
+    let ders = csrs
+        .iter()
+        .take(256)
+        .map(|c| decode::csr_der_from_input(c.pem.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ders.is_empty() {
+        bail!("no CSRs");
+    }
+    Ok(ders)
 }
 
 impl crate::Bench {
@@ -370,23 +368,25 @@ impl crate::Bench {
             validated: "–".into(),
         });
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let (floor_value, ratio_value) = match self.report.rate("hsm-1").filter(|r| *r > 0.0) {
-            Some(sign_rate) => {
-                let t_sign = 1.0 / sign_rate;
-                let floor = cores as f64 / (t_verify + t_sign);
-                (
-                    format!(
-                        "{floor:.0} certs/s ({cores} cores / ({:.1} µs verify + {:.1} µs HSM sign))",
-                        t_verify * 1e6,
-                        t_sign * 1e6
-                    ),
-                    match self.report.rate("inprocess") {
-                        Some(limit) => format!("{:.2}", limit / floor),
-                        None => "not measured".into(),
-                    },
-                )
-            }
-            None => (
+        let t_sign = self
+            .report
+            .rate("hsm-1")
+            .filter(|r| *r > 0.0)
+            .map(|sign_rate| 1.0 / sign_rate);
+        let floor = t_sign.map(|t_sign| cores as f64 / (t_verify + t_sign));
+        let (floor_value, ratio_value) = match (floor, t_sign) {
+            (Some(floor), Some(t_sign)) => (
+                format!(
+                    "{floor:.0} certs/s ({cores} cores / ({:.1} µs verify + {:.1} µs HSM sign))",
+                    t_verify * 1e6,
+                    t_sign * 1e6
+                ),
+                match self.report.rate("inprocess") {
+                    Some(limit) => format!("{:.2}", limit / floor),
+                    None => "not measured".into(),
+                },
+            ),
+            _ => (
                 "not measured (no raw HSM rate)".into(),
                 "not measured".into(),
             ),
@@ -420,12 +420,7 @@ impl crate::Bench {
                     errors: 0,
                     validated: "–".into(),
                 });
-                let computed = self
-                    .report
-                    .rate("hsm-1")
-                    .filter(|r| *r > 0.0)
-                    .map(|sign| cores as f64 / (t_verify + 1.0 / sign));
-                if let Some(computed) = computed {
+                if let Some(computed) = floor {
                     self.report.ratios.push(crate::report::Ratio {
                         name: "the floor's operations on every core at once / crypto floor".into(),
                         value: format!("{:.2}", rate / computed),

@@ -46,27 +46,24 @@ impl Exit {
 /// [`crate::stderr`]'s buffer: keep the handle until the command is done,
 /// and drop it before anything else is printed, to keep the order.
 pub fn init_logging(json: bool) -> Option<crate::stderr::Diagnostics> {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let diagnostics = crate::stderr::Diagnostics::start(std::io::stderr(), crate::stderr::EVERY);
+    let writer = match &diagnostics {
+        Ok(d) => BoxMakeWriter::new(d.lines()),
+        // No thread for it: write each line as it comes.
+        Err(_) => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi);
-    match (&diagnostics, json) {
-        (Ok(d), true) => builder
-            .with_writer(d.lines())
-            .json()
-            .flatten_event(true)
-            .init(),
-        (Ok(d), false) => builder.with_writer(d.lines()).init(),
-        // No thread for it: write each line as it comes.
-        (Err(_), true) => builder
-            .with_writer(std::io::stderr)
-            .json()
-            .flatten_event(true)
-            .init(),
-        (Err(_), false) => builder.with_writer(std::io::stderr).init(),
+        .with_ansi(ansi)
+        .with_writer(writer);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
     }
     diagnostics.ok()
 }
