@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::csrs::Csr;
+use crate::report::Row;
 
 pub struct InProcess {
     authority: Arc<Authority>,
@@ -355,18 +356,15 @@ impl crate::Bench {
             Err(e) => return self.fail(format!("CSR verification rate: {e:#}")),
         };
         eprintln!("  {:.0} verifications/s", 1.0 / t_verify);
-        self.report.rows.push(crate::report::Row {
-            id: "verify-1".into(),
-            target: "P-256 CSR signature verification (verifications/s)".into(),
-            protocol: "issue::prove::proof_of_possession".into(),
-            tls: "–",
-            clients: "1 thread".into(),
-            load: format!("closed loop, {seconds} s, {n} verifications"),
-            rate: 1.0 / t_verify,
-            latency: None,
-            errors: 0,
-            validated: "–".into(),
-        });
+        self.report.rows.push(Row::in_process(
+            "verify-1",
+            "P-256 CSR signature verification (verifications/s)",
+            "issue::prove::proof_of_possession",
+            "1 thread".into(),
+            format!("closed loop, {seconds} s, {n} verifications"),
+            1.0 / t_verify,
+            0,
+        ));
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let t_sign = self
             .report
@@ -408,18 +406,15 @@ impl crate::Bench {
         match inp.floor_rate(&self.csrs, cores, seconds) {
             Ok(rate) => {
                 eprintln!("  {rate:.0} verifications + signatures/s");
-                self.report.rows.push(crate::report::Row {
-                    id: "floor-all".into(),
-                    target: "crypto floor's operations on every core (verify + HSM sign per certificate)".into(),
-                    protocol: "proof_of_possession + PoolSession::sign".into(),
-                    tls: "–",
-                    clients: format!("{cores} threads"),
-                    load: format!("closed loop, {seconds} s"),
+                self.report.rows.push(Row::in_process(
+                    "floor-all",
+                    "crypto floor's operations on every core (verify + HSM sign per certificate)",
+                    "proof_of_possession + PoolSession::sign",
+                    format!("{cores} threads"),
+                    format!("closed loop, {seconds} s"),
                     rate,
-                    latency: None,
-                    errors: 0,
-                    validated: "–".into(),
-                });
+                    0,
+                ));
                 if let Some(computed) = floor {
                     self.report.ratios.push(crate::report::Ratio {
                         name: "the floor's operations on every core at once / crypto floor".into(),

@@ -661,18 +661,15 @@ impl Bench {
                             .notes
                             .push(format!("in-process: {} errors; first: {e}", m.errors));
                     }
-                    self.report.rows.push(Row {
-                        id: "inprocess".into(),
-                        target: "Trellis in-process limit".into(),
-                        protocol: "Authority::submit, no HTTP".into(),
-                        tls: "–",
-                        clients: format!("{} pool threads", m.threads),
-                        load: format!("{} CSRs at once", self.csrs.len()),
-                        rate: m.rate(),
-                        latency: None,
-                        errors: m.errors,
-                        validated: "–".into(),
-                    });
+                    self.report.rows.push(Row::in_process(
+                        "inprocess",
+                        "Trellis in-process limit",
+                        "Authority::submit, no HTTP",
+                        format!("{} pool threads", m.threads),
+                        format!("{} CSRs at once", self.csrs.len()),
+                        m.rate(),
+                        m.errors,
+                    ));
                 }
                 Err(e) => self.fail(format!("in-process: {e:#}")),
             }
@@ -716,18 +713,15 @@ impl Bench {
             match inp.hsm_rate(threads, seconds) {
                 Ok(rate) => {
                     eprintln!("  HSM, {threads} thread(s): {rate:.0} signatures/s");
-                    self.report.rows.push(Row {
-                        id: id.into(),
-                        target: "SoftHSM2 raw P-256 sign (signatures/s)".into(),
-                        protocol: "PoolSession::sign".into(),
-                        tls: "–",
-                        clients: format!("{threads} thread(s)"),
-                        load: format!("closed loop, {seconds} s"),
+                    self.report.rows.push(Row::in_process(
+                        id,
+                        "SoftHSM2 raw P-256 sign (signatures/s)",
+                        "PoolSession::sign",
+                        format!("{threads} thread(s)"),
+                        format!("closed loop, {seconds} s"),
                         rate,
-                        latency: None,
-                        errors: 0,
-                        validated: "–".into(),
-                    })
+                        0,
+                    ))
                 }
                 Err(e) => self.fail(format!("HSM rate: {e:#}")),
             }

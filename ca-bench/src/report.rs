@@ -46,6 +46,33 @@ pub struct Row {
     pub validated: String,
 }
 
+impl Row {
+    /// A row measured inside this process, without HTTP: no TLS, no
+    /// latencies, no certificates kept for validation.
+    pub fn in_process(
+        id: &str,
+        target: &str,
+        protocol: &str,
+        clients: String,
+        load: String,
+        rate: f64,
+        errors: u64,
+    ) -> Row {
+        Row {
+            id: id.into(),
+            target: target.into(),
+            protocol: protocol.into(),
+            tls: "–",
+            clients,
+            load,
+            rate,
+            latency: None,
+            errors,
+            validated: "–".into(),
+        }
+    }
+}
+
 pub struct Ratio {
     pub name: String,
     pub value: String,
