@@ -168,7 +168,7 @@ pub fn publish_active(
     )
 }
 
-pub(super) fn ca_params(
+pub(crate) fn ca_params(
     class: &str,
     shape: &CaShape,
     now: OffsetDateTime,

@@ -8,6 +8,8 @@ mod record;
 pub mod roots;
 pub mod rotate;
 
+#[cfg(test)]
+pub(crate) use create::ca_params;
 pub use create::{init_class, publish_active, AdminTokens, CaShape};
 pub use record::{ClassState, IntermediateRecord, IntermediateStatus};
 

@@ -117,6 +117,10 @@ fn read_issuer_fields(cert_der: &[u8]) -> Option<CertificateParams> {
     use x509_parser::extensions::ParsedExtension;
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
     let mut fields = CertificateParams::default();
+    // The default name holds a common name already: pushed into it, the
+    // intermediate's common name would take that first place, whatever its
+    // place in the intermediate (ours put it after O and OU).
+    fields.distinguished_name = rcgen::DistinguishedName::new();
     for rdn in cert.subject().iter() {
         let mut attributes = rdn.iter();
         let attr = attributes.next()?;
@@ -178,6 +182,7 @@ mod tests {
     fn intermediate(dn: &[(DnType, DnValue)], usages: Vec<KeyUsagePurpose>) -> (KeyPair, Vec<u8>) {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
         for (ty, value) in dn {
             params.distinguished_name.push(ty.clone(), value.clone());
         }
@@ -245,6 +250,30 @@ mod tests {
                 same_leaf(&key, &der, &fields);
             }
         }
+    }
+
+    /// The intermediates the server makes itself (`hierarchy::create`:
+    /// O, OU, then CN) are read once: the check above does not send them
+    /// down the slow path.
+    #[test]
+    fn the_servers_own_intermediates_are_read_once() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let shape = crate::hierarchy::CaShape {
+            algorithm: hsm::KeyAlgorithm::EcP256,
+            organization: "Trellis (development)".to_string(),
+            root_days: 3650,
+            intermediate_days: 365,
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let mut params = crate::hierarchy::ca_params("db", &shape, now).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Trellis db intermediate 20261206-06ba");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.use_authority_key_identifier_extension = true;
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let fields = issuer_fields(&der).expect("the server's own intermediate is read once");
+        same_leaf(&key, &der, &fields);
     }
 
     #[test]
