@@ -93,6 +93,9 @@ pub struct IssuingCa {
     /// What rcgen signs under, read once (`issue::sign::issuer_fields`);
     /// `None`: read from `cert_der` on every signature.
     pub(crate) issuer_fields: Option<rcgen::CertificateParams>,
+    /// What the after-signing lint checks each leaf's issuer fields
+    /// against, read once.
+    pub(crate) facts: std::sync::Arc<crate::issue::build::IssuerFacts>,
 }
 
 /// A class as the server holds it.
@@ -243,7 +246,12 @@ pub(crate) fn issuing_ca(
         )));
     }
     let not_after = parsed.validity().not_after.to_datetime();
+    let facts = std::sync::Arc::new(crate::issue::build::IssuerFacts::read(
+        &parsed,
+        key.algorithm,
+    ));
     Ok(IssuingCa {
+        facts,
         key,
         issuer_fields: crate::issue::sign::issuer_fields(&cert_der),
         cert_pem: to_pem(&cert_der),

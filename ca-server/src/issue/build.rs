@@ -31,7 +31,7 @@ pub struct Built {
     pub(super) serial: [u8; SERIAL_LEN],
     /// The intermediate these parameters are for: what the after-signing
     /// lint checks the certificate's issuer fields against.
-    pub(super) issuer: IssuerFacts,
+    pub(super) issuer: std::sync::Arc<IssuerFacts>,
     /// The CRL distribution point the leaf carries (the class policy's
     /// `crl_url` and the intermediate's key label), if any.
     pub(super) crl_distribution_point: Option<String>,
@@ -56,14 +56,45 @@ impl Built {
     }
 }
 
-/// The issuing intermediate as the after-signing lint needs it.
+/// The issuing intermediate as the after-signing lint needs it, read once
+/// when the intermediate is loaded (`hierarchy::issuing_ca`), not parsed
+/// again for every certificate.
 #[derive(Clone, Debug)]
 pub struct IssuerFacts {
-    /// The intermediate's certificate (its subject is the leaf's issuer,
-    /// its subjectKeyIdentifier the leaf's authorityKeyIdentifier).
-    pub cert_der: Vec<u8>,
+    /// The intermediate's subject, as encoded: the leaf's issuer.
+    pub subject_der: Vec<u8>,
+    /// Its notAfter (Unix seconds): no leaf outlives it.
+    pub not_after: i64,
+    /// Its subjectKeyIdentifier, or what rcgen derives when it has none
+    /// (SHA-256 of its SPKI, truncated to 20 bytes): the leaf's
+    /// authorityKeyIdentifier.
+    pub key_id: Vec<u8>,
     /// The intermediate's key, which decides the signature algorithm.
     pub key: hsm::KeyAlgorithm,
+}
+
+impl IssuerFacts {
+    pub fn read(
+        cert: &x509_parser::certificate::X509Certificate<'_>,
+        key: hsm::KeyAlgorithm,
+    ) -> IssuerFacts {
+        use sha2::{Digest, Sha256};
+        use x509_parser::extensions::ParsedExtension;
+        let key_id = cert
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                _ => None,
+            })
+            .unwrap_or_else(|| Sha256::digest(cert.public_key().raw)[..20].to_vec());
+        IssuerFacts {
+            subject_der: cert.subject().as_raw().to_vec(),
+            not_after: cert.validity().not_after.timestamp(),
+            key_id,
+            key,
+        }
+    }
 }
 
 pub(super) fn leaf_params(
@@ -119,10 +150,7 @@ pub(super) fn leaf_params(
         params,
         serial,
         crl_distribution_point,
-        issuer: IssuerFacts {
-            cert_der: issuer.cert_der.clone(),
-            key: issuer.key.algorithm,
-        },
+        issuer: issuer.facts.clone(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! HSM signs and again on the DER it produced. A failure here is a bug in
 //! Trellis, never the requester's fault, and nothing is returned.
 
-use super::build::{Built, BACKDATE};
+use super::build::{Built, IssuerFacts, BACKDATE};
 use crate::hierarchy::IssuingCa;
 use crate::serial::SERIAL_LEN;
 use policies::{ExtKeyUsage, Grant, KeyUsage};
@@ -46,8 +46,6 @@ pub enum LintError {
     Unparseable(x509_parser::nom::Err<X509Error>),
     #[error("lint: trailing bytes after the certificate")]
     TrailingBytes,
-    #[error("lint: issuer certificate unparseable: {0}")]
-    IssuerUnparseable(x509_parser::nom::Err<X509Error>),
     #[error("lint: version is {0:?}, not v3")]
     Version(X509Version),
     #[error("lint: serial differs from the one chosen")]
@@ -197,8 +195,7 @@ pub(super) fn after_signing(
     if !rest.is_empty() {
         return Err(LintError::TrailingBytes);
     }
-    let (_, issuer) = x509_parser::parse_x509_certificate(&built.issuer.cert_der)
-        .map_err(LintError::IssuerUnparseable)?;
+    let issuer = &*built.issuer;
     let tbs = &cert.tbs_certificate;
 
     if tbs.version != X509Version::V3 {
@@ -208,10 +205,10 @@ pub(super) fn after_signing(
         return Err(LintError::SerialDiffers);
     }
     check_signature_algorithm(&cert, built.issuer.key)?;
-    if tbs.issuer.as_raw() != issuer.subject().as_raw() {
+    if tbs.issuer.as_raw() != issuer.subject_der.as_slice() {
         return Err(LintError::IssuerDiffers);
     }
-    check_validity(&cert, built, grant, &issuer)?;
+    check_validity(&cert, built, grant, issuer)?;
     check_subject(&cert, grant)?;
     if cert.public_key().raw != spki_der {
         return Err(LintError::PublicKeyDiffers);
@@ -223,7 +220,7 @@ pub(super) fn after_signing(
         &cert,
         grant,
         spki_der,
-        &issuer,
+        issuer,
         built.crl_distribution_point.as_deref(),
     )
 }
@@ -261,7 +258,7 @@ fn check_validity(
     cert: &X509Certificate<'_>,
     built: &Built,
     grant: &Grant,
-    issuer: &X509Certificate<'_>,
+    issuer: &IssuerFacts,
 ) -> Result<(), LintError> {
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
@@ -273,7 +270,7 @@ fn check_validity(
     if not_after <= not_before {
         return Err(LintError::ValidityEmpty);
     }
-    if not_after > issuer.validity().not_after.timestamp() {
+    if not_after > issuer.not_after {
         return Err(LintError::ValidityOutlivesIssuer);
     }
     // notBefore is backdated; both ends are truncated to whole seconds.
@@ -310,7 +307,7 @@ fn check_extensions(
     cert: &X509Certificate<'_>,
     grant: &Grant,
     spki_der: &[u8],
-    issuer: &X509Certificate<'_>,
+    issuer: &IssuerFacts,
     crl_distribution_point: Option<&str>,
 ) -> Result<(), LintError> {
     let mut seen = BTreeSet::new();
@@ -360,7 +357,7 @@ fn check_extensions(
             ParsedExtension::AuthorityKeyIdentifier(id) => {
                 aki = true;
                 criticality(false, ProfileExtension::AuthorityKeyIdentifier)?;
-                let expected = issuer_key_id(issuer);
+                let expected = &issuer.key_id;
                 if id.key_identifier.as_ref().map(|k| k.0) != Some(expected.as_slice())
                     || id.authority_cert_issuer.is_some()
                     || id.authority_cert_serial.is_some()
@@ -440,19 +437,6 @@ fn check_distribution_point(
     } else {
         Err(LintError::CrlDistributionPoint)
     }
-}
-
-/// The intermediate's subjectKeyIdentifier, or what rcgen derives when it
-/// has none (SHA-256 of its SPKI, truncated to 20 bytes).
-fn issuer_key_id(issuer: &X509Certificate<'_>) -> Vec<u8> {
-    issuer
-        .extensions()
-        .iter()
-        .find_map(|e| match e.parsed_extension() {
-            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
-            _ => None,
-        })
-        .unwrap_or_else(|| Sha256::digest(issuer.public_key().raw)[..20].to_vec())
 }
 
 fn check_names(names: &[GeneralName<'_>], grant: &Grant) -> Result<(), LintError> {
@@ -567,6 +551,10 @@ mod tests {
             not_after: rcgen_truncated(not_after),
             fingerprint: String::new(),
             issuer_fields: None,
+            facts: std::sync::Arc::new(crate::issue::build::IssuerFacts::read(
+                &x509_parser::parse_x509_certificate(cert.der()).unwrap().1,
+                hsm::KeyAlgorithm::EcP256,
+            )),
         };
         Ca { key, issuing }
     }
@@ -878,7 +866,7 @@ mod tests {
         // an intermediate recorded as RSA but the certificate is ECDSA-signed
         let mut built = leaf_params(&c.grant, &c.ca.issuing, OffsetDateTime::now_utc()).unwrap();
         let der = sign(&built.params, &c.subject, &c.ca);
-        built.issuer.key = hsm::KeyAlgorithm::Rsa2048;
+        std::sync::Arc::make_mut(&mut built.issuer).key = hsm::KeyAlgorithm::Rsa2048;
         assert_eq!(
             after_signing(&der, &built, &c.grant, &c.subject.subject_public_key_info()),
             Err(LintError::SignatureAlgorithm {
