@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::merkle::{hash_from_hex, leaf_hash, verify_inclusion, Hash};
+use crate::merkle::{hash_from_hex, hash_to_hex, leaf_hash, verify_inclusion, Hash};
 
 /// The first line of the signed bytes: the format and its version.
 pub const STH_CONTEXT: &str = "trellis-sth-v1";
@@ -134,7 +134,7 @@ impl SignedTreeHead {
     pub fn signed_bytes(log_id: &str, tree_size: u64, root: &Hash, timestamp_ms: i64) -> Vec<u8> {
         format!(
             "{STH_CONTEXT}\n{log_id}\n{tree_size}\n{}\n{timestamp_ms}\n",
-            hex::encode(root)
+            hash_to_hex(root)
         )
         .into_bytes()
     }
@@ -151,7 +151,7 @@ impl SignedTreeHead {
         SignedTreeHead {
             log_id: log_id.to_owned(),
             tree_size,
-            root_hash: hex::encode(root),
+            root_hash: hash_to_hex(root),
             timestamp_ms,
             signature: STANDARD.encode(signature_der),
         }
@@ -409,7 +409,7 @@ impl LogEvidence {
             log_id: sth.log_id.clone(),
             index,
             entry: STANDARD.encode(entry),
-            inclusion_proof: proof.iter().map(hex::encode).collect(),
+            inclusion_proof: proof.iter().map(hash_to_hex).collect(),
             sth,
         }
     }
