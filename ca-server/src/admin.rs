@@ -121,6 +121,16 @@ pub fn open_authority(
     for class in policies.names() {
         classes.push(hierarchy::load_class(&state, class, &online)?);
     }
-    let pool = SigningPool::new(online, config.signing_sessions())?;
+    let pool = SigningPool::with_placement(
+        online,
+        config.signing_sessions(),
+        config.signing_placement(),
+    )?;
+    let cpus: Vec<String> = pool
+        .cpus()
+        .iter()
+        .map(|cpu| cpu.map_or_else(|| "any".to_string(), |c| c.to_string()))
+        .collect();
+    tracing::info!(event = "signing_pool", threads = pool.size(), cpus = %cpus.join(","), "signing threads started (the CPU each binds to while busy)");
     Ok(Arc::new(Authority::new(policies, classes, pool)))
 }

@@ -117,6 +117,11 @@ pub struct HsmConfig {
     /// Signing sessions (= threads) in the pool. 0 = one per CPU.
     #[serde(default)]
     pub signing_sessions: usize,
+    /// Bind each signing thread to a CPU of its own while jobs wait, when
+    /// the pool has a thread for every CPU the server may use
+    /// (`hsm::affinity`).
+    #[serde(default = "default_true")]
+    pub pin_signing_threads: bool,
     /// Library parameters passed to `C_Initialize` (NSS softoken needs them).
     #[serde(default)]
     pub init_params: Option<String>,
@@ -732,6 +737,14 @@ impl Config {
         }
     }
 
+    pub fn signing_placement(&self) -> hsm::Placement {
+        if self.hsm.pin_signing_threads {
+            hsm::Placement::Auto
+        } else {
+            hsm::Placement::Free
+        }
+    }
+
     pub fn signing_sessions(&self) -> usize {
         match self.hsm.signing_sessions {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -798,6 +811,16 @@ mod secret_tests {
             config.server.secret_file_mode,
             SecretFileMode::GroupReadable
         );
+    }
+
+    #[test]
+    fn signing_threads_are_placed_unless_told_not_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::load(&write_config(dir.path(), "", "")).unwrap();
+        assert_eq!(config.signing_placement(), hsm::Placement::Auto);
+        let free = write_config(dir.path(), "pin_signing_threads = false", "");
+        let config = Config::load(&free).unwrap();
+        assert_eq!(config.signing_placement(), hsm::Placement::Free);
     }
 
     #[test]

@@ -63,6 +63,7 @@ online_pin = "file:secrets/online.pin"
 root_token = "trellis-root"
 root_pin = "file:secrets/root.pin"
 signing_sessions = 0   # one per CPU
+pin_signing_threads = true   # busy signing threads each on a CPU of its own
 
 [ca]
 key_algorithm = "ec-p256"

@@ -11,6 +11,7 @@
 //! caller's thread (admin commands) or on the pool's own threads (the server),
 //! never on an async executor.
 
+pub mod affinity;
 mod der;
 mod error;
 mod keys;
@@ -30,6 +31,6 @@ pub use module::{
     HsmSession, Module, ModuleOptions, Token, TokenSelector, TOKEN_REDISCOVERY_INTERVAL,
 };
 pub use pin::Pin;
-pub use pool::{PoolSession, SigningPool, KEY_RECHECK};
+pub use pool::{Placement, PoolSession, SigningPool, KEY_RECHECK};
 pub use raw::{TokenInfo, TokenInfoError};
 pub use signer::HsmSigningKey;

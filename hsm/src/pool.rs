@@ -1,5 +1,9 @@
 //! Signing sessions and the pool of threads that own them.
 //!
+//! **Placement.** While jobs wait, each thread runs on a CPU of its own
+//! when the pool has one for every CPU the process may use, and anywhere
+//! once it finds nothing to do ([`crate::affinity`], [`Placement`]).
+//!
 //! A PKCS#11 `Session` is `Send` but not `Sync`, and a shared session
 //! serialises every signature, so each pool thread owns one session and jobs
 //! are closures run on that thread. Sessions are opened lazily and re-opened
@@ -310,6 +314,16 @@ impl PoolSession {
 
 type Job = Box<dyn FnOnce(&mut PoolSession) + Send>;
 
+/// Whether a pool binds its threads to CPUs ([`crate::affinity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// One CPU per thread while jobs wait, when the pool has a thread for
+    /// every CPU the process may use; otherwise as [`Placement::Free`].
+    Auto,
+    /// Wherever the scheduler puts them.
+    Free,
+}
+
 /// A fixed set of threads, each owning a `PoolSession` on the same token.
 /// Jobs are closures so that a whole certificate can be built and signed on
 /// the session's thread without hopping threads per signature.
@@ -317,37 +331,114 @@ pub struct SigningPool {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     size: usize,
+    /// The CPU each thread is bound to while the pool is busy, if any.
+    cpus: Vec<Option<usize>>,
+    /// Jobs queued and not yet taken by a thread.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl SigningPool {
+    /// `size` threads, placed as [`Placement::Auto`] says.
     pub fn new(token: Token, size: usize) -> HsmResult<SigningPool> {
+        SigningPool::with_placement(token, size, Placement::Auto)
+    }
+
+    pub fn with_placement(
+        token: Token,
+        size: usize,
+        placement: Placement,
+    ) -> HsmResult<SigningPool> {
         let size = size.max(1);
+        let planned = match placement {
+            Placement::Auto => crate::affinity::placement(size, &crate::affinity::allowed_cpus()),
+            Placement::Free => vec![None; size],
+        };
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
+        let (placed_tx, placed_rx) = mpsc::channel::<(usize, Option<usize>)>();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let allowed = crate::affinity::allowed_cpus();
         let mut workers = Vec::with_capacity(size);
-        for i in 0..size {
+        for (i, cpu) in planned.into_iter().enumerate() {
             let receiver = receiver.clone();
+            let placed = placed_tx.clone();
+            let queued = queued.clone();
+            let allowed = allowed.clone();
             let mut session = PoolSession::new(token.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("hsm-{i}"))
-                .spawn(move || loop {
-                    let job = {
-                        let guard = receiver.lock().unwrap_or_else(|p| p.into_inner());
-                        guard.recv()
-                    };
-                    match job {
-                        Ok(job) => job(&mut session),
-                        Err(_) => break,
+                .spawn(move || {
+                    // Bound to its CPU only while jobs wait (the pool is
+                    // busy); free again when it finds nothing to do, so
+                    // that light load is placed by the scheduler. A thread
+                    // that cannot be bound (a sandbox may forbid it) runs
+                    // free: slower on a busy machine, not wrong.
+                    let home = cpu.filter(|&cpu| {
+                        crate::affinity::bind_current_thread(cpu)
+                            .and_then(|()| crate::affinity::bind_current_thread_to(&allowed))
+                            .inspect_err(|e| {
+                                tracing::warn!(
+                                    event = "signing_thread_unbound",
+                                    thread = i,
+                                    cpu,
+                                    "binding the signing thread to its CPU failed: {e}"
+                                )
+                            })
+                            .is_ok()
+                    });
+                    let _ = placed.send((i, home));
+                    drop(placed);
+                    let mut bound = false;
+                    loop {
+                        let job = {
+                            let guard = receiver.lock().unwrap_or_else(|p| p.into_inner());
+                            match guard.try_recv() {
+                                Ok(job) => Ok(job),
+                                Err(mpsc::TryRecvError::Disconnected) => break,
+                                Err(mpsc::TryRecvError::Empty) => {
+                                    if bound {
+                                        bound = crate::affinity::bind_current_thread_to(&allowed)
+                                            .is_err();
+                                    }
+                                    guard.recv()
+                                }
+                            }
+                        };
+                        match job {
+                            Ok(job) => {
+                                let waiting =
+                                    queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 1;
+                                if let (Some(cpu), false, true) = (home, bound, waiting) {
+                                    bound = crate::affinity::bind_current_thread(cpu).is_ok();
+                                }
+                                job(&mut session)
+                            }
+                            Err(_) => break,
+                        }
                     }
                 })
                 .map_err(|e| HsmError::SoftHsm(format!("starting signing thread: {e}")))?;
             workers.push(worker);
         }
+        drop(placed_tx);
+        let mut cpus = vec![None; size];
+        for (i, bound) in placed_rx.iter() {
+            if let Some(slot) = cpus.get_mut(i) {
+                *slot = bound;
+            }
+        }
         Ok(SigningPool {
             sender: Mutex::new(Some(sender)),
             workers: Mutex::new(workers),
             size,
+            cpus,
+            queued,
         })
+    }
+
+    /// The CPU each thread binds to while jobs wait (`None`: never bound).
+    pub fn cpus(&self) -> &[Option<usize>] {
+        &self.cpus
     }
 
     pub fn size(&self) -> usize {
@@ -358,7 +449,13 @@ impl SigningPool {
     pub fn execute(&self, job: impl FnOnce(&mut PoolSession) + Send + 'static) -> HsmResult<()> {
         let guard = self.sender.lock().unwrap_or_else(|p| p.into_inner());
         let sender = guard.as_ref().ok_or(HsmError::PoolClosed)?;
-        sender.send(Box::new(job)).map_err(|_| HsmError::PoolClosed)
+        self.queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sender.send(Box::new(job)).map_err(|_| {
+            self.queued
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            HsmError::PoolClosed
+        })
     }
 
     /// Run a job and wait for its result on the calling (non-async) thread.

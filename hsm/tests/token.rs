@@ -219,6 +219,92 @@ fn pool_signs_from_two_threads_and_every_signature_verifies() {
     assert!(names.iter().all(|n| n.starts_with("hsm-")), "{names:?}");
 }
 
+/// A pool with a thread for every CPU the process may use binds each
+/// thread to its own CPU while jobs wait, and frees it when it finds
+/// nothing to do; one with fewer threads, or told not to, never binds.
+/// Every signature verifies either way.
+#[test]
+fn a_busy_pool_with_a_thread_per_cpu_runs_each_on_its_own_cpu() {
+    let _serial = serial();
+    let token = token();
+    let key = token
+        .generate_key(&unique("placed"), KeyAlgorithm::EcP256)
+        .unwrap();
+    let allowed = hsm::affinity::allowed_cpus();
+    assert!(!allowed.is_empty());
+    let pool = SigningPool::new(token.clone(), allowed.len()).unwrap();
+    let want: Vec<Option<usize>> = allowed.iter().map(|&c| Some(c)).collect();
+    assert_eq!(pool.cpus(), want.as_slice());
+
+    // Busy: every thread held by a job until all are, then a backlog
+    // queued behind them. Jobs taken while others waited run bound, each
+    // thread on its own CPU.
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(allowed.len() + 1));
+    for _ in 0..allowed.len() {
+        let (held, gate) = (held_tx.clone(), gate.clone());
+        pool.execute(move |_| {
+            let _ = held.send(());
+            gate.wait();
+        })
+        .unwrap();
+    }
+    for _ in 0..allowed.len() {
+        held_rx.recv().unwrap();
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let backlog = 40 * allowed.len();
+    for i in 0..backlog {
+        let (k, done) = (key.clone(), done_tx.clone());
+        pool.execute(move |s| {
+            let signed = s.sign(&k, &[i as u8]);
+            let thread = std::thread::current().name().unwrap_or("").to_string();
+            let _ = done.send((i, thread, hsm::affinity::allowed_cpus(), signed));
+        })
+        .unwrap();
+    }
+    gate.wait();
+    let mut bound_to: std::collections::BTreeMap<String, std::collections::BTreeSet<usize>> =
+        Default::default();
+    for _ in 0..backlog {
+        let (i, thread, mask, signed) = done_rx.recv().unwrap();
+        assert!(verify(&key, &[i as u8], &signed.unwrap()));
+        if mask.len() == 1 {
+            bound_to.entry(thread).or_default().insert(mask[0]);
+        } else {
+            assert_eq!(mask, allowed, "a thread is bound to its CPU or free");
+        }
+    }
+    // Every thread took backlog jobs bound; each to one CPU, all different.
+    assert_eq!(bound_to.len(), allowed.len(), "{bound_to:?}");
+    let mut cpus: Vec<usize> = bound_to
+        .values()
+        .map(|set| {
+            assert_eq!(set.len(), 1, "{bound_to:?}");
+            *set.iter().next().unwrap()
+        })
+        .collect();
+    cpus.sort_unstable();
+    assert_eq!(cpus, allowed);
+
+    // Idle again: a lone job finds nothing else waiting and runs free.
+    for _ in 0..3 {
+        assert_eq!(
+            pool.run(|_| hsm::affinity::allowed_cpus()).unwrap(),
+            allowed
+        );
+    }
+    drop(pool);
+
+    let free =
+        SigningPool::with_placement(token.clone(), allowed.len(), hsm::Placement::Free).unwrap();
+    assert!(free.cpus().iter().all(Option::is_none));
+    if allowed.len() > 1 {
+        let fewer = SigningPool::new(token, allowed.len() - 1).unwrap();
+        assert!(fewer.cpus().iter().all(Option::is_none));
+    }
+}
+
 #[test]
 fn a_session_that_lost_its_login_is_reopened() {
     let _serial = serial();
