@@ -8,9 +8,10 @@
 //! idle with signing work waiting; with one CPU per signing thread, 4-6%
 //! (ARCHITECTURE.md, Decisions).
 //!
-//! A signing thread binds itself to its CPU when it takes a job while
-//! others wait, and lets itself run anywhere again when it finds nothing
-//! to do: under light load (a fleet of new TLS connections, say) the
+//! A signing thread binds itself to its CPU when it takes a job while the
+//! pool is saturated (as many jobs still waiting as there are threads),
+//! and lets itself run anywhere again when it finds nothing to do: under
+//! light or bursty load (a fleet of new TLS connections, say) the
 //! scheduler places it next to the work that woke it. Binding needs a
 //! thread for every CPU the process may use (its affinity mask): a bound
 //! thread cannot move to an idle CPU, but with one on every allowed CPU no

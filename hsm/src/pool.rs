@@ -1,6 +1,6 @@
 //! Signing sessions and the pool of threads that own them.
 //!
-//! **Placement.** While jobs wait, each thread runs on a CPU of its own
+//! **Placement.** While the pool is saturated, each thread runs on a CPU of its own
 //! when the pool has one for every CPU the process may use, and anywhere
 //! once it finds nothing to do ([`crate::affinity`], [`Placement`]).
 //!
@@ -317,7 +317,7 @@ type Job = Box<dyn FnOnce(&mut PoolSession) + Send>;
 /// Whether a pool binds its threads to CPUs ([`crate::affinity`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
-    /// One CPU per thread while jobs wait, when the pool has a thread for
+    /// One CPU per thread while the pool is saturated, when it has a thread for
     /// every CPU the process may use; otherwise as [`Placement::Free`].
     Auto,
     /// Wherever the scheduler puts them.
@@ -368,9 +368,10 @@ impl SigningPool {
             let worker = std::thread::Builder::new()
                 .name(format!("hsm-{i}"))
                 .spawn(move || {
-                    // Bound to its CPU only while jobs wait (the pool is
-                    // busy); free again when it finds nothing to do, so
-                    // that light load is placed by the scheduler. A thread
+                    // Bound to its CPU only while the pool is saturated
+                    // (as many jobs waiting as threads); free again when it
+                    // finds nothing to do, so that light and bursty load is
+                    // placed by the scheduler. A thread
                     // that cannot be bound (a sandbox may forbid it) runs
                     // free: slower on a busy machine, not wrong.
                     let home = cpu.filter(|&cpu| {
@@ -406,9 +407,12 @@ impl SigningPool {
                         };
                         match job {
                             Ok(job) => {
-                                let waiting =
-                                    queued.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) > 1;
-                                if let (Some(cpu), false, true) = (home, bound, waiting) {
+                                // Saturated: every thread has another job
+                                // waiting behind this one.
+                                let saturated = queued
+                                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed)
+                                    > size;
+                                if let (Some(cpu), false, true) = (home, bound, saturated) {
                                     bound = crate::affinity::bind_current_thread(cpu).is_ok();
                                 }
                                 job(&mut session)
@@ -436,7 +440,7 @@ impl SigningPool {
         })
     }
 
-    /// The CPU each thread binds to while jobs wait (`None`: never bound).
+    /// The CPU each thread binds to while the pool is saturated (`None`: never bound).
     pub fn cpus(&self) -> &[Option<usize>] {
         &self.cpus
     }

@@ -220,7 +220,7 @@ fn pool_signs_from_two_threads_and_every_signature_verifies() {
 }
 
 /// A pool with a thread for every CPU the process may use binds each
-/// thread to its own CPU while jobs wait, and frees it when it finds
+/// thread to its own CPU while the pool is saturated, and frees it when it finds
 /// nothing to do; one with fewer threads, or told not to, never binds.
 /// Every signature verifies either way.
 #[test]
