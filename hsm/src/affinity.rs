@@ -52,21 +52,10 @@ pub fn placement(threads: usize, allowed: &[usize]) -> Vec<Option<usize>> {
 
 /// Bind the calling thread to `cpu`.
 pub fn bind_current_thread(cpu: usize) -> std::io::Result<()> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
-    }
-    // SAFETY: as in `allowed_cpus`; `cpu` was checked against the capacity.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    bind_current_thread_to(&[cpu])
 }
 
-/// Let the calling thread run on any of `cpus` again.
+/// Let the calling thread run on any of `cpus` (and no other).
 pub fn bind_current_thread_to(cpus: &[usize]) -> std::io::Result<()> {
     // SAFETY: as in `allowed_cpus`; every CPU is checked against the capacity.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
