@@ -331,7 +331,7 @@ pub struct SigningPool {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     size: usize,
-    /// The CPU each thread is bound to while the pool is busy, if any.
+    /// The CPU each thread binds to while the pool is saturated, if any.
     cpus: Vec<Option<usize>>,
     /// Jobs queued and not yet taken by a thread.
     queued: Arc<std::sync::atomic::AtomicUsize>,
@@ -349,15 +349,15 @@ impl SigningPool {
         placement: Placement,
     ) -> HsmResult<SigningPool> {
         let size = size.max(1);
+        let allowed = crate::affinity::allowed_cpus();
         let planned = match placement {
-            Placement::Auto => crate::affinity::placement(size, &crate::affinity::allowed_cpus()),
+            Placement::Auto => crate::affinity::placement(size, &allowed),
             Placement::Free => vec![None; size],
         };
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         let (placed_tx, placed_rx) = mpsc::channel::<(usize, Option<usize>)>();
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let allowed = crate::affinity::allowed_cpus();
         let mut workers = Vec::with_capacity(size);
         for (i, cpu) in planned.into_iter().enumerate() {
             let receiver = receiver.clone();
@@ -371,9 +371,9 @@ impl SigningPool {
                     // Bound to its CPU only while the pool is saturated
                     // (as many jobs waiting as threads); free again when it
                     // finds nothing to do, so that light and bursty load is
-                    // placed by the scheduler. A thread
-                    // that cannot be bound (a sandbox may forbid it) runs
-                    // free: slower on a busy machine, not wrong.
+                    // placed by the scheduler. A thread that cannot be
+                    // bound (a sandbox may forbid it) runs free: slower on
+                    // a busy machine, not wrong.
                     let home = cpu.filter(|&cpu| {
                         crate::affinity::bind_current_thread(cpu)
                             .and_then(|()| crate::affinity::bind_current_thread_to(&allowed))
