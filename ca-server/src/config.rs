@@ -117,8 +117,8 @@ pub struct HsmConfig {
     /// Signing sessions (= threads) in the pool. 0 = one per CPU.
     #[serde(default)]
     pub signing_sessions: usize,
-    /// Bind each signing thread to a CPU of its own while jobs wait, when
-    /// the pool has a thread for every CPU the server may use
+    /// Bind each signing thread to a CPU of its own while the pool is
+    /// saturated, when it has a thread for every CPU the server may use
     /// (`hsm::affinity`).
     #[serde(default = "default_true")]
     pub pin_signing_threads: bool,
