@@ -57,6 +57,8 @@ fn fixture() -> &'static Fixture {
         admin::ensure_log_key(&log_config, &module).unwrap();
         log_config.log.log_id = "gather-test".into();
         admin::ensure_log_key(&log_config, &module).unwrap();
+        log_config.log.log_id = "late-evidence".into();
+        admin::ensure_log_key(&log_config, &module).unwrap();
         admin::ensure_log_key(&config, &module).unwrap();
         let authority = admin::open_authority(&config, &module, policies).unwrap();
         let log = admin::open_log(&config, &module).unwrap();
@@ -363,8 +365,8 @@ fn every_certificate_comes_back_recorded_and_every_refusal_is_recorded() {
     // The evidence is for this very certificate, in the log the authority
     // records to, under the log's key.
     let evidence = issued
-        .evidence
-        .clone()
+        .evidence()
+        .expect("the proof reads")
         .expect("recorded issuance has evidence");
     let entry = LogEntry::from_bytes(&evidence.verify(f.log.public_key()).unwrap()).unwrap();
     assert_eq!(entry.decision(), LogDecision::Issued);
@@ -469,7 +471,7 @@ fn a_batch_waits_for_the_certificate_being_signed_and_no_longer() {
     let mut heads = std::collections::BTreeMap::new();
     for _ in 0..2 {
         let (i, outcome) = rx.recv_timeout(Duration::from_secs(30)).unwrap();
-        heads.insert(i, outcome.unwrap().sth.tree_size);
+        heads.insert(i, outcome.unwrap().sth().tree_size);
     }
     signer.join().unwrap();
     assert_eq!(
@@ -487,6 +489,49 @@ fn a_batch_waits_for_the_certificate_being_signed_and_no_longer() {
     let log = log.with_commit_gather(Duration::ZERO);
     let _held = log.promise();
     let before = log.sth().tree_size;
-    let evidence = log.append_blocking(entry(3)).unwrap();
-    assert_eq!(evidence.sth.tree_size, before + 1);
+    let logged = log.append_blocking(entry(3)).unwrap();
+    assert_eq!(logged.sth().tree_size, before + 1);
+}
+
+#[test]
+fn evidence_asked_for_after_later_batches_still_proves_the_entry_under_its_own_head() {
+    use ca_proto::logentry::LogEntry;
+    let f = fixture();
+    let config = Config::load(&f.dir.join("config.toml")).unwrap();
+    let module = admin::open_module(&config).unwrap();
+    let mut config = config;
+    config.log.log_id = "late-evidence".into();
+    let log = admin::open_log(&config, &module).unwrap();
+    let first = log
+        .append_blocking(denied_entry("first".into(), 0))
+        .unwrap();
+    let middle = log
+        .append_blocking(denied_entry("middle".into(), 1))
+        .unwrap();
+    // More than the node files keep in memory per level (2048), in
+    // batches: the proofs are now read from the files, and the tree has
+    // grown far past the heads the two entries were committed under.
+    let later = log.append_many_blocking(
+        (2..2600)
+            .map(|i| denied_entry(format!("k{i}"), i))
+            .collect(),
+    );
+    assert!(later.iter().all(|r| r.is_ok()));
+    for (logged, key_id) in [(&first, "first"), (&middle, "middle")] {
+        let evidence = logged.evidence().unwrap();
+        assert_eq!(evidence.index, logged.seq());
+        assert_eq!(&evidence.sth, logged.sth());
+        assert!(logged.sth().tree_size < 100, "{:?}", logged);
+        let entry = LogEntry::from_bytes(&evidence.verify(log.public_key()).unwrap()).unwrap();
+        assert_eq!(entry.key_id, key_id);
+        assert_eq!(entry.seq, logged.seq());
+        assert_eq!(
+            evidence.verify(log.public_key()).unwrap(),
+            logged.entry_bytes()
+        );
+    }
+    // And the newest entry proves under the newest head.
+    let last = later.last().unwrap().as_ref().unwrap();
+    assert_eq!(last.sth().tree_size, log.sth().tree_size);
+    last.evidence().unwrap().verify(log.public_key()).unwrap();
 }

@@ -19,7 +19,7 @@
 //!         grant,
 //!         spki_sha256: String::new(),
 //!         issuer_fingerprint: String::new(),
-//!         evidence: None,
+//!         logged: None,
 //!     }
 //! }
 //! ```
@@ -40,7 +40,7 @@ pub mod sign;
 pub use record::{printable, Recorder};
 
 use crate::hierarchy::{to_pem, IssuingCa, LoadedClass};
-use crate::log::LogError;
+use crate::log::{LogError, Logged};
 use ca_proto::sth::LogEvidence;
 use ca_proto::ErrorCode;
 use hsm::{PoolSession, SigningPool};
@@ -75,11 +75,20 @@ pub struct Issued {
     pub grant: Grant,
     pub spki_sha256: String,
     pub issuer_fingerprint: String,
-    /// Proof that the certificate is in the issuance log; `None` only when
-    /// the authority records nothing ([`Recorder::Nothing`]).
-    pub evidence: Option<LogEvidence>,
+    /// Where the certificate is in the issuance log; `None` only when the
+    /// authority records nothing ([`Recorder::Nothing`]).
+    pub logged: Option<Logged>,
     /// Only this module makes an `Issued`, after recording it.
     _recorded: Recorded,
+}
+
+impl Issued {
+    /// The client's proof that the certificate is in the issuance log
+    /// (`None` when nothing is recorded), assembled here on the caller's
+    /// thread; only responses that carry it ask for it.
+    pub fn evidence(&self) -> Result<Option<LogEvidence>, LogError> {
+        self.logged.as_ref().map(Logged::evidence).transpose()
+    }
 }
 
 /// The seal on [`Issued`] (private: see the module documentation).
@@ -368,7 +377,7 @@ impl Authority {
             Err(e) => Step::Refused(e),
         };
         match step {
-            Step::Logged(pending, Ok(evidence)) => Ok(pending.seal(Some(evidence))),
+            Step::Logged(pending, Ok(logged)) => Ok(pending.seal(Some(logged))),
             Step::Logged(pending, Err(e)) => Err(withheld(&pending, caller, e)),
             Step::Unlogged(pending) => Ok(pending.seal(None)),
             Step::Refused(e) => {
@@ -400,7 +409,7 @@ impl Authority {
         match (outcome, recorder.log()) {
             (Ok(pending), Some(log)) => {
                 match log.append_blocking(record::issued_entry(&pending, caller.key_id)) {
-                    Ok(evidence) => Ok(pending.seal(Some(evidence))),
+                    Ok(logged) => Ok(pending.seal(Some(logged))),
                     Err(e) => Err(withheld(&pending, caller, e)),
                 }
             }
@@ -478,7 +487,7 @@ fn denial(
 /// Where an admitted request stands when it comes back from the pool.
 enum Step {
     /// Signed, and the log's outcome for its entry.
-    Logged(Pending, Result<LogEvidence, LogError>),
+    Logged(Pending, Result<Logged, LogError>),
     /// Signed, with recording off.
     Unlogged(Pending),
     /// Refused (or the pool is gone): nothing was signed.
@@ -492,7 +501,7 @@ fn withheld(pending: &Pending, caller: &Caller<'_>, e: LogError) -> IssueError {
 
 impl Pending {
     /// Recorded (or recording is off): the certificate may leave.
-    fn seal(self, evidence: Option<LogEvidence>) -> Issued {
+    fn seal(self, logged: Option<Logged>) -> Issued {
         let der = self.signed.into_der();
         let pem = to_pem(&der);
         Issued {
@@ -508,7 +517,7 @@ impl Pending {
             spki_sha256: self.spki_sha256,
             issuer_fingerprint: self.issuer_fingerprint,
             grant: self.grant,
-            evidence,
+            logged,
             _recorded: Recorded,
         }
     }

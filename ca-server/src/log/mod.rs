@@ -2,9 +2,10 @@
 //! per server replica, a Certificate-Transparency-style Merkle tree over the
 //! entries, and group commit — one writer thread takes every pending entry,
 //! appends the batch, signs one tree head with the log key in the HSM,
-//! fsyncs once, and only then releases the requests with their inclusion
-//! proofs. A response with a certificate is never sent before its entry is
-//! durable. One process writes a log: the writer holds an exclusive lock on
+//! fsyncs once, and only then releases the requests, each with a
+//! [`Logged`] from which its evidence (inclusion proof) is assembled on the
+//! requester's own thread. A response with a certificate is never sent
+//! before its entry is durable. One process writes a log: the writer holds an exclusive lock on
 //! the log's directory (`lock.rs`); reads for the HTTP API run on their own
 //! bounded, low-priority threads (`reads.rs`).
 
@@ -126,6 +127,62 @@ pub(crate) struct Shared {
     pub coming: Arc<writer::Coming>,
 }
 
+/// An entry the log made durable, under a signed tree head that covers it.
+///
+/// The client's evidence (the entry's bytes in base64, the tree head, the
+/// inclusion proof) is assembled by [`evidence`](Self::evidence) on the
+/// thread that asks for it, not on the writer thread: every request of a
+/// batch waits while the writer replies to the batch one by one, and a
+/// response that carries no evidence (CFSSL's `authsign`) never pays for
+/// one. The proof is read from the node files, which only grow while the
+/// tree head here stays valid (a failed batch cuts only its own nodes).
+#[derive(Clone)]
+pub struct Logged {
+    seq: u64,
+    entry: Vec<u8>,
+    sth: Arc<SignedTreeHead>,
+    shared: Arc<Shared>,
+}
+
+impl Logged {
+    /// The entry's number in the log.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The signed tree head the entry was committed under.
+    pub fn sth(&self) -> &SignedTreeHead {
+        &self.sth
+    }
+
+    /// The entry's exact bytes (its Merkle leaf).
+    pub fn entry_bytes(&self) -> &[u8] {
+        &self.entry
+    }
+
+    /// The client's evidence for this entry under [`sth`](Self::sth).
+    pub fn evidence(&self) -> Result<LogEvidence, LogError> {
+        let proof = inclusion_proof(&self.shared.nodes, self.seq, self.sth.tree_size)
+            .map_err(|e| LogError::Corrupt(format!("proof for {}: {e:?}", self.seq)))?;
+        Ok(LogEvidence::new(
+            self.seq,
+            &self.entry,
+            (*self.sth).clone(),
+            &proof,
+        ))
+    }
+}
+
+impl std::fmt::Debug for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logged")
+            .field("log_id", &self.shared.log_id)
+            .field("seq", &self.seq)
+            .field("tree_size", &self.sth.tree_size)
+            .finish()
+    }
+}
+
 /// A handle on the running log (cheap to clone).
 #[derive(Clone)]
 pub struct IssuanceLog {
@@ -228,7 +285,7 @@ impl IssuanceLog {
     fn submit_waiting(
         &self,
         entry: LogEntry,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<LogEvidence, LogError>>, LogError> {
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Logged, LogError>>, LogError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.submit(entry, writer::Reply::Channel(reply))
             .map_err(|_| LogError::Stopped)?;
@@ -236,8 +293,9 @@ impl IssuanceLog {
     }
 
     /// Append an entry (its `seq` is assigned here) and wait until it is
-    /// durable; returns the evidence to hand to the client.
-    pub async fn append(&self, entry: LogEntry) -> Result<LogEvidence, LogError> {
+    /// durable; returns where it was logged, from which the client's
+    /// evidence is made.
+    pub async fn append(&self, entry: LogEntry) -> Result<Logged, LogError> {
         self.submit_waiting(entry)?
             .await
             .unwrap_or(Err(LogError::Stopped))
@@ -249,7 +307,7 @@ impl IssuanceLog {
     pub fn append_then(
         &self,
         entry: LogEntry,
-        then: impl FnOnce(Result<LogEvidence, LogError>) + Send + 'static,
+        then: impl FnOnce(Result<Logged, LogError>) + Send + 'static,
     ) {
         if let Err(reply) = self.submit(entry, writer::Reply::Then(Box::new(then))) {
             reply.send(Err(LogError::Stopped));
@@ -274,7 +332,7 @@ impl IssuanceLog {
     }
 
     /// `append` for non-async callers (admin commands, blocking threads).
-    pub fn append_blocking(&self, entry: LogEntry) -> Result<LogEvidence, LogError> {
+    pub fn append_blocking(&self, entry: LogEntry) -> Result<Logged, LogError> {
         self.submit_waiting(entry)?
             .blocking_recv()
             .unwrap_or(Err(LogError::Stopped))
@@ -282,10 +340,7 @@ impl IssuanceLog {
 
     /// Append many entries at once (they share group commits) and wait for
     /// every one; results in the entries' order.
-    pub fn append_many_blocking(
-        &self,
-        entries: Vec<LogEntry>,
-    ) -> Vec<Result<LogEvidence, LogError>> {
+    pub fn append_many_blocking(&self, entries: Vec<LogEntry>) -> Vec<Result<Logged, LogError>> {
         let waiting: Vec<_> = entries
             .into_iter()
             .map(|entry| self.submit_waiting(entry))

@@ -4,10 +4,10 @@
 use super::lock::LogLock;
 use super::nodes::NodeFiles;
 use super::record::{self, KIND_ENTRY, KIND_TREE_HEAD};
-use super::{LogError, LogPaths, Published, Shared, CHECKPOINT_STRIDE};
+use super::{LogError, LogPaths, Logged, Published, Shared, CHECKPOINT_STRIDE};
 use ca_proto::logentry::LogEntry;
-use ca_proto::merkle::{inclusion_proof, leaf_hash, CompactRange};
-use ca_proto::sth::{LogEvidence, SignedTreeHead};
+use ca_proto::merkle::{leaf_hash, CompactRange};
+use ca_proto::sth::SignedTreeHead;
 use hsm::{KeyInfo, PoolSession, Token};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -184,15 +184,15 @@ pub(crate) struct Job {
 /// Where a job's outcome goes.
 pub(crate) enum Reply {
     /// To a waiting task or thread.
-    Channel(tokio::sync::oneshot::Sender<Result<LogEvidence, LogError>>),
+    Channel(tokio::sync::oneshot::Sender<Result<Logged, LogError>>),
     /// Into a callback, run on the writer thread (it must be quick): lets a
     /// signing-pool thread hand its entry to the writer and the writer hand
     /// the outcome straight to the request's task, one thread hop fewer.
-    Then(Box<dyn FnOnce(Result<LogEvidence, LogError>) + Send>),
+    Then(Box<dyn FnOnce(Result<Logged, LogError>) + Send>),
 }
 
 impl Reply {
-    pub(crate) fn send(self, outcome: Result<LogEvidence, LogError>) {
+    pub(crate) fn send(self, outcome: Result<Logged, LogError>) {
         match self {
             Reply::Channel(tx) => {
                 let _ = tx.send(outcome);
@@ -479,9 +479,14 @@ fn run(
                 }
                 shared.healthy.store(true, Ordering::Relaxed);
                 let replying = std::time::Instant::now();
-                for ((i, job), bytes) in batch.into_iter().enumerate().zip(&entry_bytes) {
-                    let seq = first_seq + i as u64;
-                    job.reply.send(evidence(&shared, &sth, seq, bytes));
+                let sth = Arc::new(sth);
+                for ((i, job), entry) in batch.into_iter().enumerate().zip(entry_bytes) {
+                    job.reply.send(Ok(Logged {
+                        seq: first_seq + i as u64,
+                        entry,
+                        sth: sth.clone(),
+                        shared: shared.clone(),
+                    }));
                 }
                 metrics
                     .log_commit_phase_seconds
@@ -654,19 +659,6 @@ fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
         at += n as u64;
     }
     Ok(())
-}
-
-/// The client's evidence for entry `seq`: its exact logged bytes (as
-/// serialised for the leaf, not again), the head, and the inclusion proof.
-fn evidence(
-    shared: &Shared,
-    sth: &SignedTreeHead,
-    seq: u64,
-    entry: &[u8],
-) -> Result<LogEvidence, LogError> {
-    let proof = inclusion_proof(&shared.nodes, seq, sth.tree_size)
-        .map_err(|e| LogError::Corrupt(format!("proof for {seq}: {e:?}")))?;
-    Ok(LogEvidence::new(seq, entry, sth.clone(), &proof))
 }
 
 #[cfg(test)]

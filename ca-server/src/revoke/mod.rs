@@ -435,8 +435,8 @@ impl Revocations {
         // All at once: they share group commits (a bulk revocation, or a
         // replica starting on a long list, is not one fsync per entry).
         let appended = log.append_many_blocking(entries);
-        for (record, evidence) in new.into_iter().zip(appended) {
-            let evidence = evidence?;
+        for (record, logged) in new.into_iter().zip(appended) {
+            let evidence = logged.and_then(|logged| logged.evidence())?;
             self.index
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -245,7 +245,7 @@ impl App {
                     ips = ?issued.grant.ip_addrs(),
                     uris = ?issued.grant.uris(),
                     not_after = %issued.not_after,
-                    log_index = issued.evidence.as_ref().map(|e| e.index),
+                    log_index = issued.logged.as_ref().map(|l| l.seq()),
                     "certificate issued"
                 );
                 Ok(issued)

@@ -35,6 +35,16 @@ pub async fn sign(
             "native_sign",
         )
         .await?;
+    // Assembled here, on this request's thread (not the log writer's). The
+    // entry is durable either way; without its proof the certificate is
+    // not handed out and the client asks again.
+    let evidence = issued.evidence().map_err(|e| {
+        tracing::error!(event = "log_evidence_failed", serial = %issued.serial_hex, "{e}");
+        ApiError::new(
+            e.code(),
+            "the certificate was logged but its inclusion proof could not be read; try again",
+        )
+    })?;
     // Certificate times are years 0000-9999 in UTC, so they always fit.
     let rfc3339 = |t: time::OffsetDateTime| {
         Rfc3339::try_from(t)
@@ -48,7 +58,7 @@ pub async fn sign(
             serial: issued.serial_hex,
             not_before: rfc3339(issued.not_before)?,
             not_after: rfc3339(issued.not_after)?,
-            log: issued.evidence,
+            log: evidence,
         },
     ))
 }
