@@ -3,8 +3,9 @@
 //! turn for a warm-up and then D measured seconds, either closed-loop (next
 //! request as soon as the last one answered: peak throughput) or open-loop at
 //! a fixed total rate (latency under a given load: send slots are due at
-//! fixed times, a free worker takes the next one, and latency is measured
-//! from the slot's due time so that queueing is not hidden).
+//! fixed times, released on time by [`crate::pacer::Pacer`], a free worker
+//! takes the next one, and latency is measured from the slot's due time so
+//! that queueing is not hidden).
 //!
 //! Each worker keeps its own latency vector and counters (no locks in the
 //! hot path; the open loop shares one atomic slot counter); they are merged
@@ -32,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::csrs::Csr;
+use crate::pacer::Pacer;
 
 /// Keep one response in this many for validation.
 const SAMPLE_EVERY: u64 = 100;
@@ -222,14 +224,31 @@ pub fn run(endpoint: &Endpoint, csrs: &[Csr], spec: Spec) -> Result<Outcome> {
         .build()?;
     let outs = runtime.block_on(async {
         let t0 = Instant::now();
+        let pacer = match spec.pace {
+            Pace::Open { rate } => Some(Pacer::start(
+                t0.into_std(),
+                Duration::from_secs_f64(1.0 / rate.max(0.001)),
+                (t0 + spec.warmup + spec.measure).into_std(),
+            )?),
+            Pace::Closed => None,
+        };
         let next_slot = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> = (0..spec.clients)
             .map(|id| {
                 let (endpoint, prepared) = (endpoint.clone(), prepared.clone());
-                let next_slot = next_slot.clone();
-                tokio::spawn(
-                    async move { worker(id, &endpoint, &prepared, spec, t0, &next_slot).await },
-                )
+                let (next_slot, pacer) = (next_slot.clone(), pacer.clone());
+                tokio::spawn(async move {
+                    worker(
+                        id,
+                        &endpoint,
+                        &prepared,
+                        spec,
+                        t0,
+                        &next_slot,
+                        pacer.as_deref(),
+                    )
+                    .await
+                })
             })
             .collect();
         let mut outs = Vec::new();
@@ -282,16 +301,10 @@ async fn worker(
     spec: Spec,
     t0: Instant,
     next_slot: &AtomicU64,
+    pacer: Option<&Pacer>,
 ) -> WorkerOut {
     let warm_end = t0 + spec.warmup;
     let end = warm_end + spec.measure;
-    // Open loop: send slot k is due at t0 + k/rate; a free worker takes the
-    // next slot, so a slow answer on one connection does not hold back the
-    // schedule while other connections are idle.
-    let interval = match spec.pace {
-        Pace::Open { rate } => Some(Duration::from_secs_f64(1.0 / rate.max(0.001))),
-        Pace::Closed => None,
-    };
     let mut out = WorkerOut {
         latencies_us: Vec::with_capacity(1 << 14),
         ..Default::default()
@@ -299,7 +312,10 @@ async fn worker(
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     let mut k = 0usize;
     loop {
-        let (start, index) = match interval {
+        // Open loop: send slot k is due at t0 + k/rate; a free worker takes
+        // the next slot, so a slow answer on one connection does not hold
+        // back the schedule while other connections are idle.
+        let (start, index) = match pacer {
             None => {
                 k += 1;
                 (
@@ -307,13 +323,13 @@ async fn worker(
                     (id + (k - 1) * spec.clients) % prepared.len(),
                 )
             }
-            Some(interval) => {
+            Some(pacer) => {
                 let slot = next_slot.fetch_add(1, Ordering::Relaxed);
-                let due = t0 + interval.mul_f64(slot as f64);
+                let due = Instant::from_std(pacer.due(slot));
                 if due >= end {
                     break;
                 }
-                tokio::time::sleep_until(due).await;
+                pacer.wait(slot).await;
                 (due, slot as usize % prepared.len())
             }
         };
@@ -481,7 +497,7 @@ impl Acc {
 struct Shared {
     measure_start: Instant,
     end: Instant,
-    interval: Duration,
+    pacer: Arc<Pacer>,
     spec: SoakSpec,
     warm: Acc,
     windows: Vec<Acc>,
@@ -540,10 +556,15 @@ pub fn soak(
     let outcome = runtime.block_on(async {
         let t0 = Instant::now();
         let measure_start = t0 + spec.warmup;
+        let end = measure_start + spec.window * spec.windows as u32;
         let shared = Arc::new(Shared {
             measure_start,
-            end: measure_start + spec.window * spec.windows as u32,
-            interval: Duration::from_secs_f64(1.0 / spec.rate),
+            end,
+            pacer: Pacer::start(
+                t0.into_std(),
+                Duration::from_secs_f64(1.0 / spec.rate),
+                end.into_std(),
+            )?,
             spec,
             warm: Acc::default(),
             windows: (0..spec.windows).map(|_| Acc::default()).collect(),
@@ -557,7 +578,7 @@ pub fn soak(
             .map(|_| {
                 let (endpoint, prepared, shared) =
                     (endpoint.clone(), prepared.clone(), shared.clone());
-                tokio::spawn(async move { soak_worker(&endpoint, &prepared, t0, &shared).await })
+                tokio::spawn(async move { soak_worker(&endpoint, &prepared, &shared).await })
             })
             .collect();
         let mut start_probe = 0;
@@ -570,6 +591,7 @@ pub fn soak(
                 Err(e) => {
                     stopped = Some(format!("{e:#}"));
                     shared.stop.store(true, Ordering::Relaxed);
+                    shared.pacer.stop();
                     break;
                 }
             };
@@ -628,7 +650,7 @@ pub fn soak(
     Ok(outcome)
 }
 
-async fn soak_worker(endpoint: &Endpoint, prepared: &[Bytes], t0: Instant, shared: &Shared) {
+async fn soak_worker(endpoint: &Endpoint, prepared: &[Bytes], shared: &Shared) {
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
     loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -638,11 +660,11 @@ async fn soak_worker(endpoint: &Endpoint, prepared: &[Bytes], t0: Instant, share
         if slot >= shared.spec.max_requests {
             break;
         }
-        let due = t0 + shared.interval.mul_f64(slot as f64);
+        let due = Instant::from_std(shared.pacer.due(slot));
         if due >= shared.end {
             break;
         }
-        tokio::time::sleep_until(due).await;
+        shared.pacer.wait(slot).await;
         let index = slot as usize % prepared.len();
         let result = match &mut sender {
             Some(s) => send(s, &endpoint.protocol, &prepared[index]).await,

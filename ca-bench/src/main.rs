@@ -15,6 +15,7 @@ mod csrs;
 mod inprocess;
 mod inventory;
 mod load;
+mod pacer;
 mod profile;
 mod report;
 mod sidecar;
@@ -227,7 +228,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     check(&opts)?;
     let settings = format!(
-        "{} s measured after {} s warm-up per configuration; {} clients closed loop, {} open loop; {} distinct P-256 CSRs; load generator on {} runtime thread(s); {}",
+        "{} s measured after {} s warm-up per configuration; {} clients closed loop, {} open loop (send slots released on time by a pacing thread; latency counted from each slot's due time); {} distinct P-256 CSRs; load generator on {} runtime thread(s); {}",
         opts.seconds, opts.warmup, opts.clients, opts.open_clients, opts.csrs, opts.client_threads,
         opts.wrk.settings()
     );
