@@ -5,9 +5,9 @@
 //! fsyncs once, and only then releases the requests, each with a
 //! [`Logged`] from which its evidence (inclusion proof) is assembled on the
 //! requester's own thread. A response with a certificate is never sent
-//! before its entry is durable. One process writes a log: the writer holds an exclusive lock on
-//! the log's directory (`lock.rs`); reads for the HTTP API run on their own
-//! bounded, low-priority threads (`reads.rs`).
+//! before its entry is durable. One process writes a log: the writer holds
+//! an exclusive lock on the log's directory (`lock.rs`); reads for the HTTP
+//! API run on their own bounded, low-priority threads (`reads.rs`).
 
 pub mod lock;
 pub mod nodes;
