@@ -308,14 +308,19 @@ fn denied_entry(key_id: String, i: u64) -> ca_proto::logentry::LogEntry {
     }
 }
 
+/// The fixture's configuration with a log of its own (`log_id`, whose key
+/// the fixture made first), and the HSM module.
+fn own_log(log_id: &str) -> (Config, hsm::Module) {
+    let mut config = Config::load(&fixture().dir.join("config.toml")).unwrap();
+    config.log.log_id = log_id.into();
+    let module = admin::open_module(&config).unwrap();
+    (config, module)
+}
+
 #[test]
 fn log_entries_are_read_back_through_the_sparse_index_before_and_after_recovery() {
     use ca_proto::logentry::LogEntry;
-    let f = fixture();
-    let config = Config::load(&f.dir.join("config.toml")).unwrap();
-    let module = admin::open_module(&config).unwrap();
-    let mut config = config;
-    config.log.log_id = "index-test".into();
+    let (config, module) = own_log("index-test");
     let entry = |i: u64| denied_entry(format!("k{i}"), i);
     let total = 2 * 1024 + 77;
     {
@@ -440,13 +445,10 @@ fn an_authority_without_a_recorder_refuses_to_issue() {
 #[test]
 fn a_batch_waits_for_the_certificate_being_signed_and_no_longer() {
     use std::time::{Duration, Instant};
-    let f = fixture();
-    let mut config = Config::load(&f.dir.join("config.toml")).unwrap();
-    config.log.log_id = "gather-test".into();
+    let (mut config, module) = own_log("gather-test");
     // Long enough that the second entry below comes well within it.
     config.log.commit_gather_us = 1_000_000;
     config.log.check().unwrap();
-    let module = admin::open_module(&config).unwrap();
     let log = admin::open_log(&config, &module).unwrap();
     let entry = |i: u64| denied_entry(format!("gather-{i}"), i);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -496,11 +498,7 @@ fn a_batch_waits_for_the_certificate_being_signed_and_no_longer() {
 #[test]
 fn evidence_asked_for_after_later_batches_still_proves_the_entry_under_its_own_head() {
     use ca_proto::logentry::LogEntry;
-    let f = fixture();
-    let config = Config::load(&f.dir.join("config.toml")).unwrap();
-    let module = admin::open_module(&config).unwrap();
-    let mut config = config;
-    config.log.log_id = "late-evidence".into();
+    let (config, module) = own_log("late-evidence");
     let log = admin::open_log(&config, &module).unwrap();
     let first = log
         .append_blocking(denied_entry("first".into(), 0))
