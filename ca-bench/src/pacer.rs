@@ -12,7 +12,7 @@
 //! is not hidden.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,11 +20,10 @@ pub struct Pacer {
     t0: Instant,
     interval: Duration,
     end: Instant,
-    /// Slots below this are released.
+    /// Slots below this are released; `u64::MAX` once stopped.
     released: AtomicU64,
     /// Workers waiting for their slot's release.
     waiting: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
-    stop: AtomicBool,
 }
 
 impl Pacer {
@@ -37,7 +36,6 @@ impl Pacer {
             end,
             released: AtomicU64::new(0),
             waiting: Mutex::new(HashMap::new()),
-            stop: AtomicBool::new(false),
         });
         let running = pacer.clone();
         std::thread::Builder::new()
@@ -70,7 +68,6 @@ impl Pacer {
 
     /// Release every slot now (a run that stops early): no worker waits.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
         self.released.store(u64::MAX, Ordering::SeqCst);
         for (_, tx) in self.lock().drain() {
             let _ = tx.send(());
@@ -91,7 +88,7 @@ impl Pacer {
         let mut slot = 0u64;
         loop {
             let due = self.due(slot);
-            if due >= self.end || self.stop.load(Ordering::SeqCst) {
+            if due >= self.end || self.released.load(Ordering::SeqCst) == u64::MAX {
                 return;
             }
             loop {
@@ -101,7 +98,7 @@ impl Pacer {
                 }
                 std::thread::sleep(due - now);
             }
-            // (After a stop it stays at u64::MAX.)
+            // After a stop it stays at u64::MAX.
             self.released.fetch_max(slot + 1, Ordering::SeqCst);
             if let Some(tx) = self.lock().remove(&slot) {
                 let _ = tx.send(());
@@ -115,12 +112,16 @@ impl Pacer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn slots_are_released_in_order_near_their_due_time_and_late_claims_go_at_once() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+    fn new_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn slots_are_released_in_order_near_their_due_time_and_late_claims_go_at_once() {
+        let runtime = new_runtime();
         let t0 = Instant::now() + Duration::from_millis(20);
         let interval = Duration::from_micros(400);
         let pacer = Pacer::start(t0, interval, t0 + Duration::from_millis(400)).unwrap();
@@ -153,21 +154,12 @@ mod tests {
 
     #[test]
     fn stopping_releases_every_waiting_worker() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = new_runtime();
         let t0 = Instant::now() + Duration::from_secs(3600);
         let pacer = Pacer::start(t0, Duration::from_secs(1), t0 + Duration::from_secs(10)).unwrap();
         let waiter = {
             let pacer = pacer.clone();
-            std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(pacer.wait(3))
-            })
+            std::thread::spawn(move || new_runtime().block_on(pacer.wait(3)))
         };
         // Not released by itself for an hour; stop releases it now.
         std::thread::sleep(Duration::from_millis(50));

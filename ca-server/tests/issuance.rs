@@ -520,13 +520,11 @@ fn evidence_asked_for_after_later_batches_still_proves_the_entry_under_its_own_h
         assert_eq!(evidence.index, logged.seq());
         assert_eq!(&evidence.sth, logged.sth());
         assert!(logged.sth().tree_size < 100, "{:?}", logged);
-        let entry = LogEntry::from_bytes(&evidence.verify(log.public_key()).unwrap()).unwrap();
+        let bytes = evidence.verify(log.public_key()).unwrap();
+        assert_eq!(bytes, logged.entry_bytes());
+        let entry = LogEntry::from_bytes(&bytes).unwrap();
         assert_eq!(entry.key_id, key_id);
         assert_eq!(entry.seq, logged.seq());
-        assert_eq!(
-            evidence.verify(log.public_key()).unwrap(),
-            logged.entry_bytes()
-        );
     }
     // And the newest entry proves under the newest head.
     let last = later.last().unwrap().as_ref().unwrap();

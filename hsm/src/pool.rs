@@ -1,8 +1,9 @@
 //! Signing sessions and the pool of threads that own them.
 //!
-//! **Placement.** While the pool is saturated, each thread runs on a CPU of its own
-//! when the pool has one for every CPU the process may use, and anywhere
-//! once it finds nothing to do ([`crate::affinity`], [`Placement`]).
+//! **Placement.** While the pool is saturated, each thread runs on a CPU of
+//! its own when the pool has one for every CPU the process may use, and
+//! anywhere once it finds nothing to do ([`crate::affinity`],
+//! [`Placement`]).
 //!
 //! A PKCS#11 `Session` is `Send` but not `Sync`, and a shared session
 //! serialises every signature, so each pool thread owns one session and jobs
