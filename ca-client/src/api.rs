@@ -18,9 +18,9 @@
 //! - errors keep the server's [`ca_proto::ErrorEnvelope`] (stable code,
 //!   message, every policy reason) and `Retry-After`.
 //!
-//! One short-lived HTTP/1.1 connection per request: a sidecar talks to the
-//! CA a few times a day, and a pool would only hold sockets and memory.
-//! TLS is rustls with ring, verified against the `ca` class root
+//! HTTP/1.1 over one connection kept between the requests of one operation
+//! ([`crate::conn`]: a start's five requests share one TLS handshake), closed
+//! when idle for [`crate::conn::KEEP_IDLE`]. TLS is rustls with ring, verified against the `ca` class root
 //! ([`tls_config`]); [`fetch_pinned_root`] is the one exception, for first
 //! contact with only a pinned fingerprint (the fingerprint, not the
 //! connection, authenticates what it returns).
@@ -38,19 +38,17 @@ use ca_proto::revocation::{class_crl_path, RevokeRequest, RevokeResponse, PATH_R
 use ca_proto::{ErrorCode, ErrorEnvelope, ReasonBody};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{
-    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH, RETRY_AFTER,
-    USER_AGENT,
+    HeaderValue, ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH,
+    RETRY_AFTER, USER_AGENT,
 };
 use hyper::{Method, Request, Uri};
-use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use thiserror::Error;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
+use crate::conn::Link;
 use crate::renew::FailureKind;
 
 /// Time allowed to open the TCP connection.
@@ -59,6 +57,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read.
 pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// Time a kept connection has to be ready for the next request (its task
+/// has seen the last answer end) before a new one is opened instead.
+const KEPT_READY: Duration = Duration::from_secs(1);
 
 /// A CA base URL: `https://host[:port]` (no path, query or user info).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +136,7 @@ impl ServerUrl {
         })
     }
 
-    fn server_name(&self) -> Result<ServerName<'static>, ApiError> {
+    pub(crate) fn server_name(&self) -> Result<ServerName<'static>, ApiError> {
         ServerName::try_from(self.host.clone()).map_err(|_| ApiError::Connect {
             url: self.url.clone(),
             detail: "host is not a valid TLS server name".into(),
@@ -401,7 +402,7 @@ pub enum CrlAnswer {
     },
 }
 
-fn connect_err(url: &str, detail: impl fmt::Display) -> ApiError {
+pub(crate) fn connect_err(url: &str, detail: impl fmt::Display) -> ApiError {
     ApiError::Connect {
         url: url.to_owned(),
         detail: one_line(&detail.to_string()),
@@ -421,73 +422,96 @@ fn one_line(s: &str) -> String {
     }
 }
 
-/// One request over a fresh connection.
+/// Makes the `Authorization` header of one attempt (a fresh timestamp and
+/// nonce each time it is called).
+type Authorize<'a> = &'a (dyn Fn() -> Result<String, ApiError> + Send + Sync);
+
+/// One request (see [`exchange_with`]).
 async fn exchange(
-    tls: &Arc<ClientConfig>,
+    link: &Link,
     server: &ServerUrl,
     method: Method,
     path: &str,
-    authorization: Option<String>,
+    authorization: Option<Authorize<'_>>,
     body: Vec<u8>,
 ) -> Result<Answer, ApiError> {
-    exchange_with(tls, server, method, path, authorization, None, body).await
+    exchange_with(link, server, method, path, authorization, None, body).await
 }
 
-/// [`exchange`], sending `if_none_match` as `If-None-Match` (the `ETag`
-/// of the answer comes back in [`Answer`] either way).
+/// One request, on the connection kept from the previous one when it is
+/// still open ([`crate::conn`]), else on a new one. A kept connection that
+/// fails before an answer (the server closed it meanwhile) is replaced once
+/// by a new one, with the request made anew (its own `Authorization`
+/// nonce). Sends `if_none_match` as `If-None-Match` (the `ETag` of the
+/// answer comes back in [`Answer`] either way).
 async fn exchange_with(
-    tls: &Arc<ClientConfig>,
+    link: &Link,
     server: &ServerUrl,
     method: Method,
     path: &str,
-    authorization: Option<String>,
+    authorization: Option<Authorize<'_>>,
     if_none_match: Option<&str>,
     body: Vec<u8>,
 ) -> Result<Answer, ApiError> {
     let url = server.url.as_str();
-    let work = async {
-        let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((server.host.as_str(), server.port)),
-        )
-        .await
-        .map_err(|_| connect_err(url, "connect timed out"))?
-        .map_err(|e| connect_err(url, e))?;
-        let _ = tcp.set_nodelay(true);
-        let tls_stream = TlsConnector::from(tls.clone())
-            .connect(server.server_name()?, tcp)
-            .await
-            .map_err(|e| connect_err(url, format!("TLS: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls_stream))
-            .await
-            .map_err(|e| connect_err(url, e))?;
-        let driver = tokio::spawn(conn);
-
-        let has_body = !body.is_empty();
+    let body = Bytes::from(body);
+    let request = || -> Result<Request<Full<Bytes>>, ApiError> {
         let mut req = Request::builder()
-            .method(method)
+            .method(method.clone())
             .uri(path)
             .header(HOST, server.authority.as_str())
             .header(USER_AGENT, concat!("ca-client/", env!("CARGO_PKG_VERSION")))
             .header(ACCEPT, "application/json, application/x-pem-file, */*");
-        if has_body {
+        if !body.is_empty() {
             req = req.header(CONTENT_TYPE, "application/json");
         }
-        if let Some(auth) = authorization {
-            let value = HeaderValue::from_str(&auth)
+        if let Some(authorize) = authorization {
+            let value = HeaderValue::from_str(&authorize()?)
                 .map_err(|_| ApiError::Credentials(CredentialsError::HeaderNotAscii))?;
             req = req.header(AUTHORIZATION, value);
         }
         if let Some(tag) = if_none_match.and_then(|t| HeaderValue::from_str(t).ok()) {
             req = req.header(IF_NONE_MATCH, tag);
         }
-        let req = req
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| connect_err(url, e))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| connect_err(url, e))?;
+        req.body(Full::new(body.clone()))
+            .map_err(|e| connect_err(url, e))
+    };
+    let work = async {
+        let (sender, resp) = match link.take(url) {
+            Some(mut kept) => {
+                let sent = async {
+                    match tokio::time::timeout(KEPT_READY, kept.ready()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Ok(Err(e.to_string())),
+                        Err(_) => return Ok(Err("not ready".to_owned())),
+                    }
+                    Ok(kept
+                        .send_request(request()?)
+                        .await
+                        .map_err(|e| e.to_string()))
+                };
+                match sent.await? {
+                    Ok(resp) => (kept, resp),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "the kept connection failed: opening a new one");
+                        let mut fresh = link.open(server).await?;
+                        let resp = fresh
+                            .send_request(request()?)
+                            .await
+                            .map_err(|e| connect_err(url, e))?;
+                        (fresh, resp)
+                    }
+                }
+            }
+            None => {
+                let mut fresh = link.open(server).await?;
+                let resp = fresh
+                    .send_request(request()?)
+                    .await
+                    .map_err(|e| connect_err(url, e))?;
+                (fresh, resp)
+            }
+        };
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -502,12 +526,18 @@ async fn exchange_with(
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 256)
             .map(str::to_owned);
+        let closing = resp
+            .headers()
+            .get(CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
             .map_err(|e| connect_err(url, format!("reading response: {e}")))?
             .to_bytes();
-        driver.abort();
+        if !closing {
+            link.keep(url, sender);
+        }
         Ok(Answer {
             status,
             retry_after,
@@ -549,7 +579,7 @@ fn status_error(url: &str, answer: &Answer) -> ApiError {
 #[derive(Clone)]
 pub struct ApiClient {
     servers: Vec<ServerUrl>,
-    tls: Arc<ClientConfig>,
+    link: Link,
     key_id: String,
     secret_file: std::path::PathBuf,
     secret_mode: ca_proto::secret::SecretFileMode,
@@ -577,7 +607,7 @@ impl ApiClient {
     ) -> Result<ApiClient, TlsConfigError> {
         Ok(ApiClient {
             servers,
-            tls: tls_config(ca_roots)?,
+            link: Link::new(tls_config(ca_roots)?),
             key_id,
             secret_file,
             secret_mode,
@@ -621,27 +651,28 @@ impl ApiClient {
         let body = serde_json::to_vec(request)
             .map_err(|e| ApiError::Credentials(CredentialsError::Encoding(Arc::new(e))))?;
         let creds = self.credentials()?;
+        let authorize = |body: &[u8]| -> Result<String, ApiError> {
+            let nonce = ca_proto::auth::try_new_nonce()
+                .map_err(|e| ApiError::Credentials(CredentialsError::NoRandomness(e)))?;
+            Ok(ca_proto::auth::sign_request(
+                &creds,
+                "POST",
+                PATH_SIGN,
+                body,
+                crate::unix_now(),
+                &nonce,
+            ))
+        };
         self.with_failover(|server| {
             let body = body.clone();
-            let creds = creds.clone();
             async move {
-                let nonce = ca_proto::auth::try_new_nonce()
-                    .map_err(|e| ApiError::Credentials(CredentialsError::NoRandomness(e)))?;
-                let auth = ca_proto::auth::sign_request(
-                    &creds,
-                    "POST",
-                    PATH_SIGN,
-                    &body,
-                    crate::unix_now(),
-                    &nonce,
-                );
                 let answer = exchange(
-                    &self.tls,
+                    &self.link,
                     &server,
                     Method::POST,
                     PATH_SIGN,
-                    Some(auth),
-                    body,
+                    Some(&|| authorize(&body)),
+                    body.clone(),
                 )
                 .await?;
                 if answer.status != 200 {
@@ -666,16 +697,16 @@ impl ApiClient {
                 detail: "log id in the evidence is not a valid name".into(),
             });
         }
-        let tls = self.tls.clone();
-        self.with_failover(|server| get_log_key(tls.clone(), server, log_id.to_owned()))
+        let link = self.link.clone();
+        self.with_failover(|server| get_log_key(link.clone(), server, log_id.to_owned()))
             .await
     }
 
     /// `GET /v1/classes/{class}/bundle`: the class root(s), at most
     /// [`crate::verify::MAX_BUNDLE_ROOTS`].
     pub async fn bundle(&self, class: &str) -> Result<Vec<CertificateDer<'static>>, ApiError> {
-        let tls = self.tls.clone();
-        self.with_failover(|server| get_bundle(tls.clone(), server, class.to_owned()))
+        let link = self.link.clone();
+        self.with_failover(|server| get_bundle(link.clone(), server, class.to_owned()))
             .await
     }
 
@@ -697,13 +728,13 @@ impl ApiClient {
         class: &str,
         query: &'static str,
     ) -> Result<Vec<CertificateDer<'static>>, ApiError> {
-        let tls = self.tls.clone();
+        let link = self.link.clone();
         self.with_failover(|server| {
-            let tls = tls.clone();
+            let link = link.clone();
             let class = class.to_owned();
             async move {
                 let path = format!("{}{query}", class_chain_path(&class));
-                let answer = exchange(&tls, &server, Method::GET, &path, None, Vec::new()).await?;
+                let answer = exchange(&link, &server, Method::GET, &path, None, Vec::new()).await?;
                 if answer.status != 200 {
                     return Err(status_error(&server.url, &answer));
                 }
@@ -723,12 +754,12 @@ impl ApiClient {
 
     /// `GET /v1/classes`: the classes and their profiles.
     pub async fn classes(&self) -> Result<ClassList, ApiError> {
-        let tls = self.tls.clone();
+        let link = self.link.clone();
         self.with_failover(|server| {
-            let tls = tls.clone();
+            let link = link.clone();
             async move {
                 let answer =
-                    exchange(&tls, &server, Method::GET, PATH_CLASSES, None, Vec::new()).await?;
+                    exchange(&link, &server, Method::GET, PATH_CLASSES, None, Vec::new()).await?;
                 if answer.status != 200 {
                     return Err(status_error(&server.url, &answer));
                 }
@@ -749,14 +780,14 @@ impl ApiClient {
     /// `If-None-Match: etag` when given. The body is capped at
     /// [`MAX_RESPONSE_BYTES`] and parsed by the caller ([`crate::crl`]).
     pub async fn crl_pem(&self, class: &str, etag: Option<&str>) -> Result<CrlAnswer, ApiError> {
-        let tls = self.tls.clone();
+        let link = self.link.clone();
         let path = format!("{}?format=pem", class_crl_path(class));
         self.with_failover(|server| {
-            let tls = tls.clone();
+            let link = link.clone();
             let path = path.clone();
             async move {
                 let answer =
-                    exchange_with(&tls, &server, Method::GET, &path, None, etag, Vec::new())
+                    exchange_with(&link, &server, Method::GET, &path, None, etag, Vec::new())
                         .await?;
                 match answer.status {
                     304 if etag.is_some() => Ok(CrlAnswer::NotModified),
@@ -776,12 +807,13 @@ impl ApiClient {
     pub async fn revoke(&self, request: &RevokeRequest) -> Result<RevokeResponse, ApiError> {
         let body = serde_json::to_vec(request)
             .map_err(|e| ApiError::Credentials(CredentialsError::Encoding(Arc::new(e))))?;
-        let tls = self.tls.clone();
+        let link = self.link.clone();
         self.with_failover(|server| {
-            let tls = tls.clone();
+            let link = link.clone();
             let body = body.clone();
             async move {
-                let answer = exchange(&tls, &server, Method::POST, PATH_REVOKE, None, body).await?;
+                let answer =
+                    exchange(&link, &server, Method::POST, PATH_REVOKE, None, body).await?;
                 if answer.status != 200 {
                     return Err(status_error(&server.url, &answer));
                 }
@@ -798,13 +830,9 @@ impl ApiClient {
 }
 
 /// `GET /v1/log/{log_id}/key`: the issuance log's public key, PEM.
-async fn get_log_key(
-    tls: Arc<ClientConfig>,
-    server: ServerUrl,
-    log_id: String,
-) -> Result<String, ApiError> {
+async fn get_log_key(link: Link, server: ServerUrl, log_id: String) -> Result<String, ApiError> {
     let path = format!("/v1/log/{log_id}/key");
-    let answer = exchange(&tls, &server, Method::GET, &path, None, Vec::new()).await?;
+    let answer = exchange(&link, &server, Method::GET, &path, None, Vec::new()).await?;
     if answer.status != 200 {
         return Err(status_error(&server.url, &answer));
     }
@@ -815,12 +843,12 @@ async fn get_log_key(
 }
 
 async fn get_bundle(
-    tls: Arc<ClientConfig>,
+    link: Link,
     server: ServerUrl,
     class: String,
 ) -> Result<Vec<CertificateDer<'static>>, ApiError> {
     let path = class_bundle_path(&class);
-    let answer = exchange(&tls, &server, Method::GET, &path, None, Vec::new()).await?;
+    let answer = exchange(&link, &server, Method::GET, &path, None, Vec::new()).await?;
     if answer.status != 200 {
         return Err(status_error(&server.url, &answer));
     }
@@ -842,11 +870,12 @@ pub async fn fetch_pinned_root(
     servers: &[ServerUrl],
     pin: &[u8; 32],
 ) -> Result<CertificateDer<'static>, ApiError> {
-    let tls =
-        bootstrap_tls_config().map_err(|e| ApiError::Credentials(CredentialsError::Tls(e)))?;
+    let link = Link::new(
+        bootstrap_tls_config().map_err(|e| ApiError::Credentials(CredentialsError::Tls(e)))?,
+    );
     let mut last = None;
     for server in servers {
-        match get_bundle(tls.clone(), server.clone(), "ca".into()).await {
+        match get_bundle(link.clone(), server.clone(), "ca".into()).await {
             Ok(roots) => {
                 let pin_hex = hex::encode(pin);
                 if let Some(root) = roots
@@ -877,6 +906,7 @@ mod tests {
     use super::*;
     use hyper::service::service_fn;
     use hyper::Response;
+    use hyper_util::rt::TokioIo;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::net::TcpListener;
 

@@ -16,6 +16,7 @@
 //! | [`store`] | atomic files; the generation directory that keeps key and certificate consistent |
 //! | [`inspect`] | what is on disk now, and whether it is usable |
 //! | [`api`] | HTTPS client of the CA (failover, HMAC auth, error envelopes, root pinning) |
+//! | [`conn`] | the connection to a CA server kept between the requests of one operation |
 //! | [`pins`] | pinned class roots (state file), judging a bundle against them |
 //! | [`verify`] | checks of an issued certificate and its chain (bounded path building) |
 //! | [`inclusion`] | issuance-log evidence: proof, and the entry consistent with the certificate |
@@ -31,6 +32,7 @@
 pub mod agent;
 pub mod api;
 pub mod config;
+pub mod conn;
 pub mod crl;
 pub mod inclusion;
 pub mod inspect;

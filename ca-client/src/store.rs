@@ -31,7 +31,8 @@
 //! 2. make sure the stable names (`DIR/key.pem`, … and any extra link paths
 //!    configured elsewhere) are symbolic links through `.current` (a fresh
 //!    directory gets its links before the first switch, so they are simply
-//!    dangling until then);
+//!    dangling until then); new links elsewhere are made durable by one
+//!    fsync per directory, those in `DIR` by step 3's;
 //! 3. create `.current.tmp-<random>` pointing at the new generation and
 //!    rename it over `.current`, then fsync `DIR`: **this rename is the only
 //!    step that changes what readers see**, and it changes key and
@@ -451,7 +452,9 @@ pub fn write_if_changed_in(
 }
 
 /// Makes `link` a symbolic link to `target`, atomically (temporary link,
-/// rename). Does nothing if it already is one.
+/// rename). Does nothing if it already is one. The rename is made durable
+/// by the caller's [`sync_dirs`] of the link's directory (one fsync for all
+/// the links of a directory, not one each).
 fn ensure_link(link: &Path, target: &Path, attrs: FileAttrs) -> Result<bool, StoreError> {
     if fs::read_link(link).is_ok_and(|t| t == target) {
         return Ok(false);
@@ -468,8 +471,25 @@ fn ensure_link(link: &Path, target: &Path, attrs: FileAttrs) -> Result<bool, Sto
         let _ = fs::remove_file(&tmp);
         return Err(io_err("renaming onto", link)(e));
     }
-    sync_dir(dir).map_err(io_err("syncing", dir))?;
     Ok(true)
+}
+
+/// fsyncs each directory of the links in `changed` once, except `skip`
+/// (which the caller syncs itself).
+fn sync_dirs<'a>(
+    changed: impl IntoIterator<Item = &'a PathBuf>,
+    skip: Option<&Path>,
+) -> Result<(), StoreError> {
+    let mut synced: Vec<&Path> = Vec::new();
+    for link in changed {
+        let dir = parent_of(link);
+        if Some(dir) == skip || synced.contains(&dir) {
+            continue;
+        }
+        sync_dir(dir).map_err(io_err("syncing", dir))?;
+        synced.push(dir);
+    }
+    Ok(())
 }
 
 /// The generation `.current` points at, if any (its name, relative).
@@ -546,18 +566,21 @@ pub fn install(layout: &Layout, material: &Material) -> Result<PathBuf, StoreErr
         .chain(layout.extra_links.iter().cloned())
         .collect();
     let mut regular_files = Vec::new();
+    let mut linked = Vec::new();
     for (kind, link) in &links {
         let is_regular = fs::symlink_metadata(link).is_ok_and(|m| !m.file_type().is_symlink());
         if is_regular {
             regular_files.push((*kind, link.clone()));
-        } else {
-            ensure_link(
-                link,
-                &link_target(layout, &abs_dir, *kind, link),
-                layout.attrs(*kind),
-            )?;
+        } else if ensure_link(
+            link,
+            &link_target(layout, &abs_dir, *kind, link),
+            layout.attrs(*kind),
+        )? {
+            linked.push(link.clone());
         }
     }
+    // Links elsewhere are made durable now; those in `dir` with the switch.
+    sync_dirs(&linked, Some(dir.as_path()))?;
 
     // 3. The switch.
     let tmp_link = dir.join(format!("{CURRENT}{TMP_MARK}{}", random_suffix()));
@@ -570,13 +593,17 @@ pub fn install(layout: &Layout, material: &Material) -> Result<PathBuf, StoreErr
     sync_dir(dir).map_err(io_err("syncing", dir))?;
 
     // 4. Regular files left by something else become links.
+    let mut replaced = Vec::new();
     for (kind, link) in &regular_files {
-        ensure_link(
+        if ensure_link(
             link,
             &link_target(layout, &abs_dir, *kind, link),
             layout.attrs(*kind),
-        )?;
+        )? {
+            replaced.push(link.clone());
+        }
     }
+    sync_dirs(&replaced, None)?;
 
     // 5. Older generations and stray temporaries.
     remove_old_generations(dir, &gen_name, previous.as_deref());

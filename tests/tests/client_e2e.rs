@@ -85,6 +85,25 @@ fn requests(server: &TestServer, endpoint: &str) -> f64 {
 }
 
 #[test]
+fn a_start_asks_everything_over_one_connection() {
+    // A first start asks for the class list, bundle, chain, certificate,
+    // log key and CRLs: all of it over one TLS connection (the client's
+    // debug event for each connection it opens is counted).
+    let server = TestServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tls");
+    let first = run(client(&server, &out)
+        .arg("--once")
+        .env("RUST_LOG", "ca_client::conn=debug"));
+    assert!(first.status.success(), "{}", text(&first));
+    assert_consistent(&server, &out);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    let opened = stderr.matches("connected to the CA").count();
+    assert_eq!(opened, 1, "connections opened by one start: {stderr}");
+    assert_eq!(requests(&server, "native_sign"), 1.0);
+}
+
+#[test]
 fn once_writes_valid_files_and_if_needed_makes_no_request() {
     let server = TestServer::start();
     let tmp = tempfile::tempdir().unwrap();
