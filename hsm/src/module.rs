@@ -83,6 +83,14 @@ const UNREADABLE_RETRIES: u32 = 5;
 /// re-initialised ([`Token::open_session`]).
 pub const TOKEN_REDISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Pauses before each further re-initialisation while a token is still not
+/// listed ([`Module::look_again`]).
+const REDISCOVERY_PAUSES: [Duration; 3] = [
+    Duration::from_millis(20),
+    Duration::from_millis(60),
+    Duration::from_millis(180),
+];
+
 /// A read hold on the module: the generation cannot change while it lives.
 pub(crate) struct Gate<'m> {
     guard: RwLockReadGuard<'m, u64>,
@@ -366,8 +374,38 @@ impl Module {
     /// in with. Fails when no initialised token, or more than one, matches.
     pub fn token(&self, selector: impl Into<TokenSelector>, pin: Pin) -> HsmResult<Token> {
         let selector = selector.into();
-        self.find_slot(&selector)?;
+        match self.find_slot(&selector) {
+            Ok(_) => {}
+            Err(HsmError::TokenNotFound { .. }) => {
+                // Not listed at this initialisation: it may be unreadable
+                // for now (see `look_again`), or really not there.
+                tracing::warn!(event = "hsm_token_rediscovery", token = %selector.label, "the token was not found; re-initialised the module to look again");
+                self.reinitialize()?;
+                self.look_again(&selector)?;
+            }
+            Err(e) => return Err(e),
+        }
         Ok(Token::new(self.clone(), selector, pin))
+    }
+
+    /// `selector`'s slot, after a re-initialisation: if the token is still
+    /// not listed, the module is re-initialised again after each of
+    /// [`REDISCOVERY_PAUSES`] until it is (SoftHSM2 that reads a token's
+    /// files while another process writes them cannot read that token until
+    /// it is initialised again, and servers started at once can keep it so
+    /// for several initialisations in a row). Bounded: under 0.3 s of
+    /// pauses.
+    pub(crate) fn look_again(&self, selector: &TokenSelector) -> HsmResult<Slot> {
+        let mut found = self.find_slot(selector);
+        for pause in REDISCOVERY_PAUSES {
+            if !matches!(found, Err(HsmError::TokenNotFound { .. })) {
+                break;
+            }
+            std::thread::sleep(pause);
+            self.reinitialize()?;
+            found = self.find_slot(selector);
+        }
+        found
     }
 }
 
@@ -522,23 +560,24 @@ impl Token {
     ///
     /// A token the module no longer lists (or whose info it cannot read)
     /// gets the module re-initialised, at most every
-    /// [`TOKEN_REDISCOVERY_INTERVAL`], and is looked for once more: a
+    /// [`TOKEN_REDISCOVERY_INTERVAL`], and is looked for again
+    /// ([`Module::look_again`]): a
     /// module can lose a token at a re-initialisation (SoftHSM2 that reads
     /// the token's files while another process writes them answers
     /// `CKR_GENERAL_ERROR` for it until it is initialised again), and a
     /// token can come back (plugged in again).
     pub fn open_session(&self) -> HsmResult<HsmSession> {
-        match self.open_session_as(UserType::User) {
-            Err(HsmError::TokenNotFound { .. })
-                if self
-                    .module
-                    .reinitialize_at_most_every(TOKEN_REDISCOVERY_INTERVAL)? =>
-            {
-                tracing::warn!(event = "hsm_token_rediscovery", token = %self.label(), "the token was not found; re-initialised the module to look again");
-                self.open_session_as(UserType::User)
-            }
-            other => other,
+        let first = self.open_session_as(UserType::User);
+        if !matches!(first, Err(HsmError::TokenNotFound { .. }))
+            || !self
+                .module
+                .reinitialize_at_most_every(TOKEN_REDISCOVERY_INTERVAL)?
+        {
+            return first;
         }
+        tracing::warn!(event = "hsm_token_rediscovery", token = %self.label(), "the token was not found; re-initialised the module to look again");
+        self.module.look_again(&self.selector)?;
+        self.open_session_as(UserType::User)
     }
 
     /// As [`Token::open_session`], logged in as `user` (the SO, to set up a

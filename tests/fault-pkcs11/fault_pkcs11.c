@@ -23,6 +23,9 @@
  * to read its token: C_GetTokenInfo answers CKR_GENERAL_ERROR for every slot
  * until the next C_Initialize made without that file — what SoftHSM2 does
  * when it is initialised while another process writes the token's files.
+ * TRELLIS_PKCS11_STALE_INITS=N makes the first N C_Initialize calls of the
+ * process stale the same way: a token that stays unreadable for several
+ * initialisations in a row.
  *
  * Only the v2.40 function list is offered (no C_GetInterface), so callers fall
  * back to C_GetFunctionList. The list is treated as a version followed by
@@ -88,9 +91,22 @@ typedef CK_RV (*initialize_fn)(void *);
 typedef CK_RV (*get_token_info_fn)(CK_ULONG, void *);
 typedef CK_RV (*find_objects_fn)(CK_ULONG, CK_ULONG *, CK_ULONG, CK_ULONG *);
 
+/* C_Initialize calls made so far by this process. */
+static long initializations;
+
+/* Whether this (the n-th, from 0) initialisation is one of the stale ones
+ * asked for by TRELLIS_PKCS11_STALE_INITS. */
+static int stale_by_count(long n) {
+    const char *count = getenv("TRELLIS_PKCS11_STALE_INITS");
+    return count && n < atol(count);
+}
+
 static CK_RV initialize(void *args) {
     CK_RV rv = ((initialize_fn)real->fn[IDX_INITIALIZE])(args);
-    if (rv == CKR_OK) __atomic_store_n(&stale, file_named_by("TRELLIS_PKCS11_STALE_FILE"), __ATOMIC_RELEASE);
+    long n = __atomic_fetch_add(&initializations, 1, __ATOMIC_ACQ_REL);
+    if (rv == CKR_OK)
+        __atomic_store_n(&stale, file_named_by("TRELLIS_PKCS11_STALE_FILE") || stale_by_count(n),
+                         __ATOMIC_RELEASE);
     return rv;
 }
 

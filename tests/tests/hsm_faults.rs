@@ -109,6 +109,49 @@ fn a_vanishing_token_gives_503_and_service_resumes_without_a_restart() {
     );
 }
 
+/// A server started while other processes write the token's files (servers
+/// started at once: seen in the log guard e2e test) may find its token
+/// unreadable at several initialisations in a row. Up to four re-initialised
+/// looks, paused, bring it back: the server starts and issues. A token
+/// unreadable for longer still stops the start with the one-line error
+/// that names it, after under a second.
+#[test]
+fn a_token_unreadable_at_several_initialisations_is_waited_for_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, real) = behind_fault_module(tmp.path());
+    let serve = |stale_inits: &str| {
+        let mut cmd = Command::new(bin("ca-server"));
+        cmd.args(["serve", "--config"])
+            .arg(dir.join("config.toml"))
+            .env("TRELLIS_PKCS11_REAL_MODULE", &real)
+            .env("TRELLIS_PKCS11_STALE_INITS", stale_inits);
+        cmd
+    };
+    // (`serve`: `dev` would take an unreadable token for a missing one.)
+    set_config(&dir, "listen = ", "listen = \"127.0.0.1:0\"");
+    let server = TestServer::spawn(serve("4"), &dir);
+    let csr = db_csr(tmp.path(), "s");
+    let (status, body) = server.native_sign("db", &json!({"class": "db", "csr": csr}));
+    assert_eq!(status, 200, "{body}");
+    assert!(server.server_log().contains("hsm_token_rediscovery"));
+    drop(server);
+
+    let started = std::time::Instant::now();
+    let out = run(&mut serve("6"));
+    assert!(!out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("ca-server: "))
+        .collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(
+        error[0].contains("no initialised token 'trellis-online'"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
 /// A module can lose its token at a re-initialisation (SoftHSM2 initialised
 /// while `rotate prepare` writes the token's files answers
 /// CKR_GENERAL_ERROR for it from then on: seen in the rotation e2e test).
