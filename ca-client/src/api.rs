@@ -1059,6 +1059,103 @@ mod tests {
         assert_eq!(hits2.load(Ordering::SeqCst), 0, "no failover on 403");
     }
 
+    /// A server that answers the first request of each connection and
+    /// closes the connection, without an answer, when a second one comes on
+    /// it (a server that dropped an idle connection just as the client
+    /// reused it). Returns (url, root, connections accepted, requests left
+    /// without an answer).
+    async fn serve_one_answer_per_connection() -> (
+        String,
+        CertificateDer<'static>,
+        Arc<AtomicUsize>,
+        Arc<AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("p");
+        let cert = params.self_signed(&key).expect("cert");
+        let der = cert.der().clone();
+        let server_config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der.clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let unanswered = Arc::new(AtomicUsize::new(0));
+        let (a, u) = (accepted.clone(), unanswered.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                let u = u.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    // Reads one request head (GET: no body); false at EOF.
+                    async fn request_head(
+                        tls: &mut tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+                    ) -> bool {
+                        let mut seen = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !seen.ends_with(b"\r\n\r\n") {
+                            match tls.read(&mut byte).await {
+                                Ok(1) => seen.push(byte[0]),
+                                _ => return false,
+                            }
+                        }
+                        true
+                    }
+                    if !request_head(&mut tls).await {
+                        return;
+                    }
+                    let body = "-----BEGIN PUBLIC KEY-----\n";
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if tls.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let _ = tls.flush().await;
+                    // A second request on this connection: no answer.
+                    if request_head(&mut tls).await {
+                        u.fetch_add(1, Ordering::SeqCst);
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        (
+            format!("https://localhost:{port}"),
+            der,
+            accepted,
+            unanswered,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_closed_without_an_answer_is_replaced_by_a_new_one() {
+        let (url, root, accepted, unanswered) = serve_one_answer_per_connection().await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let c = client(std::slice::from_ref(&url), &root, dir.path());
+        for round in 1..=3 {
+            let key = c.log_key("dev-1").await.expect("log key");
+            assert!(key.starts_with("-----BEGIN PUBLIC KEY-----"), "{key}");
+            // Each request after the first went out on the kept connection,
+            // found no answer there and was sent again on a new one.
+            assert_eq!(accepted.load(Ordering::SeqCst), round);
+            assert_eq!(unanswered.load(Ordering::SeqCst), round - 1);
+        }
+    }
+
     #[tokio::test]
     async fn unavailable_fails_over_and_keeps_retry_after() {
         let (closed, (url, root, hits)) = (
