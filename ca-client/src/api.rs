@@ -19,11 +19,12 @@
 //!   message, every policy reason) and `Retry-After`.
 //!
 //! HTTP/1.1 over one connection kept between the requests of one operation
-//! ([`crate::conn`]: a start's five requests share one TLS handshake), closed
-//! when idle for [`crate::conn::KEEP_IDLE`]. TLS is rustls with ring, verified against the `ca` class root
-//! ([`tls_config`]); [`fetch_pinned_root`] is the one exception, for first
-//! contact with only a pinned fingerprint (the fingerprint, not the
-//! connection, authenticates what it returns).
+//! ([`crate::conn`]: a start's requests share one TLS handshake), closed
+//! when idle for [`crate::conn::KEEP_IDLE`]. TLS is rustls with ring,
+//! verified against the `ca` class root ([`tls_config`]);
+//! [`fetch_pinned_root`] is the one exception, for first contact with only
+//! a pinned fingerprint (the fingerprint, not the connection, authenticates
+//! what it returns).
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,18 +38,19 @@ use ca_proto::native::{
 use ca_proto::revocation::{class_crl_path, RevokeRequest, RevokeResponse, PATH_REVOKE};
 use ca_proto::{ErrorCode, ErrorEnvelope, ReasonBody};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH,
     RETRY_AFTER, USER_AGENT,
 };
-use hyper::{Method, Request, Uri};
+use hyper::{Method, Request, Response, Uri};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use thiserror::Error;
 
-use crate::conn::Link;
+use crate::conn::{Link, Sender};
 use crate::renew::FailureKind;
 
 /// Time allowed to open the TCP connection.
@@ -478,39 +480,14 @@ async fn exchange_with(
     };
     let work = async {
         let (sender, resp) = match link.take(url) {
-            Some(mut kept) => {
-                let sent = async {
-                    match tokio::time::timeout(KEPT_READY, kept.ready()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Ok(Err(e.to_string())),
-                        Err(_) => return Ok(Err("not ready".to_owned())),
-                    }
-                    Ok(kept
-                        .send_request(request()?)
-                        .await
-                        .map_err(|e| e.to_string()))
-                };
-                match sent.await? {
-                    Ok(resp) => (kept, resp),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "the kept connection failed: opening a new one");
-                        let mut fresh = link.open(server).await?;
-                        let resp = fresh
-                            .send_request(request()?)
-                            .await
-                            .map_err(|e| connect_err(url, e))?;
-                        (fresh, resp)
-                    }
+            Some(mut kept) => match send_on_kept(&mut kept, request()?).await {
+                Ok(resp) => (kept, resp),
+                Err(why) => {
+                    tracing::debug!(error = %why, "the kept connection failed: opening a new one");
+                    send_on_new(link, server, request()?).await?
                 }
-            }
-            None => {
-                let mut fresh = link.open(server).await?;
-                let resp = fresh
-                    .send_request(request()?)
-                    .await
-                    .map_err(|e| connect_err(url, e))?;
-                (fresh, resp)
-            }
+            },
+            None => send_on_new(link, server, request()?).await?,
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -550,6 +527,35 @@ async fn exchange_with(
         .map_err(|_| ApiError::Timeout {
             url: url.to_owned(),
         })?
+}
+
+/// Sends `req` on a kept connection; why it could not carry it otherwise
+/// (closed by the server meanwhile, not ready in time, or closed before an
+/// answer came).
+async fn send_on_kept(
+    kept: &mut Sender,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, String> {
+    match tokio::time::timeout(KEPT_READY, kept.ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("not ready".to_owned()),
+    }
+    kept.send_request(req).await.map_err(|e| e.to_string())
+}
+
+/// Opens a new connection to `server` and sends `req` on it.
+async fn send_on_new(
+    link: &Link,
+    server: &ServerUrl,
+    req: Request<Full<Bytes>>,
+) -> Result<(Sender, Response<Incoming>), ApiError> {
+    let mut fresh = link.open(server).await?;
+    let resp = fresh
+        .send_request(req)
+        .await
+        .map_err(|e| connect_err(&server.url, e))?;
+    Ok((fresh, resp))
 }
 
 /// Turns a non-2xx answer into [`ApiError::Status`].
