@@ -903,6 +903,37 @@ pub async fn fetch_pinned_root(
     }))
 }
 
+/// The unit tests' local TLS servers: a listener on 127.0.0.1 (port picked
+/// by the kernel), a TLS acceptor with a throwaway self-signed certificate
+/// for `localhost`, the `https://localhost:PORT` URL and that certificate
+/// (the root to trust).
+#[cfg(test)]
+pub(crate) async fn local_tls_listener() -> (
+    tokio::net::TcpListener,
+    tokio_rustls::TlsAcceptor,
+    String,
+    CertificateDer<'static>,
+) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let der = params.self_signed(&key).expect("cert").der().clone();
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![der.clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    (listener, acceptor, format!("https://localhost:{port}"), der)
+}
+
 #[cfg(test)]
 mod tests {
     //! Error shapes against a tiny local TLS server that answers canned
@@ -924,22 +955,7 @@ mod tests {
 
     /// Serves `canned` to every request; returns (url, root DER, hits).
     async fn serve(canned: Canned) -> (String, CertificateDer<'static>, Arc<AtomicUsize>) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("p");
-        let cert = params.self_signed(&key).expect("cert");
-        let der = cert.der().clone();
-        let server_config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![der.clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, acceptor, url, der) = local_tls_listener().await;
         let hits = Arc::new(AtomicUsize::new(0));
         let canned = Arc::new(canned);
         let h = hits.clone();
@@ -974,7 +990,7 @@ mod tests {
                 });
             }
         });
-        (format!("https://localhost:{port}"), der, hits)
+        (url, der, hits)
     }
 
     fn client(urls: &[String], root: &CertificateDer<'static>, dir: &std::path::Path) -> ApiClient {
@@ -1077,22 +1093,7 @@ mod tests {
         Arc<AtomicUsize>,
     ) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let key = rcgen::KeyPair::generate().expect("key");
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("p");
-        let cert = params.self_signed(&key).expect("cert");
-        let der = cert.der().clone();
-        let server_config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![der.clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, acceptor, url, der) = local_tls_listener().await;
         let accepted = Arc::new(AtomicUsize::new(0));
         let unanswered = Arc::new(AtomicUsize::new(0));
         let (a, u) = (accepted.clone(), unanswered.clone());
@@ -1139,12 +1140,7 @@ mod tests {
                 });
             }
         });
-        (
-            format!("https://localhost:{port}"),
-            der,
-            accepted,
-            unanswered,
-        )
+        (url, der, accepted, unanswered)
     }
 
     #[tokio::test]

@@ -124,7 +124,6 @@ mod tests {
     use hyper::service::service_fn;
     use hyper::{Request, Response};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::net::TcpListener;
 
     /// A server answering 200 "ok" on keep-alive connections; returns its
     /// URL, root, the number of connections accepted and of those closed.
@@ -134,22 +133,7 @@ mod tests {
         Arc<AtomicUsize>,
         Arc<AtomicUsize>,
     ) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let der = cert.der().clone();
-        let server_config = rustls::ServerConfig::builder_with_provider(crate::api::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![der.clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let (listener, acceptor, url, der) = crate::api::local_tls_listener().await;
         let accepted = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
         let (a, c) = (accepted.clone(), closed.clone());
@@ -173,8 +157,7 @@ mod tests {
                 });
             }
         });
-        let url = ServerUrl::parse(&format!("https://localhost:{port}")).unwrap();
-        (url, der, accepted, closed)
+        (ServerUrl::parse(&url).unwrap(), der, accepted, closed)
     }
 
     async fn get(sender: &mut Sender, server: &ServerUrl) -> u16 {

@@ -412,7 +412,6 @@ mod tests {
     use hyper::{Request, Response};
     use hyper_util::rt::TokioIo;
     use std::sync::{Arc, Mutex};
-    use tokio::net::TcpListener;
 
     /// What the server answers: per class, (status, ETag, body); and every
     /// request seen (path and query, If-None-Match).
@@ -424,24 +423,7 @@ mod tests {
     }
 
     async fn serve(script: Arc<Mutex<Script>>) -> (String, CertificateDer<'static>) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .expect("p")
-            .self_signed(&key)
-            .expect("cert");
-        let der = cert.der().clone();
-        let config = rustls::ServerConfig::builder_with_provider(crate::api::provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![der.clone()],
-                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .expect("config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, acceptor, url, der) = crate::api::local_tls_listener().await;
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, script) = (acceptor.clone(), script.clone());
@@ -459,7 +441,7 @@ mod tests {
                 });
             }
         });
-        (format!("https://localhost:{port}"), der)
+        (url, der)
     }
 
     fn answer(
