@@ -7,7 +7,8 @@
 //! certificate check) instead of five, on the host and on the CA. A
 //! connection idle for [`KEEP_IDLE`] is closed, so a sidecar that talks to
 //! the CA a few times a day holds no socket between renewals. One
-//! connection at most per [`Link`]: requests of one client are sequential.
+//! connection at most is kept per [`Link`]; a request that finds it taken
+//! (two at once) opens its own, and the last to finish is kept.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
