@@ -379,7 +379,6 @@ impl Module {
             Err(HsmError::TokenNotFound { .. }) => {
                 // Not listed at this initialisation: it may be unreadable
                 // for now (see `look_again`), or really not there.
-                tracing::warn!(event = "hsm_token_rediscovery", token = %selector.label, "the token was not found; re-initialised the module to look again");
                 self.reinitialize()?;
                 self.look_again(&selector)?;
             }
@@ -388,14 +387,16 @@ impl Module {
         Ok(Token::new(self.clone(), selector, pin))
     }
 
-    /// `selector`'s slot, after a re-initialisation: if the token is still
-    /// not listed, the module is re-initialised again after each of
+    /// `selector`'s slot, after a re-initialisation made because it was not
+    /// found (reported here, once: `hsm_token_rediscovery`): if the token is
+    /// still not listed, the module is re-initialised again after each of
     /// [`REDISCOVERY_PAUSES`] until it is (SoftHSM2 that reads a token's
     /// files while another process writes them cannot read that token until
     /// it is initialised again, and servers started at once can keep it so
     /// for several initialisations in a row). Bounded: under 0.3 s of
     /// pauses.
     pub(crate) fn look_again(&self, selector: &TokenSelector) -> HsmResult<Slot> {
+        tracing::warn!(event = "hsm_token_rediscovery", token = %selector.label, "the token was not found; re-initialised the module to look again");
         let mut found = self.find_slot(selector);
         for pause in REDISCOVERY_PAUSES {
             if !matches!(found, Err(HsmError::TokenNotFound { .. })) {
@@ -575,7 +576,6 @@ impl Token {
         {
             return first;
         }
-        tracing::warn!(event = "hsm_token_rediscovery", token = %self.label(), "the token was not found; re-initialised the module to look again");
         self.module.look_again(&self.selector)?;
         self.open_session_as(UserType::User)
     }
