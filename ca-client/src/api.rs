@@ -38,19 +38,18 @@ use ca_proto::native::{
 use ca_proto::revocation::{class_crl_path, RevokeRequest, RevokeResponse, PATH_REVOKE};
 use ca_proto::{ErrorCode, ErrorEnvelope, ReasonBody};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, ETAG, HOST, IF_NONE_MATCH,
     RETRY_AFTER, USER_AGENT,
 };
-use hyper::{Method, Request, Response, Uri};
+use hyper::{Method, Request, Uri};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use thiserror::Error;
 
-use crate::conn::{Link, Sender};
+use crate::conn::Link;
 use crate::renew::FailureKind;
 
 /// Time allowed to open the TCP connection.
@@ -59,9 +58,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest response body read.
 pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
-/// Time a kept connection has to be ready for the next request (its task
-/// has seen the last answer end) before a new one is opened instead.
-const KEPT_READY: Duration = Duration::from_secs(1);
 
 /// A CA base URL: `https://host[:port]` (no path, query or user info).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,12 +436,10 @@ async fn exchange(
     exchange_with(link, server, method, path, authorization, None, body).await
 }
 
-/// One request, on the connection kept from the previous one when it is
-/// still open ([`crate::conn`]), else on a new one. A kept connection that
-/// fails before an answer (the server closed it meanwhile) is replaced once
-/// by a new one, with the request made anew (its own `Authorization`
-/// nonce). Sends `if_none_match` as `If-None-Match` (the `ETag` of the
-/// answer comes back in [`Answer`] either way).
+/// One request, over [`Link::send`] (the kept connection, or a new one),
+/// the `Authorization` made for each attempt; the connection is kept again
+/// unless the answer closes it. Sends `if_none_match` as `If-None-Match`
+/// (the `ETag` of the answer comes back in [`Answer`] either way).
 async fn exchange_with(
     link: &Link,
     server: &ServerUrl,
@@ -479,16 +473,7 @@ async fn exchange_with(
             .map_err(|e| connect_err(url, e))
     };
     let work = async {
-        let (sender, resp) = match link.take(url) {
-            Some(mut kept) => match send_on_kept(&mut kept, request()?).await {
-                Ok(resp) => (kept, resp),
-                Err(why) => {
-                    tracing::debug!(error = %why, "the kept connection failed: opening a new one");
-                    send_on_new(link, server, request()?).await?
-                }
-            },
-            None => send_on_new(link, server, request()?).await?,
-        };
+        let (sender, resp) = link.send(server, request).await?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -527,35 +512,6 @@ async fn exchange_with(
         .map_err(|_| ApiError::Timeout {
             url: url.to_owned(),
         })?
-}
-
-/// Sends `req` on a kept connection; why it could not carry it otherwise
-/// (closed by the server meanwhile, not ready in time, or closed before an
-/// answer came).
-async fn send_on_kept(
-    kept: &mut Sender,
-    req: Request<Full<Bytes>>,
-) -> Result<Response<Incoming>, String> {
-    match tokio::time::timeout(KEPT_READY, kept.ready()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err("not ready".to_owned()),
-    }
-    kept.send_request(req).await.map_err(|e| e.to_string())
-}
-
-/// Opens a new connection to `server` and sends `req` on it.
-async fn send_on_new(
-    link: &Link,
-    server: &ServerUrl,
-    req: Request<Full<Bytes>>,
-) -> Result<(Sender, Response<Incoming>), ApiError> {
-    let mut fresh = link.open(server).await?;
-    let resp = fresh
-        .send_request(req)
-        .await
-        .map_err(|e| connect_err(&server.url, e))?;
-    Ok((fresh, resp))
 }
 
 /// Turns a non-2xx answer into [`ApiError::Status`].

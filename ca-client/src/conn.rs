@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
@@ -26,6 +28,10 @@ use crate::api::{connect_err, ApiError, ServerUrl, CONNECT_TIMEOUT};
 /// How long a connection stays open after its last answer, waiting for the
 /// next request of the same operation.
 pub const KEEP_IDLE: Duration = Duration::from_secs(2);
+
+/// Time a kept connection has to be ready for the next request (its task
+/// has seen the last answer end) before a new one is opened instead.
+const KEPT_READY: Duration = Duration::from_secs(1);
 
 /// The sending half of an HTTP/1.1 connection.
 pub(crate) type Sender = SendRequest<Full<Bytes>>;
@@ -60,7 +66,7 @@ impl Link {
 
     /// The kept connection to `url`, if it is still open. A connection kept
     /// for another server is closed (dropping the sender ends it).
-    pub(crate) fn take(&self, url: &str) -> Option<Sender> {
+    fn take(&self, url: &str) -> Option<Sender> {
         match lock(&self.kept).conn.take() {
             Some((kept_url, sender)) if kept_url == url && !sender.is_closed() => Some(sender),
             _ => None,
@@ -88,10 +94,37 @@ impl Link {
         });
     }
 
+    /// Sends the request `request` makes, on the connection kept for
+    /// `server` when it is still open, else on a new one. A kept connection
+    /// that fails before an answer (the server closed it meanwhile) is
+    /// replaced once by a new one, with the request made anew (so an
+    /// `Authorization` nonce is never sent twice). The answer, and the
+    /// connection to [`keep`](Self::keep) once it is read.
+    pub(crate) async fn send(
+        &self,
+        server: &ServerUrl,
+        request: impl Fn() -> Result<Request<Full<Bytes>>, ApiError>,
+    ) -> Result<(Sender, Response<Incoming>), ApiError> {
+        if let Some(mut kept) = self.take(&server.url) {
+            match send_on(&mut kept, request()?).await {
+                Ok(resp) => return Ok((kept, resp)),
+                Err(why) => {
+                    tracing::debug!(error = %why, "the kept connection failed: opening a new one");
+                }
+            }
+        }
+        let mut fresh = self.open(server).await?;
+        let resp = fresh
+            .send_request(request()?)
+            .await
+            .map_err(|e| connect_err(&server.url, e))?;
+        Ok((fresh, resp))
+    }
+
     /// A new connection: TCP (within [`CONNECT_TIMEOUT`]), TLS verified
     /// with this link's configuration, HTTP/1.1. Its driver runs as a task
     /// that ends when the server closes or every sender is dropped.
-    pub(crate) async fn open(&self, server: &ServerUrl) -> Result<Sender, ApiError> {
+    async fn open(&self, server: &ServerUrl) -> Result<Sender, ApiError> {
         let url = server.url.as_str();
         let tcp = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -114,6 +147,21 @@ impl Link {
         tracing::debug!(url, "connected to the CA");
         Ok(sender)
     }
+}
+
+/// Sends `req` on a kept connection; why it could not carry it otherwise
+/// (closed by the server meanwhile, not ready in time, or closed before an
+/// answer came).
+async fn send_on(
+    kept: &mut Sender,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, String> {
+    match tokio::time::timeout(KEPT_READY, kept.ready()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("not ready".to_owned()),
+    }
+    kept.send_request(req).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
